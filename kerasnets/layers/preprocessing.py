@@ -1,0 +1,45 @@
+"""Input preprocessing that lives inside the model, so the input contract is one thing: RGB 0..255."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "caffe_preprocess", "CaffePreprocessing"]
+
+#: Per-channel means subtracted by caffe-style preprocessing, in BGR order (keras.applications ResNet).
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+#: ImageNet RGB statistics on the 0..1 scale (used by EfficientNet's in-model Normalization).
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def caffe_preprocess(images):
+    """Caffe preprocessing of RGB images in 0..255: convert to BGR and subtract the ImageNet BGR mean.
+
+    Identical to ``keras.applications.resnet.preprocess_input`` for channels-last input; accepts a
+    NumPy array or a tensor of any float dtype and returns float32 of the same shape.
+    """
+    images = ops.cast(ops.convert_to_tensor(images), "float32")
+    if images.shape[-1] != 3:
+        raise ValueError(f"caffe_preprocess expects RGB images with 3 channels last, got shape {tuple(images.shape)}")
+    return ops.flip(images, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="kerasnets")
+class CaffePreprocessing(keras.layers.Layer):
+    """In-model caffe preprocessing (RGB 0..255 -> BGR, mean subtracted): the ResNet v1 contract as a layer."""
+
+    def call(self, inputs):
+        """Flip RGB to BGR and subtract :data:`CAFFE_MEAN_BGR`."""
+        inputs = ops.cast(inputs, self.compute_dtype)
+        mean = ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        return ops.flip(inputs, axis=-1) - mean
+
+    def compute_output_shape(self, input_shape):
+        """Same shape as the input."""
+        return input_shape
+
+    def get_config(self):
+        """No arguments beyond the base layer's."""
+        return super().get_config()

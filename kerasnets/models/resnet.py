@@ -1,0 +1,197 @@
+"""ResNet-18/34/50/101/152 in the v1 (keras.applications), v1.5 (torchvision) and D (Bag of Tricks) layouts.
+
+Depths are a spec table (:data:`RESNET_SPECS`), variants are keyword deltas on a
+:class:`ResNetVariant`; the stages come from the shared stage loop in :mod:`kerasnets.layers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from keras import layers
+
+from kerasnets.layers.factories import LayerConfig, StageSpec, build_stages, conv_bn_act
+from kerasnets.layers.preprocessing import CaffePreprocessing
+from kerasnets.models.common import (
+    classifier_head,
+    endpoint_outputs,
+    finish_model,
+    model_input,
+    validate_common,
+)
+from kerasnets.models.weights import load_weights
+
+__all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "resnet_stages", "ResNet"]
+
+#: depth -> (block kind, blocks per stage). Stage widths are 64, 128, 256, 512.
+RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+STAGE_WIDTHS = (64, 128, 256, 512)
+
+#: torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu").
+HE_FAN_OUT = {"class_name": "VarianceScaling", "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetVariant:
+    """The knobs that distinguish ResNet layouts (timm-style keyword deltas).
+
+    Attributes:
+        stem: "7x7" (conv 7x7/2 + maxpool) or "deep" (3x3 convs 32-32-64, ResNet-C/D).
+        stride_in_1x1: stride on the bottleneck's first 1x1 (v1) instead of the 3x3 (v1.5).
+        conv_bias: biases on convolutions followed by BN (keras.applications v1).
+        bn_momentum / bn_epsilon: BatchNormalization settings.
+        avg_down: ResNet-D average-pool shortcut.
+        zero_init_last_bn: zero-initialise each residual branch's last BN gamma.
+        twin_prefix: keras.applications constructor prefix whose weights interchange, if any.
+    """
+
+    stem: str = "7x7"
+    stride_in_1x1: bool = False
+    conv_bias: bool = False
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    avg_down: bool = False
+    zero_init_last_bn: bool = True
+    kernel_initializer: Any = dataclasses.field(default_factory=lambda: HE_FAN_OUT)
+    twin_prefix: str | None = None
+
+
+_V15 = ResNetVariant()
+#: "v1": keras.applications; "v1.5": torchvision / NVIDIA; "d": Bag of Tricks ResNet-D (timm resnet*d).
+VARIANTS: dict[str, ResNetVariant] = {
+    "v1": dataclasses.replace(
+        _V15,
+        stride_in_1x1=True,
+        conv_bias=True,
+        bn_momentum=0.99,
+        bn_epsilon=1.001e-5,
+        zero_init_last_bn=False,
+        kernel_initializer="glorot_uniform",
+        twin_prefix="ResNet",
+    ),
+    "v1.5": _V15,
+    "d": dataclasses.replace(_V15, stem="deep", avg_down=True),
+}
+DEFAULT_VARIANT = "v1.5"
+
+
+def resnet_stages(depth: int) -> tuple[StageSpec, ...]:
+    """The four stages (conv2..conv5) of a ResNet of the given depth."""
+    if depth not in RESNET_SPECS:
+        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}")
+    block, repeats = RESNET_SPECS[depth]
+    return tuple(
+        StageSpec(f"conv{i + 2}", block, filters=width, repeats=n, stride=1 if i == 0 else 2)
+        for i, (width, n) in enumerate(zip(STAGE_WIDTHS, repeats))
+    )
+
+
+def _block_prefix(spec: StageSpec, index: int) -> str:
+    """keras.applications naming: conv3_block1_, conv3_block2_, ..."""
+    return f"{spec.name}_block{index + 1}_"
+
+
+def _stem(x, variant: ResNetVariant, config: LayerConfig):
+    """7x7/2 conv (or the deep 3x3 stem) then 3x3/2 max pool: output stride 4."""
+    if variant.stem == "deep":
+        x = conv_bn_act(x, 32, 3, config, "conv1_1", strides=2, padding="symmetric")
+        x = conv_bn_act(x, 32, 3, config, "conv1_2")
+        x = conv_bn_act(x, 64, 3, config, "conv1_3")
+    else:
+        x = conv_bn_act(x, 64, 7, config, "conv1", strides=2, padding="symmetric", pad_name="conv1_pad")
+    x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+    return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+
+def ResNet(
+    depth: int = 50,
+    variant: str | ResNetVariant = DEFAULT_VARIANT,
+    *,
+    include_top: bool = True,
+    weights: str | None = None,
+    input_tensor=None,
+    input_shape: tuple | None = None,
+    pooling: str | None = None,
+    classes: int = 1000,
+    classifier_activation: Any = "softmax",
+    name: str | None = None,
+    dropout_rate: float = 0.0,
+    drop_connect_rate: float = 0.0,
+    features_only: bool = False,
+    synchronized_bn: bool = False,
+    include_preprocessing: bool = False,
+    **variant_overrides: Any,
+):
+    """Build a ResNet as a Keras functional model.
+
+    Args:
+        depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
+        variant: "v1.5" (default: stride on the 3x3, no conv bias; torchvision, NVIDIA and most modern
+            recipes), "v1" (keras.applications layout; the one ImageNet weights exist for), "d"
+            (deep stem + average-pool shortcut), or a :class:`ResNetVariant`.
+        include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
+            as keras.applications. ``weights="imagenet"`` needs variant "v1" and depth 50/101/152.
+        dropout_rate: dropout before the classifier. drop_connect_rate: stochastic depth, ramped.
+        features_only: return the stride 4/8/16/32 stage outputs as a dict instead of the head.
+        synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
+        include_preprocessing: put :class:`CaffePreprocessing` in the model so it takes RGB 0..255.
+        **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``.
+
+    Input contract: caffe-preprocessed BGR (``kerasnets.preprocessing.caffe_preprocess``), exactly like
+    keras.applications ResNet; with ``include_preprocessing=True``, RGB pixels in 0..255.
+    """
+    if isinstance(variant, str):
+        if variant not in VARIANTS:
+            raise ValueError(f"ResNet variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        variant_name, spec = variant, VARIANTS[variant]
+    elif isinstance(variant, ResNetVariant):
+        variant_name, spec = "custom", variant
+    else:
+        raise TypeError(f"variant must be a name in {sorted(VARIANTS)} or a ResNetVariant, got {type(variant).__name__}")
+    if variant_overrides:
+        fields = {f.name for f in dataclasses.fields(ResNetVariant)}
+        unknown = sorted(set(variant_overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown ResNet variant keywords {unknown}; allowed: {sorted(fields)}")
+        spec = dataclasses.replace(spec, **variant_overrides)
+    if spec.stem not in ("7x7", "deep"):
+        raise ValueError(f"ResNet stem must be '7x7' or 'deep', got {spec.stem!r}")
+    stages = resnet_stages(depth)
+    twin = f"{spec.twin_prefix}{depth}" if spec.twin_prefix and depth >= 50 else None
+    if weights == "imagenet" and (twin is None or variant_overrides):
+        raise ValueError(
+            "weights='imagenet' exists for variant='v1' with depth 50, 101 or 152 (the keras.applications "
+            f"ResNets); got depth={depth}, variant={variant_name!r}. Use weights=None or a .weights.h5 path"
+        )
+    validate_common(weights, include_top, classes, pooling, input_shape)
+    config = LayerConfig(
+        activation="relu",
+        activation_label="relu",
+        bn_momentum=spec.bn_momentum,
+        bn_epsilon=spec.bn_epsilon,
+        synchronized_bn=synchronized_bn,
+        conv_bias=spec.conv_bias,
+        kernel_initializer=spec.kernel_initializer,
+        zero_init_last_bn=spec.zero_init_last_bn,
+        stride_in_1x1=spec.stride_in_1x1,
+        avg_down=spec.avg_down,
+    )
+    img_input = model_input(input_tensor, input_shape, 224)
+    x = CaffePreprocessing(name="caffe_preprocessing")(img_input) if include_preprocessing else img_input
+    x = _stem(x, spec, config)
+    x, endpoints = build_stages(x, stages, config, _block_prefix, drop_connect_rate, input_stride=4)
+    if features_only:
+        outputs = endpoint_outputs(endpoints)
+    else:
+        outputs = classifier_head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
+    default_name = f"resnet{depth}" + ("" if variant_name == "v1" else f"_{variant_name.replace('.', '_')}")
+    model = finish_model(img_input, input_tensor, outputs, name or default_name)
+    load_weights(model, weights, twin=twin, include_top=include_top and not features_only)
+    return model

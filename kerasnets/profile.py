@@ -1,0 +1,69 @@
+"""Model profiling: parameter counts and multiply-add FLOPs, counted per layer."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+
+__all__ = ["layer_flops", "profile"]
+
+
+def _spatial(shape) -> int:
+    return math.prod(int(d) for d in shape[1:-1])
+
+
+def layer_flops(layer: keras.layers.Layer) -> int:
+    """Multiply-adds of one layer for one image (the EfficientNet paper's FLOPs convention).
+
+    Counted: Conv2D (incl. grouped), DepthwiseConv2D and Dense. Everything else (BN, activations,
+    pooling, adds) is elementwise and left out, as in the papers' tables.
+    """
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        kh, kw = layer.kernel_size
+        out = layer.output.shape
+        return _spatial(out) * int(out[-1]) * kh * kw
+    if isinstance(layer, keras.layers.Conv2D):
+        kh, kw = layer.kernel_size
+        in_channels = int(layer.input.shape[-1])
+        out = layer.output.shape
+        return _spatial(out) * int(out[-1]) * kh * kw * in_channels // layer.groups
+    if isinstance(layer, keras.layers.Dense):
+        positions = math.prod(int(d) for d in layer.input.shape[1:-1]) if len(layer.input.shape) > 2 else 1
+        return positions * int(layer.input.shape[-1]) * layer.units
+    return 0
+
+
+def profile(model: keras.Model, image_size: int | tuple[int, int] | None = None) -> dict[str, Any]:
+    """Parameters, trainable parameters and multiply-add FLOPs of a functional model.
+
+    Args:
+        model: a functional model with one image input (channels last).
+        image_size: needed only when the model's input has no fixed height/width; the model is then
+            re-traced (cloned, weights not copied) at that size.
+
+    Returns:
+        ``{"params", "trainable_params", "flops", "input_size"}``; ``flops`` counts multiply-adds of a
+        single image at ``input_size`` = (height, width).
+    """
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3:
+        raise ValueError(f"profile expects a model with one image input (H, W, C), got input shape {model.input_shape}")
+    traced = model
+    if image_size is not None or None in shape[:2]:
+        if image_size is None:
+            raise ValueError(
+                f"the model's input {model.input_shape} has no fixed size: pass image_size=224 (or (h, w))"
+            )
+        size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        shape = (*size, shape[2])
+        traced = keras.models.clone_model(model, input_tensors=keras.Input(shape))
+    flops = sum(layer_flops(layer) for layer in traced.layers)
+    trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
+    return {
+        "params": int(model.count_params()),
+        "trainable_params": int(trainable),
+        "flops": int(flops),
+        "input_size": (int(shape[0]), int(shape[1])),
+    }

@@ -1,0 +1,203 @@
+"""Builders against references: keras.applications, torchvision and timm counts, the paper's tables."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import kerasnets
+from kerasnets.models.efficientnet import BASE_STAGES, PRESETS, scaled_stages
+
+# keras.applications 3.15 count_params() with weights=None (shared/ANCHORS.md).
+KERAS_EFFICIENTNET_PARAMS = [5_330_571, 7_856_239, 9_177_569, 12_320_535, 19_466_823, 30_562_527, 43_265_143, 66_658_687]
+KERAS_RESNET_PARAMS = {50: 25_636_712, 101: 44_707_176, 152: 60_419_944}
+# torchvision's published parameter counts (ResNet v1.5), trainable parameters only.
+TORCHVISION_RESNET_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
+
+
+def trainable(model):
+    return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+@pytest.mark.parametrize("phi", range(8))
+def test_efficientnet_params_equal_keras_applications(phi):
+    assert kerasnets.EfficientNet(phi).count_params() == KERAS_EFFICIENTNET_PARAMS[phi]
+
+
+def test_b0_params_and_layer_names_equal_live_keras_applications():
+    ours, theirs = kerasnets.EfficientNetB0(), keras.applications.EfficientNetB0(weights=None)
+    assert ours.count_params() == theirs.count_params()
+    ours_names = {layer.name for layer in ours.layers if layer.weights}
+    theirs_names = {layer.name for layer in theirs.layers if layer.weights and not layer.name.startswith("normalization")}
+    assert theirs_names <= ours_names
+
+
+@pytest.mark.parametrize("depth", [50, 101, 152])
+def test_resnet_v1_params_equal_keras_applications(depth):
+    assert kerasnets.ResNet(depth, "v1").count_params() == KERAS_RESNET_PARAMS[depth]
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_resnet_v15_trainable_params_equal_torchvision(depth):
+    assert trainable(kerasnets.ResNet(depth, "v1.5")) == TORCHVISION_RESNET_PARAMS[depth]
+
+
+def test_resnet50d_equals_timm_count():
+    # timm resnet50d: 25,576,264 = ResNet-50 v1.5 + the deep stem's extra 19,232 weights (hand count below).
+    deep_stem = (27 * 32 + 64) + (9 * 32 * 32 + 64) + (9 * 32 * 64 + 128)
+    plain_stem = 49 * 3 * 64 + 128
+    assert trainable(kerasnets.ResNet(50, "d")) == TORCHVISION_RESNET_PARAMS[50] - plain_stem + deep_stem == 25_576_264
+
+
+def test_resnet_variants_differ_where_the_papers_say():
+    v1, v15, d = (kerasnets.ResNet(50, v, input_shape=(64, 64, 3)) for v in ("v1", "v1.5", "d"))
+    assert v1.get_layer("conv3_block1_1_conv").strides == (2, 2)
+    assert v1.get_layer("conv3_block1_1_conv").use_bias
+    assert v15.get_layer("conv3_block1_2_conv").strides == (2, 2)
+    assert not v15.get_layer("conv3_block1_1_conv").use_bias
+    assert v1.get_layer("conv1_bn").epsilon == pytest.approx(1.001e-5)
+    assert isinstance(d.get_layer("conv3_block1_0_pool"), keras.layers.AveragePooling2D)
+    assert d.get_layer("conv1_3_conv").filters == 64
+
+
+def test_b0_outputs_identical_after_transfer_from_keras_applications(images):
+    source = keras.applications.EfficientNetB0(weights=None, classifier_activation=None)
+    norm = next(layer for layer in source.layers if isinstance(layer, keras.layers.Normalization))
+    norm.set_weights([np.array([0.4, 0.5, 0.6]), np.array([0.05, 0.06, 0.07]), np.array(0)])
+    norm.finalize_state()  # non-trivial statistics, so the transfer must carry them into the graph
+    target = kerasnets.EfficientNet(0, classifier_activation=None)
+    kerasnets.transfer_weights(source, target)
+    diff = np.abs(np.asarray(source(images, training=False)) - np.asarray(target(images, training=False)))
+    assert diff.max() <= 1e-5
+
+
+def test_resnet50_outputs_identical_after_transfer_from_keras_applications(images):
+    source = keras.applications.ResNet50(weights=None, classifier_activation=None)
+    target = kerasnets.ResNet(50, "v1", classifier_activation=None, include_preprocessing=True)
+    kerasnets.transfer_weights(source, target)
+    expected = source(keras.applications.resnet.preprocess_input(images.copy()), training=False)
+    diff = np.abs(np.asarray(expected) - np.asarray(target(images, training=False)))
+    assert diff.max() <= 1e-5
+
+
+def test_efficientnet_normalizes_with_imagenet_statistics():
+    model = kerasnets.EfficientNet(0, input_shape=(32, 32, 3))
+    probe = keras.Model(model.input, model.get_layer("normalization").output)
+    mean_image = np.broadcast_to(np.array([0.485, 0.456, 0.406]) * 255, (1, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(probe(mean_image)), 0.0, atol=1e-5)
+    std_step = np.asarray(probe(mean_image + np.array([0.229, 0.224, 0.225], "float32") * 255))
+    np.testing.assert_allclose(std_step, 1.0, atol=1e-4)
+
+
+def test_caffe_preprocess_matches_keras_applications(images):
+    expected = keras.applications.resnet.preprocess_input(images.copy())
+    np.testing.assert_allclose(np.asarray(kerasnets.caffe_preprocess(images)), expected, atol=1e-4)
+
+
+def test_transfer_names_first_mismatching_layer():
+    with pytest.raises(ValueError, match="conv1_conv"):
+        kerasnets.transfer_weights(keras.applications.ResNet50(weights=None), kerasnets.ResNet(50, "v1.5"))
+    with pytest.raises(ValueError, match="conv4_block7"):
+        kerasnets.transfer_weights(keras.applications.ResNet101(weights=None), kerasnets.ResNet(50, "v1"))
+
+
+def test_official_table_is_not_compound_formula():
+    b1 = PRESETS["efficientnetb1"]
+    assert (b1.width, b1.depth, b1.resolution) == (1.0, 1.1, 240)
+    formula = kerasnets.compound_scale(1, kerasnets.PAPER_COEFFICIENTS)
+    assert (formula.width, formula.depth) == pytest.approx((1.1, 1.2))
+    assert formula.resolution == 256  # 224 * 1.15 = 257.6 -> nearest multiple of 8
+
+
+def test_compound_scaling_doubles_flops_at_phi_1():
+    base = kerasnets.profile(kerasnets.EfficientNet(0))["flops"]
+    scaled = kerasnets.profile(kerasnets.EfficientNet(1, coefficients=kerasnets.PAPER_COEFFICIENTS))["flops"]
+    alpha, beta, gamma = kerasnets.PAPER_COEFFICIENTS
+    assert alpha * beta**2 * gamma**2 == pytest.approx(1.92, abs=0.01)
+    assert 1.8 <= scaled / base <= 2.3  # rounding of channels/repeats/resolution moves it off 1.92
+
+
+@pytest.mark.parametrize("phi", [-1, -0.5, 0.5, 1.5])
+def test_fractional_and_negative_phi_build(phi):
+    model = kerasnets.EfficientNet(phi, coefficients=(1.2, 1.1, 1.15), classes=10)
+    scale = kerasnets.compound_scale(phi)
+    assert model.input_shape[1] == scale.resolution and scale.resolution % 8 == 0
+    assert 0.2 <= scale.dropout <= 0.5
+    b0 = kerasnets.profile(kerasnets.EfficientNet(0, classes=10))["flops"]
+    flops = kerasnets.profile(model)["flops"]
+    assert (flops > b0) == (phi > 0)
+
+
+def test_lite_follows_tpu_lite_builder():
+    lite0 = kerasnets.EfficientNetLite0()
+    assert not [layer for layer in lite0.layers if "se_" in layer.name]
+    activations = {layer.get_config()["activation"] for layer in lite0.layers if isinstance(layer, keras.layers.Activation)}
+    assert activations == {"relu6"}
+    # timm tf_efficientnet_lite0 publishes 4.65M parameters (BN moving statistics not counted).
+    assert round(trainable(lite0) / 1e4) == 465
+    lite4 = kerasnets.EfficientNetLite4()
+    assert lite4.get_layer("stem_conv").filters == 32 and lite4.get_layer("top_conv").filters == 1280
+    stages = scaled_stages(PRESETS["efficientnet-lite4"])
+    assert stages[0].repeats == BASE_STAGES[0].repeats and stages[-1].repeats == BASE_STAGES[-1].repeats
+    assert stages[3].repeats == math.ceil(3 * 1.8)
+
+
+def test_drop_path_ramps_linearly_with_block_index():
+    model = kerasnets.EfficientNet(0, drop_connect_rate=0.2)
+    rates = [layer.rate for layer in model.layers if layer.name.endswith("_drop")]
+    blocks = [layer.name for layer in model.layers if layer.name.endswith("_project_bn")]
+    expected = [0.2 * i / 16 for i, name in enumerate(blocks) if f"{name[:-len('project_bn')]}drop" in {l.name for l in model.layers}]
+    assert len(blocks) == 16 and rates == pytest.approx(expected)
+    noise = model.get_layer("block2b_drop").noise_shape
+    assert tuple(noise) == (None, 1, 1, 1)
+
+
+@pytest.mark.parametrize("channels,size", [(1, 32), (4, 47), (1, None)])
+@pytest.mark.parametrize("family", ["efficientnet", "resnet"])
+def test_other_channels_and_sizes_build_and_run(family, channels, size):
+    shape = (size, size, channels)
+    model = (kerasnets.EfficientNet(0, include_top=False, input_shape=shape) if family == "efficientnet"
+             else kerasnets.ResNet(18, include_top=False, input_shape=shape))
+    out = model(np.zeros((1, size or 40, size or 40, channels), "float32"))
+    assert out.shape[-1] in (1280, 512)
+
+
+def test_features_only_endpoints_have_strides_4_to_32():
+    for model in (kerasnets.EfficientNet(0, features_only=True, input_shape=(64, 64, 3)),
+                  kerasnets.ResNet(50, features_only=True, input_shape=(64, 64, 3))):
+        assert {k: v.shape[1] for k, v in model.output.items()} == {
+            "stride_4": 16, "stride_8": 8, "stride_16": 4, "stride_32": 2}
+
+
+def test_pooling_and_classes():
+    assert kerasnets.EfficientNet(0, include_top=False, pooling="avg").output.shape == (None, 1280)
+    assert kerasnets.ResNet(18, include_top=False, pooling="max").output.shape == (None, 512)
+    assert kerasnets.ResNet(18, classes=7).output.shape == (None, 7)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=5),
+    lambda: kerasnets.ResNet(50, "v1", input_shape=(32, 32, 3), classes=5, include_preprocessing=True),
+])
+def test_keras_round_trip_without_custom_objects(tmp_path, build):
+    model = build()
+    x = np.random.RandomState(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6)
+
+
+def test_synchronized_batch_norm_option():
+    model = kerasnets.ResNet(18, synchronized_bn=True, input_shape=(32, 32, 3))
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.synchronized for layer in norms)
+    plain = kerasnets.ResNet(18, input_shape=(32, 32, 3))
+    assert plain.count_params() == model.count_params()
+
+
+def test_aliases_build_the_named_presets():
+    assert kerasnets.ResNet18().count_params() == kerasnets.ResNet(18).count_params()
+    assert kerasnets.EfficientNetB1().input_shape[1] == 240
+    assert kerasnets.build("resnet50_v1").count_params() == KERAS_RESNET_PARAMS[50]

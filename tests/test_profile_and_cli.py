@@ -1,0 +1,49 @@
+"""The FLOPs counter against a hand count, and the ``kerasnets info`` table."""
+
+import keras
+import pytest
+
+import kerasnets
+from kerasnets import cli
+
+
+def test_profile_matches_hand_count():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)         # 8*8 * 4 * 3*3*3 = 6912 MACs, 112 params
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)        # 8*8 * 4 * 3*3   = 2304 MACs, 40 params
+    x = keras.layers.Conv2D(6, 1, groups=2)(x)                    # 8*8 * 6 * 1*1*4/2 = 768 MACs, 18 params
+    x = keras.layers.BatchNormalization()(x)                      # 0 MACs, 12 trainable + 12 moving
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(5)(x)                            # 6*5 = 30 MACs, 35 params
+    stats = kerasnets.profile(keras.Model(inputs, outputs))
+    assert stats == {"params": 112 + 40 + 18 + 24 + 35, "trainable_params": 112 + 40 + 18 + 12 + 35,
+                     "flops": 6912 + 2304 + 768 + 30, "input_size": (8, 8)}
+
+
+def test_profile_of_variable_size_model_needs_image_size():
+    model = kerasnets.ResNet(18, include_top=False, input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="image_size"):
+        kerasnets.profile(model)
+    fixed = kerasnets.profile(kerasnets.ResNet(18, include_top=False, input_shape=(64, 64, 3)))
+    assert kerasnets.profile(model, image_size=64)["flops"] == fixed["flops"]
+
+
+def test_b0_and_resnet50_flops_match_the_papers():
+    # EfficientNet paper Table 2: B0 0.39B FLOPs; ResNet-50 (v1.5, torchvision/timm): 4.1 GMACs.
+    assert round(kerasnets.profile(kerasnets.EfficientNetB0())["flops"] / 1e9, 2) == 0.39
+    assert round(kerasnets.profile(kerasnets.ResNet50())["flops"] / 1e9, 1) == 4.1
+
+
+def test_info_prints_a_row_per_requested_preset(capsys):
+    assert cli.main(["info", "efficientnetb0"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnetb0" in out and "5,330,571" in out and "0.386G" in out
+    assert cli.main(["info", "nosuchnet"]) == 2
+    assert "allowed:" in capsys.readouterr().err
+
+
+def test_info_table_covers_every_preset():
+    assert set(kerasnets.PRESETS) >= {"resnet18", "resnet50_v1", "resnet50d", "efficientnetb7", "efficientnet-lite4"}
+    rows = cli.preset_table(["resnet18", "efficientnet-lite0"])
+    assert [row["input_size"] for row in rows] == [224, 224]
+    assert rows[0]["params"] == kerasnets.ResNet18().count_params()
