@@ -1,0 +1,228 @@
+"""Training augmentations: AutoAugment policy v0 (tensorflow/tpu EfficientNet), Keras RandAugment,
+Keras MixUp / CutMix. All operate on float32 RGB in 0..255 inside tf.data.
+
+AutoAugment has no Keras layer, so its 25 sub-policies are written here with TensorFlow image ops,
+with the reference's level-to-argument rules (``_MAX_LEVEL = 10``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "autoaugment", "per_image_augmenter", "batch_mixer"]
+
+MAX_LEVEL = 10.0
+FILL_VALUE = 128
+TRANSLATE_CONST = 100
+
+#: AutoAugment ImageNet policy v0 used to train EfficientNet (tensorflow/tpu autoaugment.py).
+POLICY_V0 = (
+    (("Equalize", 0.8, 1), ("ShearY", 0.8, 4)),
+    (("Color", 0.4, 9), ("Equalize", 0.6, 3)),
+    (("Color", 0.4, 1), ("Rotate", 0.6, 8)),
+    (("Solarize", 0.8, 3), ("Equalize", 0.4, 7)),
+    (("Solarize", 0.4, 2), ("Solarize", 0.6, 2)),
+    (("Color", 0.2, 0), ("Equalize", 0.8, 8)),
+    (("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)),
+    (("ShearX", 0.2, 9), ("Rotate", 0.6, 8)),
+    (("Color", 0.6, 1), ("Equalize", 1.0, 2)),
+    (("Invert", 0.4, 9), ("Rotate", 0.6, 0)),
+    (("Equalize", 1.0, 9), ("ShearY", 0.6, 3)),
+    (("Color", 0.4, 7), ("Equalize", 0.6, 0)),
+    (("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)),
+    (("Solarize", 0.6, 8), ("Color", 0.6, 9)),
+    (("Solarize", 0.2, 4), ("Rotate", 0.8, 9)),
+    (("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)),
+    (("ShearX", 0.0, 0), ("Solarize", 0.8, 4)),
+    (("ShearY", 0.8, 0), ("Color", 0.6, 4)),
+    (("Color", 1.0, 0), ("Rotate", 0.6, 2)),
+    (("Equalize", 0.8, 4), ("Equalize", 0.0, 8)),
+    (("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)),
+    (("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)),
+    (("Posterize", 0.8, 2), ("Solarize", 0.6, 10)),
+    (("Solarize", 0.6, 8), ("Equalize", 0.6, 1)),
+    (("Color", 0.8, 6), ("Rotate", 0.4, 5)),
+)
+
+
+def _blend(degenerate: tf.Tensor, image: tf.Tensor, factor: float) -> tf.Tensor:
+    """PIL ImageEnhance blend: ``degenerate + factor * (image - degenerate)``, clipped to 0..255."""
+    return tf.clip_by_value(degenerate + factor * (image - degenerate), 0.0, 255.0)
+
+
+def _transform(image: tf.Tensor, matrix) -> tf.Tensor:
+    """Projective transform (output -> input coordinates), nearest neighbour, gray fill."""
+    shape = tf.shape(image)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=tf.cast(tf.reshape(matrix, [1, 8]), tf.float32),
+        output_shape=shape[:2],
+        fill_value=tf.constant(FILL_VALUE, tf.float32),
+        interpolation="NEAREST",
+        fill_mode="CONSTANT",
+    )[0]
+
+
+def _signed(value: float) -> tf.Tensor:
+    """``value`` with a random sign, as the reference's ``_randomly_negate_tensor``."""
+    return tf.where(tf.random.uniform([]) < 0.5, -value, value)
+
+
+def _rotate(image, level):
+    radians = _signed(level / MAX_LEVEL * 30.0) * math.pi / 180.0
+    height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+    cos, sin = tf.cos(radians), tf.sin(radians)
+    x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
+    y_offset = ((height - 1) - (sin * (width - 1) + cos * (height - 1))) / 2.0
+    return _transform(image, tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0]))
+
+
+def _shear_x(image, level):
+    s = _signed(level / MAX_LEVEL * 0.3)
+    return _transform(image, tf.stack([1.0, s, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
+
+
+def _shear_y(image, level):
+    s = _signed(level / MAX_LEVEL * 0.3)
+    return _transform(image, tf.stack([1.0, 0.0, 0.0, s, 1.0, 0.0, 0.0, 0.0]))
+
+
+def _translate_y(image, level):
+    pixels = _signed(level / MAX_LEVEL * TRANSLATE_CONST)
+    return _transform(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0]))
+
+
+def _color(image, level):
+    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
+    return _blend(gray, image, level / MAX_LEVEL * 1.8 + 0.1)
+
+
+def _posterize(image, level):
+    shift = 8 - int(level / MAX_LEVEL * 4)
+    pixels = tf.cast(image, tf.uint8)
+    return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(pixels, shift), shift), tf.float32)
+
+
+def _solarize(image, level):
+    threshold = float(int(level / MAX_LEVEL * 256))
+    return tf.where(image < threshold, image, 255.0 - image)
+
+
+def _solarize_add(image, level):
+    added = tf.clip_by_value(image + float(int(level / MAX_LEVEL * 110)), 0.0, 255.0)
+    return tf.where(image < 128.0, added, image)
+
+
+def _invert(image, level):
+    del level
+    return 255.0 - image
+
+
+def _autocontrast(image, level):
+    del level
+    low = tf.reduce_min(image, axis=[0, 1], keepdims=True)
+    high = tf.reduce_max(image, axis=[0, 1], keepdims=True)
+    scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1e-6), 1.0)
+    offset = tf.where(high > low, -low * scale, 0.0)
+    return tf.clip_by_value(image * scale + offset, 0.0, 255.0)
+
+
+def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
+    values = tf.cast(channel, tf.int32)
+    histogram = tf.histogram_fixed_width(values, [0, 255], nbins=256)
+    nonzero = tf.boolean_mask(histogram, histogram > 0)
+    step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
+
+    def equalized():
+        lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
+        lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
+        return tf.cast(tf.gather(lut, values), tf.float32)
+
+    return tf.cond(step > 0, equalized, lambda: tf.cast(values, tf.float32))
+
+
+def _equalize(image, level):
+    del level
+    return tf.stack([_equalize_channel(image[..., c]) for c in range(3)], axis=-1)
+
+
+#: op name -> fn(float image 0..255 HxWx3, level 0..10) -> image.
+AUTOAUGMENT_OPS = {
+    "AutoContrast": _autocontrast,
+    "Equalize": _equalize,
+    "Invert": _invert,
+    "Rotate": _rotate,
+    "Posterize": _posterize,
+    "Solarize": _solarize,
+    "SolarizeAdd": _solarize_add,
+    "Color": _color,
+    "ShearX": _shear_x,
+    "ShearY": _shear_y,
+    "TranslateY": _translate_y,
+}
+
+
+def autoaugment(image: tf.Tensor, policy=POLICY_V0) -> tf.Tensor:
+    """Apply one uniformly chosen sub-policy: each of its ops with its probability, at its level."""
+    image = tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0))
+
+    def branch(sub_policy):
+        def apply():
+            out = image
+            for name, probability, level in sub_policy:
+                op = AUTOAUGMENT_OPS[name]
+                out = tf.cond(
+                    tf.random.uniform([]) < probability,
+                    lambda o=out, op=op, level=level: op(o, level),
+                    lambda o=out: o,
+                )
+            return out
+
+        return apply
+
+    index = tf.random.uniform([], 0, len(policy), dtype=tf.int32)
+    out = tf.switch_case(index, [branch(p) for p in policy])
+    out.set_shape(image.shape)
+    return out
+
+
+def per_image_augmenter(randaugment: bool | dict, use_autoaugment: bool, seed: int | None):
+    """fn(image) applying AutoAugment and/or Keras RandAugment (ops chosen per image, per call)."""
+    layer = None
+    if randaugment:
+        options = dict(num_ops=2, factor=0.5, **(randaugment if isinstance(randaugment, dict) else {}))
+        layer = keras.layers.RandAugment(value_range=(0, 255), seed=seed, **options)
+
+    def augment(image):
+        if use_autoaugment:
+            image = autoaugment(image)
+        if layer is not None:
+            image = tf.clip_by_value(tf.cast(layer(image, training=True), tf.float32), 0.0, 255.0)
+        return image
+
+    augment.randaugment = layer
+    return augment
+
+
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float, seed: int | None):
+    """fn(images, one_hot_labels) applying Keras MixUp or CutMix (one of the two, 50/50, if both)."""
+    mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
+    cutmix = keras.layers.CutMix(factor=cutmix_alpha, seed=seed) if cutmix_alpha > 0 else None
+
+    def apply(layer, images, labels):
+        out = layer({"images": images, "labels": labels}, training=True)
+        return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
+
+    def mix(images, labels):
+        if mixup is not None and cutmix is not None:
+            return tf.cond(
+                tf.random.uniform([]) < 0.5,
+                lambda: apply(mixup, images, labels),
+                lambda: apply(cutmix, images, labels),
+            )
+        return apply(mixup or cutmix, images, labels)
+
+    return mix

@@ -1,0 +1,267 @@
+"""``kerasnets.data.load``: one entry point for every source, returning (tf.data.Dataset, DatasetInfo)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
+from kerasnets.data.files import scan_folder, split_indices
+from kerasnets.data.tfrecords import check_tfrecords, parse_example
+from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
+
+__all__ = ["DatasetInfo", "load", "SOURCE_KINDS"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+SOURCE_KINDS = ("digits", "tfds:NAME", "an image folder", "a TFRecord glob", "(images, labels) numpy arrays")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a training script needs to know about a loaded dataset."""
+
+    source: str
+    split: str
+    class_names: tuple[str, ...]
+    num_examples: int
+    image_size: int
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (length of ``class_names``)."""
+        return len(self.class_names)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    dataset: tf.data.Dataset  # of (image uint8 HxWxC or encoded bytes, int64 label)
+    class_names: tuple[str, ...]
+    num_examples: int
+    sharded_files: bool = False
+    defaults: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None) -> _Raw:
+    images, labels = np.asarray(images), np.asarray(labels).astype(np.int64).reshape(-1)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"numpy images must be [N, H, W] or [N, H, W, 1|3|4], got shape {images.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"numpy source has {len(images)} images but {len(labels)} labels")
+    num_classes = len(class_names) if class_names else int(labels.max()) + 1
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
+    if images.dtype != np.uint8:
+        if images.min() < 0 or images.max() > 255:
+            raise ValueError("numpy images must be uint8 or floats in 0..255 (kerasnets models normalize inside)")
+        images = np.round(images).astype(np.uint8)
+    names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+    return _Raw(tf.data.Dataset.from_tensor_slices((images, labels)), names, len(images))
+
+
+def _digits(split: str, data_dir: str | None) -> _Raw:
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+    if data_dir:  # the real TFDS dataset (prepared offline from scikit-learn's copy)
+        builder = KerasnetsDigits(data_dir=data_dir)
+        builder.download_and_prepare()
+        ds = builder.as_dataset(split=split, as_supervised=True)
+        n = builder.info.splits[split].num_examples
+        return _Raw(ds, DIGITS_CLASS_NAMES, n, defaults={"crop_padding": 0, "flip": False})
+    raw = _from_arrays(*digits_arrays(split), class_names=DIGITS_CLASS_NAMES)
+    return _Raw(raw.dataset, raw.class_names, raw.num_examples, defaults={"crop_padding": 0, "flip": False})
+
+
+def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # DatasetNotFoundError and friends
+        raise ValueError(f"unknown TFDS dataset {name!r}: {error}") from error
+    if not builder.is_prepared():
+        if not download:
+            manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+            raise FileNotFoundError(
+                f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and download=False. "
+                + (f"It needs a manual download: place the files in {os.path.join(builder.data_dir_root, 'downloads', 'manual')} "
+                   f"({' '.join(str(manual).split())[:300]}) then run again with download=True. " if manual else
+                   "Run once with download=True on a machine with network access, or copy a prepared "
+                   f"{name}/ folder into {builder.data_dir_root}. ")
+            )
+        builder.download_and_prepare()
+    features = builder.info.features
+    label_key = builder.info.supervised_keys[1] if builder.info.supervised_keys else "label"
+    names = tuple(features[label_key].names)
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    n = builder.info.splits[split].num_examples
+    return _Raw(ds, names, n, sharded_files=True)
+
+
+def _folder(root: str, split: str, validation_split: float, seed: int) -> _Raw:
+    found = scan_folder(root)
+    keep = split_indices(len(found.paths), validation_split, split, seed)
+    paths = [found.paths[i] for i in keep]
+    labels = np.array([found.labels[i] for i in keep], np.int64)
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(lambda path, label: (tf.io.read_file(path), label), num_parallel_calls=AUTOTUNE)
+    return _Raw(ds, found.class_names, len(paths), extras={"skipped": [p for p, _ in found.skipped]})
+
+
+def _tfrecords(pattern: str, class_names, num_classes, label_offset: int, training: bool, seed: int) -> _Raw:
+    files = sorted(glob.glob(pattern))
+    if not files:
+        raise ValueError(f"no TFRecord files match {pattern!r}")
+    if class_names is None:
+        labels_file = re.sub(r"-\d+-of-\d+$", "", files[0]) + "-labels.txt"  # written by write_tfrecords
+        if os.path.isfile(labels_file):
+            with open(labels_file) as handle:
+                class_names = [line.strip() for line in handle if line.strip()]
+    if class_names is None and num_classes is None:
+        raise ValueError(f"TFRecord source {pattern!r}: pass class_names=[...] or num_classes=N (no labels file found)")
+    names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+    check_tfrecords(files, len(names), label_offset)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+        cycle_length=min(len(files), 16),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not training,
+    )
+    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
+    count = sum(1 for f in files for _ in tf.data.TFRecordDataset(f)) if len(files) <= 64 else -1
+    return _Raw(ds, names, count, sharded_files=True)
+
+
+def _resolve(source, split, training, seed, options) -> _Raw:
+    if isinstance(source, tuple) and len(source) == 2:
+        return _from_arrays(*source, class_names=options.pop("class_names", None))
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be one of {SOURCE_KINDS}, got {type(source).__name__}")
+    source = os.fspath(source)
+    if source == "digits":
+        return _digits(split, options.pop("data_dir", None))
+    if source.startswith("tfds:"):
+        return _tfds(source[5:], split, options.pop("data_dir", None), options.pop("download", False))
+    if os.path.isdir(source):
+        return _folder(source, split, options.pop("validation_split", 0.2), seed)
+    if any(ch in source for ch in "*?[") or os.path.isfile(source):
+        return _tfrecords(source, options.pop("class_names", None), options.pop("num_classes", None),
+                          options.pop("label_offset", 0), training, seed)
+    raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
+
+
+def load(
+    source: Any,
+    split: str = "train",
+    image_size: int = 224,
+    batch_size: int = 32,
+    training: bool | None = None,
+    *,
+    seed: int = 0,
+    deterministic: bool = False,
+    shuffle_buffer: int = 10_000,
+    cache: bool = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_padding: int | None = None,
+    flip: bool | None = None,
+    resize_method: str | None = None,
+    randaugment: bool | dict = False,
+    autoaugment: bool = False,
+    mixup_alpha: float = 0.0,
+    cutmix_alpha: float = 0.0,
+    one_hot: bool | None = None,
+    **options: Any,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
+
+    Args:
+        source: "digits" (embedded, offline), "tfds:NAME", an image folder (one subfolder per class),
+            a TFRecord glob (ImageNet layout), or a ``(images, labels)`` tuple of numpy arrays.
+        split: "train"/"test" (digits), any TFDS split, "train"/"validation"/"all" (folders).
+        image_size: output height and width.
+        training: random crop/flip/augment and shuffle (default: ``split == "train"``).
+        seed, deterministic: seeded shuffling; ``deterministic=True`` also keeps element order
+            (slower). shuffle_buffer: bounded shuffle buffer. cache: cache decoded examples in memory.
+        repeat, drop_remainder: repeat forever / fixed batch shapes (TPU).
+        crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
+            (32 = EfficientNet reference; digits default 0). flip: random horizontal flip.
+        resize_method: "bilinear" (train default) or "bicubic" (eval default).
+        randaugment: True or ``dict(num_ops=2, factor=0.5)``: Keras RandAugment per image.
+        autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
+        mixup_alpha, cutmix_alpha: Keras MixUp / CutMix on batches (labels become one-hot).
+        one_hot: one-hot float labels (default: only when mixing).
+        **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``validation_split``
+            (folders), ``class_names``, ``num_classes``, ``label_offset`` (TFRecords).
+
+    Images leave the pipeline as float32 RGB in 0..255; the models normalize inside.
+    """
+    training = (split == "train") if training is None else training
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    raw = _resolve(source, split, training, seed, options)
+    if options:
+        raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
+    settings = {"crop_padding": 32, "flip": True, **raw.defaults}
+    crop_padding = settings["crop_padding"] if crop_padding is None else crop_padding
+    flip = settings["flip"] if flip is None else flip
+    resize_method = resize_method or ("bilinear" if training else "bicubic")
+    if resize_method not in RESIZE_METHODS:
+        raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
+
+    ds = raw.dataset
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(shuffle_buffer, max(raw.num_examples, 1)), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    transform = (train_transform(image_size, crop_scale, flip, resize_method, seed) if training
+                 else eval_transform(image_size, crop_padding, resize_method))
+    ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
+    ds = ds.ignore_errors(log_warning=True)  # a file that passed the cheap checks but fails to decode
+    if training and (randaugment or autoaugment):
+        from kerasnets.data.augment import per_image_augmenter
+
+        augment = per_image_augmenter(randaugment, autoaugment, seed)
+        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
+    if one_hot or mixing:
+        depth = len(raw.class_names)
+        ds = ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth)), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if mixing:
+        from kerasnets.data.augment import batch_mixer
+
+        mix = batch_mixer(mixup_alpha, cutmix_alpha, seed)
+        ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
+    opts = tf.data.Options()
+    opts.deterministic = deterministic or not training
+    opts.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if raw.sharded_files else tf.data.experimental.AutoShardPolicy.DATA
+    )
+    ds = ds.with_options(opts).prefetch(AUTOTUNE)
+    info = DatasetInfo(
+        source=str(source) if isinstance(source, (str, os.PathLike)) else "arrays",
+        split=split,
+        class_names=raw.class_names,
+        num_examples=raw.num_examples,
+        image_size=image_size,
+        extras=raw.extras,
+    )
+    return ds, info

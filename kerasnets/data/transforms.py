@@ -1,0 +1,134 @@
+"""Image transforms of the published recipes, as tf.data map functions.
+
+Train: Inception-style random-resized crop (on the encoded JPEG with ``decode_and_crop_jpeg`` when
+the input is bytes), random horizontal flip. Eval: center crop with ``crop_padding`` (the
+EfficientNet reference eval: crop ``size / (size + 32)`` of the short side), resize. Every image
+leaves as float32 RGB in 0..255: normalization stays inside the model.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+__all__ = ["decode_rgb", "random_resized_crop", "center_crop", "train_transform", "eval_transform", "RESIZE_METHODS"]
+
+RESIZE_METHODS = ("bilinear", "bicubic")
+
+
+def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8)."""
+    image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _to_rgb(image: tf.Tensor) -> tf.Tensor:
+    """uint8 RGB from an already decoded image of 1, 3 or 4 channels."""
+    image = tf.convert_to_tensor(image)
+    channels = image.shape[-1]
+    if channels == 1:
+        image = tf.image.grayscale_to_rgb(image)
+    elif channels == 4:
+        image = image[..., :3]
+    if image.dtype != tf.uint8:
+        image = tf.cast(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0), tf.uint8)
+    return image
+
+
+def _image_shape(image_or_bytes: tf.Tensor) -> tf.Tensor:
+    if image_or_bytes.dtype == tf.string:
+        return tf.cond(
+            tf.io.is_jpeg(image_or_bytes),
+            lambda: tf.io.extract_jpeg_shape(image_or_bytes)[:2],
+            lambda: tf.shape(decode_rgb(image_or_bytes))[:2],
+        )
+    return tf.shape(image_or_bytes)[:2]
+
+
+def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width) -> tf.Tensor:
+    """Crop a window; JPEG bytes are decoded only inside the window (decode_and_crop_jpeg)."""
+    if image_or_bytes.dtype == tf.string:
+        window = tf.stack([offset_y, offset_x, height, width])
+        return tf.cond(
+            tf.io.is_jpeg(image_or_bytes),
+            lambda: tf.image.decode_and_crop_jpeg(image_or_bytes, window, channels=3),
+            lambda: tf.image.crop_to_bounding_box(decode_rgb(image_or_bytes), offset_y, offset_x, height, width),
+        )
+    return tf.image.crop_to_bounding_box(_to_rgb(image_or_bytes), offset_y, offset_x, height, width)
+
+
+def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
+    image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method=method)
+    return tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
+
+
+def center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int = 32, method: str = "bicubic") -> tf.Tensor:
+    """Center crop ``size / (size + crop_padding)`` of the short side, resized to ``size`` x ``size``."""
+    shape = _image_shape(image_or_bytes)
+    height, width = shape[0], shape[1]
+    crop = tf.cast(
+        (size / (size + crop_padding)) * tf.cast(tf.minimum(height, width), tf.float32), tf.int32
+    )
+    crop = tf.maximum(crop, 1)
+    offset_y = (height - crop + 1) // 2
+    offset_x = (width - crop + 1) // 2
+    return _resize(_crop(image_or_bytes, offset_y, offset_x, crop, crop), size, method)
+
+
+def random_resized_crop(
+    image_or_bytes: tf.Tensor,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    method: str = "bilinear",
+    seed: int | None = None,
+) -> tf.Tensor:
+    """Inception random-resized crop (``sample_distorted_bounding_box``), center-crop fallback.
+
+    As the TPU reference, when no acceptable box was found in 10 attempts (the sampler then returns
+    the whole image) the eval center crop is used instead.
+    """
+    shape = _image_shape(image_or_bytes)
+    begin, box_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.concat([shape, [3]], axis=0),
+        bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+        min_object_covered=0.1,
+        aspect_ratio_range=ratio,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+        seed=seed or 0,
+    )
+    whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
+    return tf.cond(
+        whole_image,
+        lambda: center_crop(image_or_bytes, size, method=method),
+        lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1]), size, method),
+    )
+
+
+def train_transform(
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    flip: bool = True,
+    method: str = "bilinear",
+    seed: int | None = None,
+):
+    """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for training."""
+
+    def transform(image, label):
+        image = random_resized_crop(image, size, scale=scale, method=method, seed=seed)
+        if flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        return image, label
+
+    return transform
+
+
+def eval_transform(size: int, crop_padding: int = 32, method: str = "bicubic"):
+    """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation."""
+
+    def transform(image, label):
+        return center_crop(image, size, crop_padding=crop_padding, method=method), label
+
+    return transform
