@@ -190,7 +190,7 @@ def test_random_resized_crop_on_jpeg_bytes_matches_decoded_crop():
 
 def test_randaugment_picks_different_ops_for_different_batches_in_tf_data():
     """keras#21169: op choice must not be frozen when the dataset map is traced."""
-    layer = augment.per_image_augmenter(True, False, seed=1).randaugment
+    layer = augment.randaugment_layer(True, seed=1)
     layer.build((32, 32, 3))
     image = tf.zeros((32, 32, 3))
     choices = tf.data.Dataset.range(12).map(

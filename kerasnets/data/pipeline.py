@@ -45,6 +45,7 @@ class _Raw:
     class_names: tuple[str, ...]
     num_examples: int
     sharded_files: bool = False
+    encoded: bool = False  # elements are encoded files that may still fail to decode
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
@@ -104,7 +105,7 @@ def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
     names = tuple(features[label_key].names)
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     n = builder.info.splits[split].num_examples
-    return _Raw(ds, names, n, sharded_files=True)
+    return _Raw(ds, names, n)
 
 
 def _folder(root: str, split: str, validation_split: float, seed: int) -> _Raw:
@@ -114,7 +115,7 @@ def _folder(root: str, split: str, validation_split: float, seed: int) -> _Raw:
     labels = np.array([found.labels[i] for i in keep], np.int64)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
     ds = ds.map(lambda path, label: (tf.io.read_file(path), label), num_parallel_calls=AUTOTUNE)
-    return _Raw(ds, found.class_names, len(paths), extras={"skipped": [p for p, _ in found.skipped]})
+    return _Raw(ds, found.class_names, len(paths), encoded=True, extras={"skipped": [p for p, _ in found.skipped]})
 
 
 def _tfrecords(pattern: str, class_names, num_classes, label_offset: int, training: bool, seed: int) -> _Raw:
@@ -141,7 +142,7 @@ def _tfrecords(pattern: str, class_names, num_classes, label_offset: int, traini
     )
     ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
     count = sum(1 for f in files for _ in tf.data.TFRecordDataset(f)) if len(files) <= 64 else -1
-    return _Raw(ds, names, count, sharded_files=True)
+    return _Raw(ds, names, count, sharded_files=True, encoded=True)
 
 
 def _resolve(source, split, training, seed, options) -> _Raw:
@@ -200,7 +201,7 @@ def load(
         crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
             (32 = EfficientNet reference; digits default 0). flip: random horizontal flip.
         resize_method: "bilinear" (train default) or "bicubic" (eval default).
-        randaugment: True or ``dict(num_ops=2, factor=0.5)``: Keras RandAugment per image.
+        randaugment: True or ``dict(num_ops=2, factor=0.5)``: Keras RandAugment on each batch.
         autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
         mixup_alpha, cutmix_alpha: Keras MixUp / CutMix on batches (labels become one-hot).
         one_hot: one-hot float labels (default: only when mixing).
@@ -231,20 +232,26 @@ def load(
         ds = ds.shuffle(min(shuffle_buffer, max(raw.num_examples, 1)), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    transform = (train_transform(image_size, crop_scale, flip, resize_method, seed) if training
+    transform = (train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding) if training
                  else eval_transform(image_size, crop_padding, resize_method))
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
-    ds = ds.ignore_errors(log_warning=True)  # a file that passed the cheap checks but fails to decode
-    if training and (randaugment or autoaugment):
-        from kerasnets.data.augment import per_image_augmenter
+    if raw.encoded:
+        ds = ds.ignore_errors(log_warning=True)  # a file that passed the cheap checks but fails to decode
+    if training and autoaugment:
+        from kerasnets.data.augment import autoaugment as auto_augment
 
-        augment = per_image_augmenter(randaugment, autoaugment, seed)
-        ds = ds.map(lambda x, y: (augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = ds.map(lambda x, y: (auto_augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     if one_hot or mixing:
         depth = len(raw.class_names)
         ds = ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth)), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
+    if training and randaugment:
+        from kerasnets.data.augment import randaugment_layer
+
+        layer = randaugment_layer(randaugment, seed)
+        ds = ds.map(lambda x, y: (tf.clip_by_value(tf.cast(layer(x, training=True), tf.float32), 0.0, 255.0), y),
+                    num_parallel_calls=AUTOTUNE)
     if mixing:
         from kerasnets.data.augment import batch_mixer
 

@@ -82,11 +82,12 @@ def random_resized_crop(
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     method: str = "bilinear",
     seed: int | None = None,
+    crop_padding: int = 32,
 ) -> tf.Tensor:
     """Inception random-resized crop (``sample_distorted_bounding_box``), center-crop fallback.
 
     As the TPU reference, when no acceptable box was found in 10 attempts (the sampler then returns
-    the whole image) the eval center crop is used instead.
+    the whole image) the eval center crop (with the same ``crop_padding``) is used instead.
     """
     shape = _image_shape(image_or_bytes)
     begin, box_size, _ = tf.image.sample_distorted_bounding_box(
@@ -102,7 +103,7 @@ def random_resized_crop(
     whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
     return tf.cond(
         whole_image,
-        lambda: center_crop(image_or_bytes, size, method=method),
+        lambda: center_crop(image_or_bytes, size, crop_padding=crop_padding, method=method),
         lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1]), size, method),
     )
 
@@ -113,11 +114,12 @@ def train_transform(
     flip: bool = True,
     method: str = "bilinear",
     seed: int | None = None,
+    crop_padding: int = 32,
 ):
     """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for training."""
 
     def transform(image, label):
-        image = random_resized_crop(image, size, scale=scale, method=method, seed=seed)
+        image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding)
         if flip:
             image = tf.image.random_flip_left_right(image, seed=seed)
         return image, label

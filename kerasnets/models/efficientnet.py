@@ -164,6 +164,7 @@ def EfficientNet(
     drop_connect_rate: float = 0.2,
     features_only: bool = False,
     synchronized_bn: bool = False,
+    bn_momentum: float = 0.99,
 ):
     """Build an EfficientNet as a Keras functional model.
 
@@ -181,6 +182,8 @@ def EfficientNet(
         features_only: return ``{"stride_4", "stride_8", "stride_16", "stride_32"}`` stage outputs
             (timm ``features_only`` / Model Garden endpoints) instead of the head.
         synchronized_bn: use synchronized BatchNormalization (MirroredStrategy).
+        bn_momentum: BatchNormalization momentum (0.99 = TF reference; ~0.9 for runs of a few
+            hundred steps, whose moving statistics would otherwise lag the weights).
 
     Input contract: RGB pixels in 0..255 (uint8 or float). Rescaling and ImageNet Normalization are
     layers of the model; do not divide by 255 yourself.
@@ -202,7 +205,7 @@ def EfficientNet(
     config = LayerConfig(
         activation=spec.activation,
         activation_label="activation",
-        bn_momentum=0.99,
+        bn_momentum=bn_momentum,
         bn_epsilon=1e-3,
         synchronized_bn=synchronized_bn,
         kernel_initializer=CONV_KERNEL_INITIALIZER,

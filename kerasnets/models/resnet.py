@@ -142,7 +142,7 @@ def ResNet(
         features_only: return the stride 4/8/16/32 stage outputs as a dict instead of the head.
         synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
         include_preprocessing: put :class:`CaffePreprocessing` in the model so it takes RGB 0..255.
-        **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``.
+        **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``, ``bn_momentum=0.9``.
 
     Input contract: caffe-preprocessed BGR (``kerasnets.preprocessing.caffe_preprocess``), exactly like
     keras.applications ResNet; with ``include_preprocessing=True``, RGB pixels in 0..255.

@@ -1,0 +1,335 @@
+"""Export for serving and mobile: SavedModel (with an encoded-image signature) and LiteRT/TFLite
+(fp32, float16, dynamic-range, full int8), each verified against the Keras model.
+
+Both go through Keras 3's export machinery (``ExportArchive`` / ``model.export``): the TFLite file is
+converted from a SavedModel written by ``model.export`` (``TFLiteConverter.from_concrete_functions``
+produced NaN outputs on this stack) and run back with ``ai_edge_litert``'s interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasnets.data.transforms import center_crop
+
+__all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "ExportError"]
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+IO_DTYPES = ("float32", "int8", "uint8")
+#: Maximum absolute difference on probabilities accepted per quantization (issue contract).
+TOLERANCE = {"none": 1e-4, "float16": 1e-2}
+
+
+class ExportError(RuntimeError):
+    """A conversion failed or its output does not match the Keras model."""
+
+
+def _input_size(model: keras.Model) -> tuple[int, int, int]:
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or None in shape:
+        raise ValueError(
+            f"export needs a model with a fixed (height, width, channels) input, got {model.input_shape}; "
+            "rebuild it with input_shape=(size, size, 3)"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _outputs_probabilities(model: keras.Model) -> bool:
+    last = model.layers[-1]
+    return getattr(last, "activation", None) is keras.activations.softmax or (
+        hasattr(last, "get_config") and last.get_config().get("activation") == "softmax"
+    )
+
+
+def _prepare_target(path: str, overwrite: bool) -> None:
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+
+
+def _replace_dir(tmp: str, path: str) -> None:
+    """Move a finished temporary directory to ``path`` (replacing an old one only at the very end)."""
+    old = None
+    if os.path.exists(path):
+        old = f"{path}.old-{os.getpid()}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def saved_model(
+    model: keras.Model,
+    path: str,
+    class_names: Sequence[str] | None = None,
+    top_k: int = 5,
+    crop_padding: int = 32,
+    overwrite: bool = False,
+    verify: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Write a SavedModel with three signatures, atomically (temporary directory, then rename).
+
+    - ``serving_default``: float32 images ``[batch, H, W, C]`` in 0..255 -> the model's output.
+    - ``serve_uint8``: the same for uint8 images.
+    - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped as in eval
+      (``crop_padding``), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``.
+
+    Class names are stored in the SavedModel (``class_names`` variable) and as ``labels.txt``.
+    Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;
+    returns ``{"path", "max_abs_diff"}``.
+    """
+    height, width, channels = _input_size(model)
+    classes = int(model.output_shape[-1])
+    names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
+    if len(names) != classes:
+        raise ValueError(f"{len(names)} class names for a model with {classes} outputs")
+    top_k = min(top_k, classes)
+    _prepare_target(path, overwrite)
+    probabilities_out = _outputs_probabilities(model)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    names_table = tf.Variable(names, dtype=tf.string, trainable=False, name="class_names")
+    archive.class_names = names_table
+
+    def predict(images):
+        return model(tf.cast(images, tf.float32), training=False)
+
+    def from_bytes(encoded):
+        def decode(one):
+            return center_crop(one, height, crop_padding=crop_padding, method="bicubic")
+
+        images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        if channels == 1:
+            images = tf.image.rgb_to_grayscale(images)
+        scores = model(images, training=False)
+        probabilities = scores if probabilities_out else tf.nn.softmax(scores, axis=-1)
+        top = tf.math.top_k(probabilities, k=top_k)
+        return {"class_ids": top.indices, "class_names": tf.gather(names_table, top.indices),
+                "probabilities": top.values}
+
+    archive.add_endpoint("serving_default", predict, [tf.TensorSpec([None, height, width, channels], tf.float32)])
+    archive.add_endpoint("serve_uint8", predict, [tf.TensorSpec([None, height, width, channels], tf.uint8)])
+    archive.add_endpoint("serve_bytes", from_bytes, [tf.TensorSpec([None], tf.string)])
+
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=".saved_model-", dir=parent)
+    try:
+        export_dir = os.path.join(tmp, "model")
+        archive.write_out(export_dir, verbose=False)
+        with open(os.path.join(export_dir, "labels.txt"), "w") as handle:
+            handle.write("\n".join(names) + "\n")
+        images = verify if verify is not None else np.random.RandomState(0).uniform(0, 255, (4, height, width, channels))
+        images = np.asarray(images, np.float32)
+        loaded = tf.saved_model.load(export_dir)
+        served = loaded.signatures["serving_default"](tf.constant(images))
+        served = next(iter(served.values())).numpy()
+        expected = np.asarray(model(images, training=False))
+        diff = float(np.abs(served - expected).max())
+        if diff > TOLERANCE["none"]:
+            raise ExportError(f"SavedModel output differs from Keras by {diff:.3g} (> {TOLERANCE['none']})")
+        _replace_dir(export_dir, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"path": path, "max_abs_diff": diff}
+
+
+def _batches(data: Any, limit: int) -> Iterable[tuple[np.ndarray, np.ndarray | None]]:
+    """(images, labels or None) numpy batches from a dataset, a tuple of arrays or an array."""
+    if data is None:
+        return
+    if isinstance(data, np.ndarray):
+        yield data.astype(np.float32), None
+        return
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], np.ndarray):
+        yield data[0].astype(np.float32), np.asarray(data[1])
+        return
+    seen = 0
+    for batch in data:
+        images, labels = (batch if isinstance(batch, (tuple, list)) else (batch, None))
+        images = np.asarray(images, np.float32)
+        labels = None if labels is None else np.asarray(labels)
+        if labels is not None and labels.ndim == 2:
+            labels = labels.argmax(-1)
+        yield images, labels
+        seen += len(images)
+        if seen >= limit:
+            return
+
+
+def run_tflite(path_or_bytes: str | bytes, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
+    """Run a .tflite model (ai_edge_litert) on float images in 0..255; outputs dequantized to float32."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kwargs = {"model_path": path_or_bytes} if isinstance(path_or_bytes, str) else {"model_content": path_or_bytes}
+    interpreter = Interpreter(num_threads=num_threads, **kwargs)
+    input_detail = interpreter.get_input_details()[0]
+    output_detail = interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(input_detail["index"], [1, *images.shape[1:]])
+    interpreter.allocate_tensors()
+    outputs = []
+    for image in images:
+        value = image[None].astype(np.float32)
+        if input_detail["dtype"] in (np.int8, np.uint8):
+            scale, zero = input_detail["quantization"]
+            info = np.iinfo(input_detail["dtype"])
+            value = np.clip(np.round(value / scale + zero), info.min, info.max).astype(input_detail["dtype"])
+        interpreter.set_tensor(input_detail["index"], value)
+        interpreter.invoke()
+        out = interpreter.get_tensor(output_detail["index"])
+        if output_detail["dtype"] in (np.int8, np.uint8):
+            scale, zero = output_detail["quantization"]
+            out = (out.astype(np.float32) - zero) * scale
+        outputs.append(out[0].astype(np.float32))
+    return np.stack(outputs)
+
+
+def tflite(
+    model: keras.Model,
+    path: str,
+    quantization: str = "none",
+    representative: Any = None,
+    calibration_steps: int = 100,
+    io_dtype: str = "float32",
+    eval_data: Any = None,
+    eval_examples: int = 512,
+    class_names: Sequence[str] | None = None,
+    metadata: dict | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Convert ``model`` to a LiteRT flatbuffer and verify it against Keras.
+
+    Args:
+        quantization: "none" (fp32), "float16", "dynamic" (int8 weights) or "int8" (full integer,
+            calibrated on ``representative``: a dataset of (images, labels) batches, e.g. the eval
+            pipeline, or an array of images in 0..255; ``calibration_steps`` images are used).
+        io_dtype: "float32", or "int8"/"uint8" input and output (int8 quantization only).
+        eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
+            defaults to ``representative``, then to random images (parity only).
+        class_names, metadata: written beside the file as ``labels.txt`` and ``<name>.json``.
+
+    Returns the report: size, max abs diff of probabilities, top-1 agreement, accuracies and drop.
+    fp32 beyond 1e-4 and float16 beyond 1e-2 raise :class:`ExportError`; dynamic and int8 figures
+    are returned and printed, never silently accepted.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"io_dtype must be one of {IO_DTYPES}, got {io_dtype!r}")
+    if io_dtype != "float32" and quantization != "int8":
+        raise ValueError(f"io_dtype={io_dtype!r} needs quantization='int8'")
+    if quantization == "int8" and representative is None:
+        raise ValueError("quantization='int8' needs representative data (e.g. the eval pipeline of the training data)")
+    height, width, channels = _input_size(model)
+    _prepare_target(path, overwrite)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_dir = os.path.join(tmp, "saved_model")
+        model.export(export_dir, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        if quantization != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quantization == "int8":
+            samples = [im for images, _ in _batches(representative, calibration_steps) for im in images][:calibration_steps]
+            if not samples:
+                raise ValueError("representative data yielded no images")
+
+            def representative_dataset():
+                for sample in samples:
+                    yield [sample[None].astype(np.float32)]
+
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if io_dtype != "float32":
+                converter.inference_input_type = getattr(tf, io_dtype)
+                converter.inference_output_type = getattr(tf, io_dtype)
+        try:
+            flatbuffer = converter.convert()
+        except Exception as error:
+            raise ExportError(f"TFLite conversion ({quantization}) of {model.name!r} failed: {error}") from error
+
+    report = _verify_tflite(model, flatbuffer, quantization, eval_data if eval_data is not None else representative,
+                            eval_examples, (height, width, channels))
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "wb") as handle:
+        handle.write(flatbuffer)
+    os.replace(tmp_path, path)
+    report.update({"path": path, "quantization": quantization, "io_dtype": io_dtype, "bytes": len(flatbuffer)})
+    names = list(class_names) if class_names is not None else [str(i) for i in range(int(model.output_shape[-1]))]
+    folder = os.path.dirname(os.path.abspath(path))
+    with open(os.path.join(folder, "labels.txt"), "w") as handle:
+        handle.write("\n".join(names) + "\n")
+    sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
+               "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"}, "report": report}
+    with open(os.path.splitext(path)[0] + ".json", "w") as handle:
+        json.dump(sidecar, handle, indent=2)
+    return report
+
+
+def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[str, Any]:
+    images, labels = [], []
+    for batch_images, batch_labels in _batches(data, limit):
+        images.append(batch_images)
+        labels.append(batch_labels)
+    if not images:
+        images, labels = [np.random.RandomState(0).uniform(0, 255, (8, *shape)).astype(np.float32)], [None]
+    x = np.concatenate(images)[:limit]
+    y = None if any(lab is None for lab in labels) else np.concatenate(labels)[:limit]
+    expected = np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32)
+    got = run_tflite(flatbuffer, x)
+    report: dict[str, Any] = {
+        "examples": int(len(x)),
+        "max_abs_diff": float(np.abs(got - expected).max()),
+        "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+    }
+    if y is not None:
+        report["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y))
+        report["tflite_accuracy"] = float(np.mean(got.argmax(-1) == y))
+        report["accuracy_drop"] = report["keras_accuracy"] - report["tflite_accuracy"]
+    limit_diff = TOLERANCE.get(quantization)
+    if limit_diff is not None and report["max_abs_diff"] > limit_diff:
+        raise ExportError(f"TFLite {quantization} output differs from Keras by {report['max_abs_diff']:.3g} "
+                          f"(> {limit_diff}); the file was not written")
+    print(f"tflite {quantization}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                                 for k, v in report.items()))
+    return report
+
+
+def export_run(model, run_dir: str, formats: Sequence[str], class_names: Sequence[str], metadata: dict,
+               calibration: Any = None, quantizations: Sequence[str] = ("none",)) -> dict[str, str]:
+    """The training engine's export step: SavedModel and TFLite into ``run_dir``, plus metadata.json."""
+    paths: dict[str, str] = {}
+    reports: dict[str, Any] = {}
+    verify = next(iter(_batches(calibration, 8)), (None, None))[0]
+    if "saved_model" in formats:
+        reports["saved_model"] = saved_model(model, os.path.join(run_dir, "saved_model"), class_names,
+                                             overwrite=True, verify=verify)
+        paths["saved_model"] = reports["saved_model"]["path"]
+    if "tflite" in formats:
+        for quantization in quantizations:
+            suffix = "fp32" if quantization == "none" else quantization
+            target = os.path.join(run_dir, f"model_{suffix}.tflite")
+            reports[f"tflite_{suffix}"] = tflite(model, target, quantization, representative=calibration,
+                                                 eval_data=calibration, class_names=class_names,
+                                                 metadata=metadata, overwrite=True)
+            paths[f"tflite_{suffix}"] = target
+    height, width, channels = _input_size(model)
+    document = {**metadata, "class_names": list(class_names),
+                "input": {"shape": [height, width, channels], "range": [0, 255], "dtype": "float32 or uint8",
+                          "layout": "NHWC RGB; normalization is inside the model: do not divide by 255"},
+                "exports": reports}
+    with open(os.path.join(run_dir, "metadata.json"), "w") as handle:
+        json.dump(document, handle, indent=2)
+    paths["metadata"] = os.path.join(run_dir, "metadata.json")
+    return paths

@@ -1,0 +1,95 @@
+"""Callbacks of the training engine: step-level resumable backups and a NaN stop with a message."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+
+import keras
+
+__all__ = ["StepBackup", "NaNGuard", "TrainingDiverged", "atomic_write_text"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training was stopped."""
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class StepBackup(keras.callbacks.Callback):
+    """Save the whole training state (weights + optimizer) every ``every_steps`` steps and each epoch.
+
+    Each save is atomic: written to a temporary file, then renamed over ``state.weights.h5``. The
+    optimizer's ``iterations`` inside that file is the global step to resume from, so a run killed
+    at any moment (even ``kill -9`` mid-write) resumes from its last complete backup and the
+    engine runs exactly the remaining steps.
+    """
+
+    def __init__(self, backup_dir: str, every_steps: int = 0, keep: bool = False):
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.every_steps = every_steps
+        self.keep = keep
+        self.path = os.path.join(backup_dir, "state.weights.h5")
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the last backup into ``model`` (building the optimizer first); return the global step."""
+        if not os.path.exists(self.path):
+            return 0
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.path)
+        return int(model.optimizer.iterations.numpy())
+
+    def save(self) -> None:
+        """Write the backup atomically (model and optimizer variables, then the step as JSON)."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = os.path.join(self.backup_dir, f"tmp-{os.getpid()}.weights.h5")
+        self.model.save_weights(tmp)
+        os.replace(tmp, self.path)
+        step = int(self.model.optimizer.iterations.numpy())
+        atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps({"step": step}))
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Back up every ``every_steps`` global steps, unless the loss just went bad."""
+        if self.every_steps and not self.model.stop_training:
+            step = int(self.model.optimizer.iterations.numpy())
+            if step % self.every_steps == 0:
+                self.save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Back up at every epoch boundary."""
+        if not self.model.stop_training:
+            self.save()
+
+    def clear(self) -> None:
+        """Remove the backup once training finished (the final model is saved elsewhere)."""
+        if not self.keep and os.path.isdir(self.backup_dir):
+            shutil.rmtree(self.backup_dir)
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and remember where, so the engine can explain it."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step: int | None = None
+        self.bad_value: float | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Check the batch loss."""
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = int(self.model.optimizer.iterations.numpy())
+            self.bad_value = float(loss)
+            self.model.stop_training = True

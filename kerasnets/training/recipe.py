@@ -1,0 +1,114 @@
+"""Recipes: a frozen dataclass of hyper-parameters plus the recipe's own model and optimizer builders.
+
+A recipe file (``recipes/*.py``) defines ``RECIPE = Recipe(...)`` and ends with
+``if __name__ == "__main__": train_main(RECIPE)``, so it runs as ``python recipes/x.py`` and as
+``kerasnets train recipes/x.py``; command-line options override its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Recipe", "TrainContext", "load_recipe", "apply_overrides"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainContext:
+    """What the engine knows once data and strategy are set, handed to the recipe's builders."""
+
+    num_classes: int
+    steps_per_epoch: int
+    global_batch: int
+    num_replicas: int
+    learning_rate: float
+    synchronized_bn: bool
+    class_names: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything a training run needs; ``build_model`` / ``build_optimizer`` take (recipe, TrainContext).
+
+    Attributes:
+        name: run name (the output folder is ``output/name``).
+        build_model, build_optimizer: the recipe's builders.
+        data: a :func:`kerasnets.data.load` source. eval_data: evaluation source (default: ``data``).
+        train_split / eval_split: their splits.
+        image_size: training and evaluation resolution.
+        batch_size: per-replica batch; the global batch is batch_size x replicas.
+        epochs: training epochs. steps_per_epoch: default ceil(examples / global batch).
+        base_learning_rate / reference_batch: learning rate at ``reference_batch`` images, scaled
+            linearly to the global batch (``TrainContext.learning_rate``).
+        label_smoothing: of the categorical cross-entropy.
+        train_options / eval_options: extra :func:`kerasnets.data.load` options (augmentation, crops).
+        precision, strategy: see :mod:`kerasnets.training.precision` / ``distribute``.
+        backup_every_steps: resumable backup period in steps (0 = every epoch).
+        export: formats written after training ("keras", "saved_model", "tflite").
+        smoke: field overrides for ``--smoke`` (a couple of steps on a small stand-in dataset).
+        seed: seeds Python, NumPy, TF and the data pipeline.
+    """
+
+    name: str
+    build_model: Callable[..., Any]
+    build_optimizer: Callable[..., Any]
+    data: Any = "digits"
+    eval_data: Any = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    image_size: int = 224
+    batch_size: int = 32
+    epochs: int = 1
+    steps_per_epoch: int | None = None
+    eval_steps: int | None = None
+    base_learning_rate: float = 0.1
+    reference_batch: int = 256
+    label_smoothing: float = 0.0
+    train_options: dict = dataclasses.field(default_factory=dict)
+    eval_options: dict = dataclasses.field(default_factory=dict)
+    precision: str = "auto"
+    strategy: str = "auto"
+    backup_every_steps: int = 0
+    export: tuple[str, ...] = ("keras", "saved_model", "tflite")
+    output: str = "saved_models"
+    smoke: dict = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    source_file: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("image_size", "batch_size", "epochs"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"recipe {self.name!r}: {field} must be a positive integer, got {value!r}")
+        if not callable(self.build_model) or not callable(self.build_optimizer):
+            raise ValueError(f"recipe {self.name!r}: build_model and build_optimizer must be callables")
+
+
+def load_recipe(path: str) -> Recipe:
+    """Import a recipe file and return its ``RECIPE``; clear errors for a missing file or field."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"recipe file {path!r} not found (e.g. recipes/quickstart.py)")
+    spec = importlib.util.spec_from_file_location(f"kerasnets_recipe_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    recipe = getattr(module, "RECIPE", None)
+    if not isinstance(recipe, Recipe):
+        raise ValueError(
+            f"recipe file {path!r} must define RECIPE = kerasnets.training.Recipe(name=..., build_model=..., "
+            "build_optimizer=...)"
+        )
+    return dataclasses.replace(recipe, source_file=os.path.abspath(path))
+
+
+def apply_overrides(recipe: Recipe, smoke: bool = False, **overrides: Any) -> Recipe:
+    """Recipe with ``--smoke`` deltas and command-line overrides (None values are ignored)."""
+    changes = dict(recipe.smoke) if smoke else {}
+    changes.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(changes) - fields)
+    if unknown:
+        raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(fields)}")
+    return dataclasses.replace(recipe, **changes)

@@ -1,0 +1,154 @@
+"""SavedModel and TFLite exports of the trained quickstart model, each checked against Keras."""
+
+import io
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import kerasnets
+from kerasnets import cli, data, export
+
+
+@pytest.fixture(scope="module")
+def trained(quickstart):
+    """The quickstart's trained B0 (softmax), a logits twin with the same weights, and digits test data."""
+    model = keras.saving.load_model(quickstart["dir"] / "model.keras")
+    logits = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10, classifier_activation=None,
+                                    bn_momentum=0.9, drop_connect_rate=0.0)
+    logits.set_weights(model.get_weights())
+    test, _ = data.load("digits", "test", image_size=32, batch_size=360, training=False, resize_method="bilinear")
+    images, labels = next(iter(test))
+    return {"model": model, "logits": logits, "images": images.numpy(), "labels": labels.numpy(),
+            "names": [str(i) for i in range(10)]}
+
+
+def test_saved_model_signatures_match_keras(trained, tmp_path):
+    model, images = trained["model"], trained["images"][:16]
+    path = str(tmp_path / "sm")
+    report = export.saved_model(model, path, trained["names"], top_k=3)
+    assert report["max_abs_diff"] <= 1e-4
+    loaded = tf.saved_model.load(path)
+    expected = np.asarray(model(images))
+    served = next(iter(loaded.signatures["serving_default"](tf.constant(images)).values())).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    served_u8 = next(iter(loaded.signatures["serve_uint8"](tf.constant(images.round().astype(np.uint8))).values()))
+    np.testing.assert_allclose(served_u8.numpy(), np.asarray(model(images.round())), atol=1e-5)
+    assert [n.decode() for n in loaded.class_names.numpy()] == trained["names"]
+    assert (tmp_path / "sm" / "labels.txt").read_text().split() == trained["names"]
+
+
+def test_saved_model_serves_encoded_images_like_the_eval_pipeline(trained, tmp_path):
+    model = trained["model"]
+    path = str(tmp_path / "sm")
+    export.saved_model(model, path, trained["names"], top_k=2, crop_padding=0)
+    raw, _ = data.digits_arrays("test")
+    pngs, crops = [], []
+    for digit in raw[:6]:
+        big = np.repeat(np.kron(digit, np.ones((4, 4, 1), np.uint8)), 3, -1)
+        buffer = io.BytesIO()
+        Image.fromarray(big).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+        crops.append(data.transforms.center_crop(tf.constant(big), 32, crop_padding=0, method="bicubic").numpy())
+    result = tf.saved_model.load(path).signatures["serve_bytes"](tf.constant(pngs))
+    expected = np.asarray(model(np.stack(crops)))
+    np.testing.assert_array_equal(result["class_ids"].numpy()[:, 0], expected.argmax(-1))
+    np.testing.assert_allclose(result["probabilities"].numpy()[:, 0], expected.max(-1), atol=1e-5)
+    assert [n.decode() for n in result["class_names"].numpy()[:, 0]] == [str(i) for i in expected.argmax(-1)]
+
+
+def test_saved_model_refuses_to_overwrite_unless_asked(trained, tmp_path):
+    path = tmp_path / "sm"
+    path.mkdir()
+    (path / "keep.txt").write_text("old")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        export.saved_model(trained["model"], str(path))
+    assert (path / "keep.txt").exists()
+    export.saved_model(trained["model"], str(path), overwrite=True)
+    assert not (path / "keep.txt").exists() and (path / "saved_model.pb").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".saved_model-")]  # no temporary left
+
+
+def test_tflite_fp32_logits_and_probabilities_match_keras(trained, tmp_path):
+    images = trained["images"][:32]
+    report = export.tflite(trained["logits"], str(tmp_path / "logits.tflite"), eval_data=(images, trained["labels"][:32]))
+    logits = export.run_tflite(str(tmp_path / "logits.tflite"), images)
+    np.testing.assert_allclose(logits, np.asarray(trained["logits"](images)), atol=1e-4)
+    assert report["top1_agreement"] == 1.0
+    report = export.tflite(trained["model"], str(tmp_path / "probs.tflite"), eval_data=(images, trained["labels"][:32]),
+                           class_names=trained["names"], metadata={"recipe": "quickstart"})
+    assert report["max_abs_diff"] <= 1e-4
+    sidecar = json.loads((tmp_path / "probs.json").read_text())
+    assert sidecar["recipe"] == "quickstart" and sidecar["input"]["range"] == [0, 255]
+    assert (tmp_path / "labels.txt").read_text().split() == trained["names"]
+
+
+def test_tflite_float16_and_dynamic_range(trained, tmp_path):
+    labelled = (trained["images"][:64], trained["labels"][:64])
+    fp16 = export.tflite(trained["model"], str(tmp_path / "fp16.tflite"), "float16", eval_data=labelled)
+    assert fp16["max_abs_diff"] <= 1e-2
+    fp32_size = export.tflite(trained["model"], str(tmp_path / "fp32.tflite"), eval_data=labelled)["bytes"]
+    assert fp16["bytes"] < 0.6 * fp32_size
+    dynamic = export.tflite(trained["model"], str(tmp_path / "dyn.tflite"), "dynamic", eval_data=labelled)
+    assert dynamic["bytes"] < 0.35 * fp32_size
+    assert {"top1_agreement", "keras_accuracy", "tflite_accuracy", "accuracy_drop"} <= set(dynamic)
+
+
+@pytest.mark.parametrize("io_dtype", ["float32", "int8"])
+def test_tflite_int8_is_calibrated_and_its_accuracy_drop_is_measured(trained, tmp_path, io_dtype):
+    calibration, _ = data.load("digits", "train", image_size=32, batch_size=50, training=False,
+                               resize_method="bilinear")
+    report = export.tflite(trained["model"], str(tmp_path / "int8.tflite"), "int8", representative=calibration,
+                           calibration_steps=200, io_dtype=io_dtype,
+                           eval_data=(trained["images"], trained["labels"]))
+    assert report["examples"] == 360
+    assert report["top1_agreement"] >= 0.8
+    assert report["accuracy_drop"] == pytest.approx(report["keras_accuracy"] - report["tflite_accuracy"])
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_input_details()[0]
+    assert detail["dtype"] == (np.int8 if io_dtype == "int8" else np.float32)
+
+
+def test_export_bad_inputs(trained, tmp_path):
+    model = trained["model"]
+    with pytest.raises(ValueError, match=r"quantization must be one of \('none', 'float16', 'dynamic', 'int8'\)"):
+        export.tflite(model, str(tmp_path / "a.tflite"), "int4")
+    with pytest.raises(ValueError, match="needs representative data"):
+        export.tflite(model, str(tmp_path / "a.tflite"), "int8")
+    with pytest.raises(ValueError, match="io_dtype='int8' needs quantization='int8'"):
+        export.tflite(model, str(tmp_path / "a.tflite"), io_dtype="int8")
+    (tmp_path / "exists.tflite").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="already exists"):
+        export.tflite(model, str(tmp_path / "exists.tflite"))
+    with pytest.raises(ValueError, match="fixed"):
+        export.tflite(kerasnets.ResNet(18, input_shape=(None, None, 3)), str(tmp_path / "b.tflite"))
+
+
+def test_export_and_predict_commands_on_real_files(quickstart, tmp_path, capsys):
+    run = quickstart["dir"]
+    out = tmp_path / "cli.tflite"
+    assert cli.main(["export", str(run / "model.keras"), "--format", "tflite", "--output", str(out),
+                     "--quantize", "dynamic", "--calibration", "digits", "--resize", "bilinear"]) == 0
+    assert json.loads(capsys.readouterr().out)["quantization"] == "dynamic"
+    assert cli.main(["export", str(run / "model.keras"), "--format", "tflite", "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    raw, labels = data.digits_arrays("test")
+    files = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(np.repeat(np.kron(raw[i], np.ones((4, 4, 1), np.uint8)), 3, -1)).save(path)
+        files.append(str(path))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    tops = {}
+    for model_path in (run / "model.keras", run / "saved_model", run / "model_fp32.tflite"):
+        code = cli.main(["predict", str(model_path), *files, str(tmp_path / "broken.png"), "--crop-padding", "0"])
+        captured = capsys.readouterr()
+        assert code == 2 and "broken.png: error: cannot read image" in captured.err
+        tops[model_path.name] = [line.split(": ")[1].split()[0] for line in captured.out.strip().splitlines()]
+    assert tops["model.keras"] == tops["saved_model"] == tops["model_fp32.tflite"]
+    assert sum(t == str(l) for t, l in zip(tops["model.keras"], labels[:3])) >= 2

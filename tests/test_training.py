@@ -1,0 +1,239 @@
+"""Training engine: the main job, recipes' real code paths (--smoke), precision, strategies, resume."""
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+import kerasnets
+from kerasnets import cli
+from kerasnets.training import (
+    Recipe,
+    TrainingDiverged,
+    apply_overrides,
+    load_recipe,
+    precision_scope,
+    resolve_precision,
+    resolve_strategy,
+    train,
+)
+
+from conftest import ENV, RECIPES, ROOT, kerasnets_cmd  # noqa: E402
+
+
+def test_main_job_reaches_97_percent_and_exports(quickstart):
+    summary, run = quickstart["summary"], quickstart["dir"]
+    assert summary["test_accuracy"] >= 0.97
+    assert summary["steps"] == summary["steps_per_epoch"] * summary["epochs"]
+    assert summary["params"] == kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10).count_params()
+    for name in ("model.keras", "saved_model/saved_model.pb", "model_fp32.tflite", "labels.txt", "metadata.json",
+                 "curves.png", "summary.json"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").rglob("events.out.tfevents.*"))
+    assert not (run / "backup").exists()  # cleared once the run finished
+    assert "test accuracy" in quickstart["stdout"] and "saved_model" in quickstart["stdout"]
+    metadata = json.loads((run / "metadata.json").read_text())
+    assert metadata["input"]["range"] == [0, 255]
+    assert metadata["exports"]["tflite_fp32"]["max_abs_diff"] <= 1e-4
+
+
+def test_evaluate_command_agrees_with_the_summary(quickstart, capsys):
+    run = quickstart["dir"]
+    assert cli.main(["evaluate", str(run / "model.keras"), "--data", "digits", "--resize", "bilinear"]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(out.split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(quickstart["summary"]["test_accuracy"], abs=1e-3)
+
+
+@pytest.mark.parametrize("recipe", ["efficientnet_imagenet.py", "resnet50_imagenet.py", "cifar10.py"])
+def test_recipes_run_their_real_code_path_on_a_stand_in(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    code = cli.main(["train", os.path.join(RECIPES, recipe), "--smoke", "--output", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    name = load_recipe(os.path.join(RECIPES, recipe)).name
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summary["steps"] == 2 and math.isfinite(summary["test_loss"])
+
+
+def test_imagenet_recipe_is_the_tpu_reference():
+    recipe = load_recipe(os.path.join(RECIPES, "efficientnet_imagenet.py"))
+    assert (recipe.base_learning_rate, recipe.reference_batch, recipe.epochs, recipe.label_smoothing) == (0.016, 256, 350, 0.1)
+    assert recipe.train_options["autoaugment"] and recipe.image_size == 224
+    from kerasnets.training import TrainContext
+
+    context = TrainContext(1000, 100, 4096, 32, 0.016 * 4096 / 256, True)
+    optimizer = recipe.build_optimizer(recipe, context)
+    assert isinstance(optimizer, keras.optimizers.RMSprop)
+    assert (optimizer.rho, optimizer.momentum, optimizer.epsilon, optimizer.use_ema, optimizer.ema_momentum) == (
+        0.9, 0.9, 1e-3, True, 0.9999)
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(500)) == pytest.approx(0.256)              # warmup ends after 5 epochs
+    assert float(schedule(500 + 240)) == pytest.approx(0.256 * 0.97)  # x0.97 every 2.4 epochs
+    model = recipe.build_model(recipe, context)
+    assert model.get_layer("top_dropout").rate == 0.2 and model.get_layer("block7a_project_bn").synchronized
+
+
+def test_precision_auto_is_float32_on_cpu_and_bad_names_fail():
+    assert resolve_precision("auto") == "float32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        resolve_strategy("horovod")
+
+
+def test_mixed_bfloat16_fit_on_cpu_keeps_float32_output_and_bn_variables():
+    images, labels = kerasnets.data.digits_arrays("train")
+    x = np.repeat(np.kron(images[:64], np.ones((1, 4, 4, 1), np.uint8)), 3, -1).astype("float32")
+    y = keras.utils.to_categorical(labels[:64], 10)
+    with precision_scope("mixed_bfloat16"):
+        model = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10)
+    assert keras.config.dtype_policy().name == "float32"  # scoped, not leaked
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert math.isfinite(history.history["loss"][-1])
+    assert model.get_layer("block2a_expand_conv").compute_dtype == "bfloat16"
+    assert model(x[:2]).dtype == "float32"
+    bn = model.get_layer("stem_bn")
+    assert all(v.dtype == "float32" for v in bn.weights)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    recipe = Recipe(
+        name="diverge",
+        build_model=lambda r, c: kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=c.num_classes),
+        build_optimizer=lambda r, c: keras.optimizers.SGD(1e30),
+        image_size=32, batch_size=16, epochs=1, steps_per_epoch=6, output=str(tmp_path), export=(),
+    )
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*Lower the learning rate"):
+        train(recipe, verbose=0)
+
+
+def test_bad_recipe_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_recipe(str(tmp_path / "missing.py"))
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="must define RECIPE"):
+        load_recipe(str(empty))
+    recipe = load_recipe(os.path.join(RECIPES, "quickstart.py"))
+    with pytest.raises(ValueError, match="unknown recipe fields"):
+        apply_overrides(recipe, learning_rat=0.1)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        apply_overrides(recipe, batch_size=0)
+    assert cli.main(["train", str(tmp_path / "missing.py")]) == 2
+
+
+_MIRRORED = r"""
+import os, sys, json
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras, numpy as np, kerasnets
+from kerasnets.training.distribute import check_divisible
+
+images, labels = kerasnets.data.digits_arrays("train")
+x = np.repeat(np.kron(images[:32], np.ones((1, 4, 4, 1), np.uint8)), 3, -1).astype("float32")
+y = keras.utils.to_categorical(labels[:32], 10)
+def build(sync):
+    keras.utils.set_random_seed(0)
+    model = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10, synchronized_bn=sync, dropout_rate=0.0,
+                                   drop_connect_rate=0.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="categorical_crossentropy")
+    return model
+single = build(False)
+weights = single.get_weights()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = build(True)
+mirrored.set_weights(weights)
+errors = []
+try:
+    check_divisible(15, strategy)
+except ValueError as e:
+    errors.append(str(e))
+ls = single.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0).history["loss"]
+lm = mirrored.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0).history["loss"]
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "single": ls, "mirrored": lm, "errors": errors}))
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_single_device():
+    proc = subprocess.run([sys.executable, "-c", _MIRRORED], env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert all(math.isfinite(v) for v in result["mirrored"])
+    np.testing.assert_allclose(result["mirrored"], result["single"], rtol=1e-3)
+    assert "not divisible by the 2 replicas" in result["errors"][0]
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_train_digits_to_identical_weights(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--epochs", "1", "--steps-per-epoch", "4",
+                          "--batch-size", "16", "--output", str(tmp_path), "--export", "keras"),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    outputs = [p.communicate(timeout=900) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    run = tmp_path / "quickstart"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["strategy"] == "MultiWorkerMirroredStrategy" and summary["replicas"] == 2
+    assert summary["global_batch"] == 32 and summary["steps"] == 4
+    models = []
+    for index in range(2):
+        model = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10, bn_momentum=0.9, drop_connect_rate=0.0,
+                                       synchronized_bn=True)
+        model.load_weights(run / f"final-worker-{index}.weights.h5")
+        models.append(model)
+    for a, b in zip(models[0].weights, models[1].weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(models[0].get_layer("predictions").kernel),
+                              np.asarray(kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10)
+                                         .get_layer("predictions").kernel))
+
+
+def test_kill_9_mid_epoch_then_resume_runs_the_same_number_of_steps(tmp_path):
+    command = kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--epochs", "2", "--output",
+                            str(tmp_path), "--export", "keras")
+    state = tmp_path / "quickstart" / "backup" / "state.json"
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and 0 < json.loads(state.read_text())["step"] < 45:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 0 < killed_at < 45  # mid first epoch (45 steps per epoch)
+    resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
+    assert summary["resumed_from_step"] >= killed_at
+    assert summary["steps"] == 2 * summary["steps_per_epoch"] == 90
