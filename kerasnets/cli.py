@@ -56,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe = apply_overrides(
             recipe, smoke=args.smoke, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
             precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
-            steps_per_epoch=args.steps_per_epoch, export=tuple(args.export) if args.export is not None else None,
+            steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps, export=tuple(args.export) if args.export is not None else None,
         )
         result = train(recipe, resume=args.resume, run_name=args.name)
     except (ValueError, FileNotFoundError, TrainingDiverged) as error:
@@ -183,6 +183,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from kerasnets.tuning import load_search_recipe, run_search
+
+    try:
+        recipe = load_search_recipe(args.recipe)
+        if args.smoke:
+            recipe = dataclasses.replace(recipe, **recipe.smoke)
+        best = run_search(recipe, output=args.output, oracle=args.oracle, max_trials=args.max_trials, seed=args.seed,
+                          verbose=1 if args.verbose else 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not best:
+        print("worker finished: the chief writes the results")
+        return 0
+    run_dir = os.path.join(args.output, recipe.name)
+    print(open(os.path.join(run_dir, "trials.md")).read())
+    print(f"best: alpha {best['alpha']:g}, beta {best['beta']:g}, gamma {best['gamma']:g} "
+          f"(val_accuracy {best['val_accuracy']:.4f}, FLOPs x{best['flops_ratio']:.2f} of phi=0)")
+    print(f"results: {run_dir}/best.json, trials.csv, trials.md, search.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kerasnets", description=__doc__)
@@ -206,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="run name (default: the recipe's name)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="resume from the run's last backup (default) or start over")
+    train.add_argument("--backup-every-steps", type=int, help="resumable backup period in steps (0 = each epoch)")
     train.add_argument("--smoke", action="store_true", help="a couple of steps with the recipe's smoke overrides")
     train.add_argument("--export", nargs="*", choices=("keras", "saved_model", "tflite"),
                        help="formats to write after training (default: the recipe's)")
@@ -231,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--resize", default="bicubic", choices=("bilinear", "bicubic"))
     exporter.add_argument("--overwrite", action="store_true")
     exporter.set_defaults(func=_cmd_export)
+
+    searcher = sub.add_parser("search", help="keras-tuner search of EfficientNet's alpha, beta, gamma")
+    searcher.add_argument("recipe", help="search recipe, e.g. recipes/search_digits.py")
+    searcher.add_argument("--max-trials", type=int)
+    searcher.add_argument("--oracle", default="grid", choices=("grid", "random", "bayesian"))
+    searcher.add_argument("--output", default="search_runs", help="results folder (default ./search_runs)")
+    searcher.add_argument("--seed", type=int, default=0)
+    searcher.add_argument("--smoke", action="store_true", help="one short epoch per trial")
+    searcher.add_argument("--verbose", action="store_true")
+    searcher.set_defaults(func=_cmd_search)
 
     predictor = sub.add_parser("predict", help="top-k classes of image files with a .keras, SavedModel or .tflite model")
     predictor.add_argument("model")

@@ -205,6 +205,7 @@ def tflite(
     class_names: Sequence[str] | None = None,
     metadata: dict | None = None,
     overwrite: bool = False,
+    saved_model_dir: str | None = None,
 ) -> dict[str, Any]:
     """Convert ``model`` to a LiteRT flatbuffer and verify it against Keras.
 
@@ -216,6 +217,8 @@ def tflite(
         eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
             defaults to ``representative``, then to random images (parity only).
         class_names, metadata: written beside the file as ``labels.txt`` and ``<name>.json``.
+        saved_model_dir: convert the ``serving_default`` signature of this SavedModel of ``model``
+            (e.g. one written by :func:`saved_model`) instead of exporting the model again.
 
     Returns the report: size, max abs diff of probabilities, top-1 agreement, accuracies and drop.
     fp32 beyond 1e-4 and float16 beyond 1e-2 raise :class:`ExportError`; dynamic and int8 figures
@@ -233,9 +236,12 @@ def tflite(
     _prepare_target(path, overwrite)
 
     with tempfile.TemporaryDirectory() as tmp:
-        export_dir = os.path.join(tmp, "saved_model")
-        model.export(export_dir, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        if saved_model_dir is None:
+            export_dir = os.path.join(tmp, "saved_model")
+            model.export(export_dir, format="tf_saved_model", verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
+        else:
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
@@ -322,7 +328,8 @@ def export_run(model, run_dir: str, formats: Sequence[str], class_names: Sequenc
             target = os.path.join(run_dir, f"model_{suffix}.tflite")
             reports[f"tflite_{suffix}"] = tflite(model, target, quantization, representative=calibration,
                                                  eval_data=calibration, class_names=class_names,
-                                                 metadata=metadata, overwrite=True)
+                                                 metadata=metadata, overwrite=True,
+                                                 saved_model_dir=paths.get("saved_model"))
             paths[f"tflite_{suffix}"] = target
     height, width, channels = _input_size(model)
     document = {**metadata, "class_names": list(class_names),

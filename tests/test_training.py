@@ -33,7 +33,8 @@ def test_main_job_reaches_97_percent_and_exports(quickstart):
     summary, run = quickstart["summary"], quickstart["dir"]
     assert summary["test_accuracy"] >= 0.97
     assert summary["steps"] == summary["steps_per_epoch"] * summary["epochs"]
-    assert summary["params"] == kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10).count_params()
+    assert summary["params"] == kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS,
+                                                       input_shape=(32, 32, 3), classes=10).count_params()
     for name in ("model.keras", "saved_model/saved_model.pb", "model_fp32.tflite", "labels.txt", "metadata.json",
                  "curves.png", "summary.json"):
         assert (run / name).exists(), name
@@ -206,8 +207,8 @@ def test_multiworker_two_processes_train_digits_to_identical_weights(tmp_path):
     assert summary["global_batch"] == 32 and summary["steps"] == 4
     models = []
     for index in range(2):
-        model = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=10, bn_momentum=0.9, drop_connect_rate=0.0,
-                                       synchronized_bn=True)
+        model = kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
+                                       classes=10, bn_momentum=0.9, drop_connect_rate=0.0, synchronized_bn=True)
         model.load_weights(run / f"final-worker-{index}.weights.h5")
         models.append(model)
     for a, b in zip(models[0].weights, models[1].weights):
@@ -219,21 +220,21 @@ def test_multiworker_two_processes_train_digits_to_identical_weights(tmp_path):
 
 def test_kill_9_mid_epoch_then_resume_runs_the_same_number_of_steps(tmp_path):
     command = kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--epochs", "2", "--output",
-                            str(tmp_path), "--export", "keras")
+                            str(tmp_path), "--export", "keras", "--backup-every-steps", "5")
     state = tmp_path / "quickstart" / "backup" / "state.json"
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if state.exists() and 0 < json.loads(state.read_text())["step"] < 45:
+        if state.exists() and 5 <= json.loads(state.read_text())["step"] <= 15:
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, "training ended before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = json.loads(state.read_text())["step"]
-    assert 0 < killed_at < 45  # mid first epoch (45 steps per epoch)
+    assert 0 < killed_at < 23  # mid first epoch (1437 images / 64 = 23 steps per epoch)
     resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "quickstart" / "summary.json").read_text())
     assert summary["resumed_from_step"] >= killed_at
-    assert summary["steps"] == 2 * summary["steps_per_epoch"] == 90
+    assert summary["steps"] == 2 * summary["steps_per_epoch"] == 46

@@ -125,8 +125,9 @@ def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE
     return tuple(stages)
 
 
-def resolve_preset(phi: Any, coefficients: Any = None) -> EfficientNetPreset:
-    """Preset for ``phi``: the official B{phi} row, or paper Eq. 3 when ``coefficients`` are given."""
+def resolve_preset(phi: Any, coefficients: Any = None, base_resolution: int = 224) -> EfficientNetPreset:
+    """Preset for ``phi``: the official B{phi} row, or paper Eq. 3 when ``coefficients`` are given
+    (resolution ``base_resolution * gamma^phi``, rounded to a multiple of 8)."""
     if coefficients is None:
         if isinstance(phi, bool) or not isinstance(phi, int) or not 0 <= phi <= 7:
             raise ValueError(
@@ -135,7 +136,7 @@ def resolve_preset(phi: Any, coefficients: Any = None) -> EfficientNetPreset:
             )
         return PRESETS[f"efficientnetb{phi}"]
     alpha, beta, gamma = validate_coefficients(coefficients)
-    scale = compound_scale(phi, (alpha, beta, gamma), dropout_by_phi=_DROPOUT_BY_PHI)
+    scale = compound_scale(phi, (alpha, beta, gamma), base_resolution=base_resolution, dropout_by_phi=_DROPOUT_BY_PHI)
     label = f"{phi:g}".replace("-", "m").replace(".", "p")
     return EfficientNetPreset(
         f"efficientnet_phi{label}", scale.width, scale.depth, scale.resolution, scale.dropout
@@ -152,6 +153,7 @@ def EfficientNet(
     coefficients: tuple[float, float, float] | None = None,
     *,
     preset: str | EfficientNetPreset | None = None,
+    base_resolution: int = 224,
     include_top: bool = True,
     weights: str | None = None,
     input_tensor=None,
@@ -175,6 +177,7 @@ def EfficientNet(
             :data:`PAPER_COEFFICIENTS` = (1.2, 1.1, 1.15).
         preset: a :data:`PRESETS` key or an :class:`EfficientNetPreset` (overrides ``phi``), used by
             the Lite aliases.
+        base_resolution: the phi = 0 resolution that Eq. 3 scales (with ``coefficients`` only).
         include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
             as keras.applications. ``weights`` is None, "imagenet" (B0-B7 only) or a ``.weights.h5`` path.
         dropout_rate: before the classifier (default: the preset's).
@@ -189,7 +192,7 @@ def EfficientNet(
     layers of the model; do not divide by 255 yourself.
     """
     if preset is None:
-        spec = resolve_preset(phi, coefficients)
+        spec = resolve_preset(phi, coefficients, base_resolution)
     elif isinstance(preset, EfficientNetPreset):
         spec = preset
     elif preset in PRESETS:

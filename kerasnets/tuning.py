@@ -1,0 +1,322 @@
+"""keras-tuner search of EfficientNet's compound-scaling coefficients (paper STEP 1).
+
+At phi = 1 the paper grid-searched depth, width and resolution bases alpha, beta, gamma >= 1 under
+``alpha * beta^2 * gamma^2 ~= 2`` (FLOPs double per unit of phi) and found 1.2, 1.1, 1.15. Here the
+constraint is applied to the grid before any model is built: the tuner only ever sees feasible
+points (one ``Choice`` hyperparameter), so GridSearch (the paper's method), RandomSearch and
+BayesianOptimization never waste a trial. STEP 2 is ``kerasnets.EfficientNet(phi, coefficients=...)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import itertools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from kerasnets.models.efficientnet import EfficientNet
+from kerasnets.profile import profile
+from kerasnets.scaling import round_resolution
+
+__all__ = ["SearchSpace", "SearchRecipe", "CompoundScalingHyperModel", "ORACLES", "run_search",
+           "load_coefficients", "load_search_recipe"]
+
+ORACLES = ("grid", "random", "bayesian")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """Grid of (alpha, beta, gamma), filtered by ``|alpha * beta^2 * gamma^2 - target| <= tolerance``."""
+
+    alphas: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4)
+    betas: tuple[float, ...] = (1.0, 1.05, 1.1, 1.15, 1.2)
+    gammas: tuple[float, ...] = (1.0, 1.05, 1.1, 1.15, 1.2, 1.25)
+    target: float = 2.0
+    tolerance: float = 0.1
+
+    def points(self) -> list[tuple[float, float, float]]:
+        """Feasible grid points, ordered by distance to the target product (closest first)."""
+        for name in ("alphas", "betas", "gammas"):
+            values = getattr(self, name)
+            if not values or any(not isinstance(v, (int, float)) or v < 1.0 for v in values):
+                raise ValueError(f"SearchSpace.{name} must be numbers >= 1 (the paper's constraint), got {values!r}")
+        feasible = [
+            (a, b, g) for a, b, g in itertools.product(self.alphas, self.betas, self.gammas)
+            if abs(a * b * b * g * g - self.target) <= self.tolerance
+        ]
+        if not feasible:
+            raise ValueError(
+                f"no grid point satisfies |alpha * beta^2 * gamma^2 - {self.target}| <= {self.tolerance}; "
+                "widen the grid or the tolerance"
+            )
+        return sorted(feasible, key=lambda p: (abs(p[0] * p[1] ** 2 * p[2] ** 2 - self.target), p))
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRecipe:
+    """A coefficient search: data, the phi = 0 base resolution, per-trial training, objective.
+
+    ``objective`` is "val_accuracy" or "score", the paper's ``ACC * (FLOPs / T) ** w`` with
+    ``T = flops_target`` (default: twice the baseline's FLOPs) and ``w = -0.07``.
+    """
+
+    name: str
+    data: Any = "digits"
+    train_split: str = "train"
+    eval_split: str = "test"
+    base_resolution: int = 32
+    phi: float = 1.0
+    epochs: int = 3
+    steps_per_epoch: int | None = None
+    batch_size: int = 64
+    learning_rate: float = 1e-2
+    label_smoothing: float = 0.1
+    model_options: dict = dataclasses.field(default_factory=dict)
+    train_options: dict = dataclasses.field(default_factory=dict)
+    eval_options: dict = dataclasses.field(default_factory=dict)
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    objective: str = "val_accuracy"
+    flops_budget: int | None = None
+    flops_target: int | None = None
+    score_exponent: float = -0.07
+    max_trials: int = 10
+    smoke: dict = dataclasses.field(default_factory=dict)
+
+
+def _key(point: tuple[float, float, float]) -> str:
+    return ",".join(f"{v:g}" for v in point)
+
+
+def _parse(key: str) -> tuple[float, float, float]:
+    alpha, beta, gamma = (float(v) for v in key.split(","))
+    return alpha, beta, gamma
+
+
+class CompoundScalingHyperModel(kt.HyperModel):
+    """Builds EfficientNet at ``recipe.phi`` from a feasible (alpha, beta, gamma) and trains it on the recipe's data.
+
+    ``fit`` returns the metrics keras-tuner records for each trial: val_accuracy, params, FLOPs,
+    FLOPs ratio to the phi = 0 baseline, wall time and the paper's score.
+    """
+
+    def __init__(self, recipe: SearchRecipe, num_classes: int, num_examples: int):
+        super().__init__(name="compound_scaling")
+        if recipe.objective not in ("val_accuracy", "score"):
+            raise ValueError(f"objective must be 'val_accuracy' or 'score', got {recipe.objective!r}")
+        self.recipe = recipe
+        self.num_classes = num_classes
+        self.steps_per_epoch = recipe.steps_per_epoch or math.ceil(num_examples / recipe.batch_size)
+        self.baseline_flops = self._flops(None)
+        points = recipe.space.points()
+        if recipe.flops_budget is not None:
+            if recipe.flops_budget < self.baseline_flops:
+                raise ValueError(
+                    f"flops_budget {recipe.flops_budget:,} is below the phi = 0 baseline's "
+                    f"{self.baseline_flops:,} FLOPs: no scaled model can fit it"
+                )
+            points = [p for p in points if self._flops(p) <= recipe.flops_budget]
+            if not points:
+                raise ValueError(f"no feasible grid point fits flops_budget {recipe.flops_budget:,}")
+        self.points = points
+        self.flops_target = recipe.flops_target or 2 * self.baseline_flops
+
+    def _model(self, point: tuple[float, float, float] | None) -> keras.Model:
+        recipe = self.recipe
+        if point is None:  # the phi = 0 baseline: Eq. 3 at phi 0 is the B0 layout at the base resolution
+            point, phi = (1.0, 1.0, 1.0), 0.0
+        else:
+            phi = recipe.phi
+        size = round_resolution(recipe.base_resolution * point[2] ** phi)
+        return EfficientNet(phi, coefficients=point, base_resolution=recipe.base_resolution,
+                            input_shape=(size, size, 3), classes=self.num_classes, **recipe.model_options)
+
+    def _flops(self, point) -> int:
+        flops = profile(self._model(point))["flops"]
+        keras.backend.clear_session()
+        return flops
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """EfficientNet at phi from the chosen feasible point; the session is cleared first (no memory growth)."""
+        keras.backend.clear_session()
+        gc.collect()
+        point = _parse(hp.Choice("coefficients", [_key(p) for p in self.points]))
+        model = self._model(point)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
+        return model
+
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, callbacks=None, verbose=0, **kwargs):
+        """Train on the recipe's data at the model's resolution and return the trial's metrics."""
+        from kerasnets import data
+
+        recipe = self.recipe
+        started = time.time()
+        size = model.input_shape[1]
+        train, _ = data.load(recipe.data, recipe.train_split, size, recipe.batch_size, training=True,
+                             repeat=True, one_hot=True, **recipe.train_options)
+        valid, _ = data.load(recipe.data, recipe.eval_split, size, recipe.batch_size, training=False,
+                             one_hot=True, **recipe.eval_options)
+        history = model.fit(train, epochs=recipe.epochs, steps_per_epoch=self.steps_per_epoch, validation_data=valid,
+                            callbacks=list(callbacks or []), verbose=verbose)
+        accuracy = float(history.history["val_accuracy"][-1])
+        stats = profile(model)
+        alpha, beta, gamma = _parse(hp.get("coefficients"))
+        return {
+            "val_accuracy": accuracy,
+            "score": accuracy * (stats["flops"] / self.flops_target) ** recipe.score_exponent,
+            "flops": float(stats["flops"]),
+            "params": float(stats["params"]),
+            "flops_ratio": stats["flops"] / self.baseline_flops,
+            "resolution": float(size),
+            "alpha": alpha,
+            "beta": beta,
+            "gamma": gamma,
+            "wall_time": time.time() - started,
+        }
+
+
+def load_search_recipe(path: str) -> SearchRecipe:
+    """Import a search recipe file and return its ``SEARCH``."""
+    import importlib.util
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"search recipe {path!r} not found (e.g. recipes/search_digits.py)")
+    spec = importlib.util.spec_from_file_location("kerasnets_search_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    recipe = getattr(module, "SEARCH", None)
+    if not isinstance(recipe, SearchRecipe):
+        raise ValueError(f"search recipe {path!r} must define SEARCH = kerasnets.tuning.SearchRecipe(...)")
+    return recipe
+
+
+def _oracle_tuner(oracle: str):
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}")
+    return {"grid": kt.GridSearch, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}[oracle]
+
+
+def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
+               seed: int = 0, verbose: int = 0) -> dict[str, Any]:
+    """Run (or resume) the search; write ``best.json``, ``trials.csv``, ``trials.md`` and ``search.png``.
+
+    The keras-tuner project lives in ``output/recipe.name/tuner``: an interrupted search continues
+    where it stopped, and keras-tuner's distributed mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+    KERASTUNER_ORACLE_PORT) runs a chief and workers. Returns the best trial's record.
+    """
+    from kerasnets import data
+
+    max_trials = max_trials or recipe.max_trials
+    if max_trials < 1:
+        raise ValueError(f"max_trials must be >= 1, got {max_trials}")
+    tuner_class = _oracle_tuner(oracle)
+    _, info = data.load(recipe.data, recipe.train_split, recipe.base_resolution, 8, training=False,
+                        **recipe.eval_options)
+    hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
+    run_dir = os.path.join(output, recipe.name)
+    os.makedirs(run_dir, exist_ok=True)
+    tuner = tuner_class(
+        hypermodel,
+        objective=kt.Objective(recipe.objective, direction="max"),
+        max_trials=max_trials,
+        seed=seed,
+        directory=run_dir,
+        project_name="tuner",
+        overwrite=False,
+    )
+    tuner.search(verbose=verbose)
+    if "KERASTUNER_TUNER_ID" in os.environ and os.environ["KERASTUNER_TUNER_ID"] != "chief":
+        return {}
+    rows = _trial_rows(tuner)
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    if not completed:
+        raise RuntimeError(
+            f"no trial completed ({len(rows)} tried): see {run_dir}/tuner/trial_*/ for the errors "
+            "(keras-tuner needs tensorboard installed; it fails every trial silently without it)"
+        )
+    best = max(completed, key=lambda r: r[recipe.objective])
+    _write_outputs(run_dir, rows, best, recipe, hypermodel.baseline_flops)
+    return best
+
+
+def _trial_rows(tuner) -> list[dict[str, Any]]:
+    rows = []
+    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+        row = {"trial": trial_id, "status": str(trial.status), "coefficients": trial.hyperparameters.values.get("coefficients")}
+        for name in ("alpha", "beta", "gamma", "val_accuracy", "score", "flops", "params", "flops_ratio",
+                     "resolution", "wall_time"):
+            value = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
+            row[name] = value
+        rows.append(row)
+    return rows
+
+
+def _write_outputs(run_dir: str, rows, best, recipe: SearchRecipe, baseline_flops: int) -> None:
+    from kerasnets.training.callbacks import atomic_write_text
+
+    document = {
+        "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],
+        "product": best["alpha"] * best["beta"] ** 2 * best["gamma"] ** 2,
+        "objective": recipe.objective, "val_accuracy": best["val_accuracy"], "score": best["score"],
+        "flops": best["flops"], "flops_ratio": best["flops_ratio"], "baseline_flops": baseline_flops,
+        "phi": recipe.phi, "base_resolution": recipe.base_resolution, "data": str(recipe.data),
+        "trials_completed": sum(r["status"] == "COMPLETED" for r in rows),
+    }
+    atomic_write_text(os.path.join(run_dir, "best.json"), json.dumps(document, indent=2))
+    fields = list(rows[0])
+    with open(os.path.join(run_dir, "trials.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| trial | alpha | beta | gamma | res | params | MFLOPs | FLOPs ratio | val acc | time s | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["status"] == "COMPLETED":
+            lines.append(f"| {r['trial']} | {r['alpha']:g} | {r['beta']:g} | {r['gamma']:g} | {r['resolution']:.0f} | "
+                         f"{r['params']:,.0f} | {r['flops'] / 1e6:.2f} | {r['flops_ratio']:.2f} | "
+                         f"{r['val_accuracy']:.4f} | {r['wall_time']:.0f} | {r['status']} |")
+        else:
+            lines.append(f"| {r['trial']} | {r['coefficients']} | | | | | | | | | {r['status']} |")
+    atomic_write_text(os.path.join(run_dir, "trials.md"), "\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r["status"] == "COMPLETED"]
+    fig, axis = plt.subplots(figsize=(6, 4))
+    axis.scatter([r["flops"] / 1e6 for r in done], [r["val_accuracy"] for r in done])
+    for r in done:
+        axis.annotate(f"{r['alpha']:g},{r['beta']:g},{r['gamma']:g}", (r["flops"] / 1e6, r["val_accuracy"]), fontsize=7)
+    axis.scatter([best["flops"] / 1e6], [best["val_accuracy"]], marker="*", s=200, color="red", label="best")
+    axis.set_xlabel("MFLOPs (multiply-adds)")
+    axis.set_ylabel("validation accuracy")
+    axis.set_title(f"compound-scaling search at phi = {recipe.phi:g}")
+    axis.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "search.png"), dpi=100)
+    plt.close(fig)
+
+
+def load_coefficients(path: str) -> tuple[float, float, float]:
+    """(alpha, beta, gamma) from a search's ``best.json``, ready for ``EfficientNet(phi, coefficients=...)``."""
+    with open(path) as handle:
+        document = json.load(handle)
+    try:
+        return float(document["alpha"]), float(document["beta"]), float(document["gamma"])
+    except KeyError as missing:
+        raise ValueError(f"{path!r} is not a kerasnets search result (missing {missing})") from None
