@@ -83,7 +83,8 @@ def saved_model(
     - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped as in eval
       (``crop_padding``), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``.
 
-    Class names are stored in the SavedModel (``class_names`` variable) and as ``labels.txt``.
+    Class names are stored in the SavedModel (``loaded.class_names[0]``, a string variable) and as
+    ``labels.txt``.
     Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;
     returns ``{"path", "max_abs_diff"}``.
     """
@@ -99,7 +100,7 @@ def saved_model(
     archive = keras.export.ExportArchive()
     archive.track(model)
     names_table = tf.Variable(names, dtype=tf.string, trainable=False, name="class_names")
-    archive.class_names = names_table
+    archive.add_variable_collection("class_names", [names_table])  # loaded.class_names[0]
 
     def predict(images):
         return model(tf.cast(images, tf.float32), training=False)

@@ -77,6 +77,7 @@ class SearchRecipe:
     phi: float = 1.0
     epochs: int = 3
     steps_per_epoch: int | None = None
+    eval_steps: int | None = None
     batch_size: int = 64
     learning_rate: float = 1e-2
     label_smoothing: float = 0.1
@@ -89,6 +90,7 @@ class SearchRecipe:
     flops_target: int | None = None
     score_exponent: float = -0.07
     max_trials: int = 10
+    run_eagerly: bool = False  # for trials of a few steps: skips tf.function tracing (tests, --smoke)
     smoke: dict = dataclasses.field(default_factory=dict)
 
 
@@ -156,6 +158,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing),
             metrics=["accuracy"],
+            run_eagerly=self.recipe.run_eagerly,
         )
         return model
 
@@ -171,10 +174,12 @@ class CompoundScalingHyperModel(kt.HyperModel):
         valid, _ = data.load(recipe.data, recipe.eval_split, size, recipe.batch_size, training=False,
                              one_hot=True, **recipe.eval_options)
         history = model.fit(train, epochs=recipe.epochs, steps_per_epoch=self.steps_per_epoch, validation_data=valid,
-                            callbacks=list(callbacks or []), verbose=verbose)
+                            validation_steps=recipe.eval_steps, callbacks=list(callbacks or []), verbose=verbose)
         accuracy = float(history.history["val_accuracy"][-1])
         stats = profile(model)
         alpha, beta, gamma = _parse(hp.get("coefficients"))
+        del train, valid, history
+        gc.collect()
         return {
             "val_accuracy": accuracy,
             "score": accuracy * (stats["flops"] / self.flops_target) ** recipe.score_exponent,
@@ -204,10 +209,32 @@ def load_search_recipe(path: str) -> SearchRecipe:
     return recipe
 
 
-def _oracle_tuner(oracle: str):
+class FeasibleGridOracle(kt.Oracle):
+    """Grid search over the feasible points, in order, that resumes after a restart.
+
+    keras-tuner's GridSearchOracle keeps its walk through the grid in memory only, so a reloaded
+    project stops at once; here the next point is derived from the saved trials themselves.
+    """
+
+    def populate_space(self, trial_id):
+        """The first feasible point no earlier trial has tried, or STOPPED when the grid is done."""
+        choice = next(hp for hp in self.get_space().space if hp.name == "coefficients")
+        tried = {trial.hyperparameters.values.get("coefficients") for trial in self.trials.values()}
+        for value in choice.values:
+            if value not in tried:
+                return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": {"coefficients": value}}
+        return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+
+
+def _make_tuner(oracle: str, hypermodel, objective, max_trials: int, seed: int, directory: str):
     if oracle not in ORACLES:
         raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}")
-    return {"grid": kt.GridSearch, "random": kt.RandomSearch, "bayesian": kt.BayesianOptimization}[oracle]
+    common = dict(directory=directory, project_name="tuner", overwrite=False)
+    if oracle == "grid":
+        return kt.Tuner(oracle=FeasibleGridOracle(objective=objective, max_trials=max_trials, seed=seed),
+                        hypermodel=hypermodel, **common)
+    tuner_class = kt.RandomSearch if oracle == "random" else kt.BayesianOptimization
+    return tuner_class(hypermodel, objective=objective, max_trials=max_trials, seed=seed, **common)
 
 
 def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
@@ -223,21 +250,15 @@ def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = 
     max_trials = max_trials or recipe.max_trials
     if max_trials < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials}")
-    tuner_class = _oracle_tuner(oracle)
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}")
     _, info = data.load(recipe.data, recipe.train_split, recipe.base_resolution, 8, training=False,
                         **recipe.eval_options)
     hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
     run_dir = os.path.join(output, recipe.name)
     os.makedirs(run_dir, exist_ok=True)
-    tuner = tuner_class(
-        hypermodel,
-        objective=kt.Objective(recipe.objective, direction="max"),
-        max_trials=max_trials,
-        seed=seed,
-        directory=run_dir,
-        project_name="tuner",
-        overwrite=False,
-    )
+    tuner = _make_tuner(oracle, hypermodel, kt.Objective(recipe.objective, direction="max"), max_trials, seed, run_dir)
+    tuner.oracle.max_trials = max_trials  # a reloaded project keeps its old limit otherwise
     tuner.search(verbose=verbose)
     if "KERASTUNER_TUNER_ID" in os.environ and os.environ["KERASTUNER_TUNER_ID"] != "chief":
         return {}

@@ -80,6 +80,7 @@ RECIPE = Recipe(
         "steps_per_epoch": 2,
         "eval_steps": 1,
         "export": ("keras",),
+        "run_eagerly": True,
     },
 )
 

@@ -53,7 +53,7 @@ RECIPE = Recipe(
     eval_options={"resize_method": "bilinear"},
     backup_every_steps=0,  # back up at each epoch end (5 s of work)
     export=("keras", "saved_model", "tflite"),
-    smoke={"epochs": 1, "steps_per_epoch": 3, "export": ("keras",)},
+    smoke={"epochs": 1, "steps_per_epoch": 3, "export": ("keras",), "run_eagerly": True},
 )
 
 if __name__ == "__main__":

@@ -24,5 +24,5 @@ SEARCH = SearchRecipe(
                       gammas=(1.0, 1.05, 1.1, 1.15, 1.2, 1.25), target=2.0, tolerance=0.1),
     objective="val_accuracy",
     max_trials=6,
-    smoke={"epochs": 1, "steps_per_epoch": 2},
+    smoke={"epochs": 1, "steps_per_epoch": 2, "eval_steps": 1, "run_eagerly": True},
 )

@@ -15,7 +15,8 @@ from kerasnets import tuning
 from conftest import ENV, RECIPES, ROOT, kerasnets_cmd  # noqa: E402
 
 TINY = tuning.SearchRecipe(
-    name="tiny", data="digits", base_resolution=32, epochs=1, steps_per_epoch=2, batch_size=32,
+    name="tiny", data="digits", base_resolution=32, epochs=1, steps_per_epoch=2, eval_steps=1, batch_size=32,
+    run_eagerly=True,
     model_options={"bn_momentum": 0.9, "drop_connect_rate": 0.0},
     eval_options={"resize_method": "bilinear"},
     space=tuning.SearchSpace(alphas=(1.0, 1.2), betas=(1.0, 1.1), gammas=(1.0, 1.15, 1.2), tolerance=0.12),
@@ -33,14 +34,17 @@ def test_grid_is_filtered_by_the_constraint_before_any_build():
 
 
 def test_flops_budget_below_baseline_and_objective_errors():
+    space = tuning.SearchSpace(alphas=(1.0, 1.2, 1.4), betas=(1.0, 1.1), gammas=(1.0, 1.15, 1.2), tolerance=0.15)
     with pytest.raises(ValueError, match="below the phi = 0 baseline"):
-        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", flops_budget=1000), 10, 100)
+        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, flops_budget=1000), 10, 100)
     with pytest.raises(ValueError, match="objective must be"):
-        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", objective="loss"), 10, 100)
-    hypermodel = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x"), 10, 100)
-    budget = int(2.3 * hypermodel.baseline_flops)
-    tight = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", flops_budget=budget), 10, 100)
+        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, objective="loss"), 10, 100)
+    hypermodel = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space), 10, 100)
+    flops = {p: hypermodel._flops(p) for p in hypermodel.points}
+    budget = min(flops.values())
+    tight = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, flops_budget=budget), 10, 100)
     assert 0 < len(tight.points) < len(hypermodel.points)
+    assert all(flops[p] <= budget for p in tight.points)
 
 
 def test_build_at_minimum_hyperparameters_does_not_raise():
@@ -49,12 +53,14 @@ def test_build_at_minimum_hyperparameters_does_not_raise():
     assert model.output_shape == (None, 10)
 
 
-@pytest.mark.parametrize("oracle", ["grid", "random", "bayesian"])
-def test_each_oracle_completes_trials_and_writes_results(tmp_path, oracle):
-    best = tuning.run_search(TINY, output=str(tmp_path), oracle=oracle, max_trials=2)
+def test_grid_search_writes_results_and_resumes(tmp_path):
+    tuning.run_search(TINY, output=str(tmp_path), oracle="grid", max_trials=1)
+    first = json.loads((tmp_path / "tiny" / "best.json").read_text())
+    best = tuning.run_search(TINY, output=str(tmp_path), oracle="grid", max_trials=2)  # resumes the project
     run = tmp_path / "tiny"
     document = json.loads((run / "best.json").read_text())
-    assert document["trials_completed"] == 2  # a silently failing tuner would complete none
+    assert (first["trials_completed"], document["trials_completed"]) == (1, 2)  # none failed silently
+    assert len([d for d in os.listdir(run / "tuner") if d.startswith("trial_")]) == 2  # trial 1 not rerun
     assert abs(document["product"] - 2.0) <= 0.12
     for name in ("trials.csv", "trials.md", "search.png"):
         assert (run / name).exists()
@@ -69,14 +75,22 @@ def test_each_oracle_completes_trials_and_writes_results(tmp_path, oracle):
     assert best["flops_ratio"] == pytest.approx(best["flops"] / baseline)
 
 
-def test_search_resumes_from_its_project_directory(tmp_path):
-    tuning.run_search(TINY, output=str(tmp_path), max_trials=1)
-    first = json.loads((tmp_path / "tiny" / "best.json").read_text())
-    tuning.run_search(TINY, output=str(tmp_path), max_trials=2)
-    again = json.loads((tmp_path / "tiny" / "best.json").read_text())
-    assert (first["trials_completed"], again["trials_completed"]) == (1, 2)
-    trial_dirs = [d for d in os.listdir(tmp_path / "tiny" / "tuner") if d.startswith("trial_")]
-    assert len(trial_dirs) == 2  # the first trial was not run again
+@pytest.mark.parametrize("oracle", ["random", "bayesian"])
+def test_random_and_bayesian_oracles_complete_trials(tmp_path, oracle):
+    tuning.run_search(TINY, output=str(tmp_path), oracle=oracle, max_trials=2)
+    document = json.loads((tmp_path / "tiny" / "best.json").read_text())
+    assert document["trials_completed"] == 2
+    with pytest.raises(ValueError, match="oracle must be one of"):
+        tuning.run_search(TINY, output=str(tmp_path), oracle="hyperband")
+
+
+def test_paper_coefficients_double_the_flops_at_224():
+    hypermodel = tuning.CompoundScalingHyperModel(
+        tuning.SearchRecipe(name="x", base_resolution=224, space=tuning.SearchSpace(
+            alphas=(1.2,), betas=(1.1,), gammas=(1.15,))), 1000, 100)
+    assert hypermodel.points == [(1.2, 1.1, 1.15)]
+    ratio = hypermodel._flops((1.2, 1.1, 1.15)) / hypermodel.baseline_flops
+    assert 1.8 <= ratio <= 2.3  # 1.92 before rounding of channels, repeats and resolution
 
 
 _MEMORY = r"""
@@ -91,21 +105,28 @@ def rss_mb():
     with open("/proc/self/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("VmRSS")) / 1024
 
-hypermodel = tuning.CompoundScalingHyperModel(TINY, 10, 64)
-samples = []
-for trial in range(6):
+import dataclasses
+import gc
+hypermodel = tuning.CompoundScalingHyperModel(dataclasses.replace(TINY, run_eagerly=False), 10, 64)
+
+def trial(index):  # what keras-tuner does per trial: build, fit, drop the model
     hp = kt.HyperParameters()
     hp.Choice("coefficients", [tuning._key(p) for p in hypermodel.points])
-    hp.values["coefficients"] = tuning._key(hypermodel.points[trial % len(hypermodel.points)])
+    hp.values["coefficients"] = tuning._key(hypermodel.points[index % len(hypermodel.points)])
     model = hypermodel.build(hp)
-    hypermodel.fit(hp, model)
+    return hypermodel.fit(hp, model)
+
+samples = []
+for index in range(5):
+    trial(index)
+    gc.collect()
     samples.append(rss_mb())
 print(json.dumps(samples))
 """
 
 
 def test_memory_does_not_grow_across_trials():
-    """RSS after trial 6 stays within 150 MB of RSS after trial 2 (the session is cleared per trial)."""
+    """RSS after trial 5 stays within 150 MB of RSS after trial 2 (the session is cleared per trial)."""
     proc = subprocess.run([sys.executable, "-c", _MEMORY, ROOT], env=ENV, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -146,24 +146,12 @@ def conv_bn_act(
     )
     x, conv_padding = _pad(x, kernel_size, strides, padding, pad_name or f"{conv_name}_pad")
     if depthwise:
-        x = layers.DepthwiseConv2D(
-            kernel_size,
-            strides=strides,
-            padding=conv_padding,
-            use_bias=config.conv_bias,
-            depthwise_initializer=config.kernel_initializer,
-            name=conv_name,
-        )(x)
+        conv = layers.DepthwiseConv2D(kernel_size, depthwise_initializer=config.kernel_initializer,
+                                      strides=strides, padding=conv_padding, use_bias=config.conv_bias, name=conv_name)
     else:
-        x = layers.Conv2D(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=conv_padding,
-            use_bias=config.conv_bias,
-            kernel_initializer=config.kernel_initializer,
-            name=conv_name,
-        )(x)
+        conv = layers.Conv2D(filters, kernel_size, kernel_initializer=config.kernel_initializer,
+                             strides=strides, padding=conv_padding, use_bias=config.conv_bias, name=conv_name)
+    x = conv(x)
     x = batch_norm(config, bn_name, zero_init=zero_init)(x)
     activation = config.activation if activation == "default" else activation
     if activation is not None:

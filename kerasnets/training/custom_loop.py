@@ -58,5 +58,5 @@ def fit_multiworker(model, optimizer, loss_fn, strategy, train_ds, epochs, steps
                 guard.bad_step, guard.bad_value = int(optimizer.iterations.numpy()), loss
                 return
             progress.update(step + 1, [("loss", loss)])
-        backup.model = model
+        backup.set_model(model)
         backup.save()

@@ -79,6 +79,20 @@ def _datasets(recipe: Recipe, global_batch: int, drop_remainder: bool, run_dir: 
     return train_ds, eval_ds, info, eval_info
 
 
+def _evaluate_locally(model, loss, dataset, steps: int | None) -> dict[str, float]:
+    """Loss and accuracy of ``model`` over ``dataset`` on this worker, without the strategy."""
+    total_loss = correct = count = 0.0
+    for index, (images, labels) in enumerate(dataset):
+        if steps is not None and index >= steps:
+            break
+        predictions = model(images, training=False)
+        n = float(images.shape[0])
+        total_loss += float(loss(labels, predictions)) * n
+        correct += float(tf.reduce_sum(tf.cast(tf.argmax(predictions, -1) == tf.argmax(labels, -1), tf.float32)))
+        count += n
+    return {"loss": total_loss / max(count, 1.0), "accuracy": correct / max(count, 1.0)}
+
+
 def _history_from_csv(path: str) -> dict[str, list]:
     if not os.path.exists(path):
         return {}
@@ -172,8 +186,10 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
         model = recipe.build_model(recipe, context)
         optimizer = recipe.build_optimizer(recipe, context)
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-        if not multiworker:
-            model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=accelerator_present())
+        # compiled under every strategy (the optimizer belongs to the model, for backups); under
+        # MultiWorkerMirroredStrategy the custom loop trains it instead of fit
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], run_eagerly=recipe.run_eagerly,
+                      jit_compile=accelerator_present() and not recipe.run_eagerly)
     total_steps = steps_per_epoch * recipe.epochs
     guard = NaNGuard()
     if multiworker:
@@ -199,10 +215,11 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
             f"training stopped. The last good backup is {backup.path}. Lower the learning rate "
             f"(now {learning_rate:.4g}), check the data (images must be 0..255), or use precision='float32'"
         )
-    steps_done = int(model.optimizer.iterations.numpy()) if model.optimizer is not None else int(optimizer.iterations.numpy())
-    if multiworker:
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-    results = model.evaluate(eval_ds, steps=recipe.eval_steps, verbose=0, return_dict=True)
+    steps_done = int(model.optimizer.iterations.numpy())
+    if multiworker:  # Keras' evaluate shares fit's MultiWorkerMirroredStrategy problem: evaluate locally
+        results = _evaluate_locally(model, loss, eval_ds, recipe.eval_steps)
+    else:
+        results = model.evaluate(eval_ds, steps=recipe.eval_steps, verbose=0, return_dict=True)
     stats = profile(model)
     summary: dict[str, Any] = {
         "recipe": recipe.name,

@@ -49,6 +49,7 @@ class Recipe:
         backup_every_steps: resumable backup period in steps (0 = every epoch).
         export: formats written after training ("keras", "saved_model", "tflite").
         smoke: field overrides for ``--smoke`` (a couple of steps on a small stand-in dataset).
+        run_eagerly: skip tf.function tracing (worth it only for runs of a few steps).
         seed: seeds Python, NumPy, TF and the data pipeline.
     """
 
@@ -75,6 +76,7 @@ class Recipe:
     export: tuple[str, ...] = ("keras", "saved_model", "tflite")
     output: str = "saved_models"
     smoke: dict = dataclasses.field(default_factory=dict)
+    run_eagerly: bool = False
     seed: int = 0
     source_file: str | None = None
 
