@@ -177,7 +177,8 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     steps_per_epoch = recipe.steps_per_epoch or math.ceil(info.num_examples / global_batch)
     learning_rate = recipe.base_learning_rate * global_batch / recipe.reference_batch
     log.warning("strategy %s with %d replica(s); per-replica batch %d -> global batch %d; learning rate %.5g "
-                "(%.5g per %d images, scaled linearly); precision %s", type(strategy).__name__, replicas,
+                "(%.5g per %d images, scaled linearly); precision %s",
+                "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__, replicas,
                 recipe.batch_size, global_batch, learning_rate, recipe.base_learning_rate, recipe.reference_batch,
                 policy)
     context = TrainContext(info.num_classes, steps_per_epoch, global_batch, replicas, learning_rate,
@@ -238,7 +239,7 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
         "global_batch": global_batch,
         "learning_rate": learning_rate,
         "replicas": replicas,
-        "strategy": type(strategy).__name__,
+        "strategy": "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__,
         "precision": policy,
         "resumed_from_step": start_step,
         "train_seconds": round(time.time() - started, 1),
