@@ -33,7 +33,7 @@ def build_optimizer(recipe, context):
     """AdamW, one epoch of linear warmup, then cosine decay to zero."""
     total = context.steps_per_epoch * recipe.epochs
     schedule = warmup_cosine(context.learning_rate, total, warmup_steps=context.steps_per_epoch)
-    return exclude_norm_and_bias_from_weight_decay(keras.optimizers.AdamW(schedule, weight_decay=1e-4))
+    return exclude_norm_and_bias_from_weight_decay(keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=1.0))
 
 
 PHI = -3
