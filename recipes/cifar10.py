@@ -10,7 +10,7 @@ RandAugment (2 ops, factor 0.5) and MixUp/CutMix, AdamW with warmup + cosine, la
 import keras
 
 import kerasnets
-from kerasnets.training import Recipe, exclude_norm_and_bias_from_weight_decay, train_main, warmup_cosine
+from kerasnets.training import Recipe, smoke_overrides, exclude_norm_and_bias_from_weight_decay, train_main, warmup_cosine
 
 
 def build_model(recipe, context):
@@ -47,18 +47,13 @@ RECIPE = Recipe(
     train_options={**_TFDS, "crop_scale": (0.35, 1.0), "randaugment": True, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
     eval_options={**_TFDS, "resize_method": "bilinear"},
     backup_every_steps=500,
-    smoke={
-        "data": "tfds:kerasnets_digits",
-        "train_options": {**_TFDS, "randaugment": True, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
-        "eval_options": {**_TFDS, "resize_method": "bilinear"},
-        "image_size": 32,
-        "batch_size": 8,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "eval_steps": 1,
-        "export": ("keras",),
-        "run_eagerly": True,
-    },
+    smoke=smoke_overrides(
+        data="tfds:kerasnets_digits",
+        train_options={**_TFDS, "randaugment": True, "mixup_alpha": 0.2, "cutmix_alpha": 1.0},
+        eval_options={**_TFDS, "resize_method": "bilinear"},
+        image_size=32,
+        batch_size=8,
+    ),
 )
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kerasnets.models.efficientnet import PRESETS
 from kerasnets.training import (
     STANDIN_TFRECORDS,
     Recipe,
+    smoke_overrides,
     WarmupExponentialDecay,
     exclude_norm_and_bias_from_weight_decay,
     train_main,
@@ -69,19 +70,12 @@ RECIPE = Recipe(
     train_options={"autoaugment": True, "label_offset": -1, "num_classes": 1000},
     eval_options={"label_offset": -1, "num_classes": 1000, "crop_padding": 32, "resize_method": "bicubic"},
     backup_every_steps=1000,
-    smoke={
-        "data": STANDIN_TFRECORDS,
-        "eval_data": STANDIN_TFRECORDS,
-        "train_options": {"autoaugment": True},
-        "eval_options": {"crop_padding": 32, "resize_method": "bicubic"},
-        "image_size": 64,
-        "batch_size": 4,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "eval_steps": 1,
-        "export": ("keras",),
-        "run_eagerly": True,
-    },
+    smoke=smoke_overrides(
+        data=STANDIN_TFRECORDS,
+        eval_data=STANDIN_TFRECORDS,
+        train_options={"autoaugment": True},
+        eval_options={"crop_padding": 32, "resize_method": "bicubic"},
+    ),
 )
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import kerasnets
 from kerasnets.training import (
     STANDIN_TFRECORDS,
     Recipe,
+    smoke_overrides,
     exclude_norm_and_bias_from_weight_decay,
     train_main,
     warmup_cosine,
@@ -56,19 +57,7 @@ RECIPE = Recipe(
     train_options={"label_offset": -1, "num_classes": 1000},
     eval_options={"label_offset": -1, "num_classes": 1000},
     backup_every_steps=1000,
-    smoke={
-        "data": STANDIN_TFRECORDS,
-        "eval_data": STANDIN_TFRECORDS,
-        "train_options": {},
-        "eval_options": {},
-        "image_size": 64,
-        "batch_size": 4,
-        "epochs": 1,
-        "steps_per_epoch": 2,
-        "eval_steps": 1,
-        "export": ("keras",),
-        "run_eagerly": True,
-    },
+    smoke=smoke_overrides(data=STANDIN_TFRECORDS, eval_data=STANDIN_TFRECORDS, train_options={}, eval_options={}),
 )
 
 if __name__ == "__main__":

@@ -36,12 +36,9 @@ def _to_rgb(image: tf.Tensor) -> tf.Tensor:
 
 
 def _image_shape(image_or_bytes: tf.Tensor) -> tf.Tensor:
+    """Height and width of decoded pixels, or of JPEG bytes (read from the header only)."""
     if image_or_bytes.dtype == tf.string:
-        return tf.cond(
-            tf.io.is_jpeg(image_or_bytes),
-            lambda: tf.io.extract_jpeg_shape(image_or_bytes)[:2],
-            lambda: tf.shape(decode_rgb(image_or_bytes))[:2],
-        )
+        return tf.io.extract_jpeg_shape(image_or_bytes)[:2]
     return tf.shape(image_or_bytes)[:2]
 
 
@@ -49,12 +46,19 @@ def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width) -> tf.Te
     """Crop a window; JPEG bytes are decoded only inside the window (decode_and_crop_jpeg)."""
     if image_or_bytes.dtype == tf.string:
         window = tf.stack([offset_y, offset_x, height, width])
-        return tf.cond(
-            tf.io.is_jpeg(image_or_bytes),
-            lambda: tf.image.decode_and_crop_jpeg(image_or_bytes, window, channels=3),
-            lambda: tf.image.crop_to_bounding_box(decode_rgb(image_or_bytes), offset_y, offset_x, height, width),
-        )
+        return tf.image.decode_and_crop_jpeg(image_or_bytes, window, channels=3)
     return tf.image.crop_to_bounding_box(_to_rgb(image_or_bytes), offset_y, offset_x, height, width)
+
+
+def _on_pixels_or_jpeg(image_or_bytes: tf.Tensor, transform) -> tf.Tensor:
+    """Run ``transform`` on JPEG bytes as they are, on other encoded formats after one decode."""
+    if image_or_bytes.dtype != tf.string:
+        return transform(image_or_bytes)
+    return tf.cond(
+        tf.io.is_jpeg(image_or_bytes),
+        lambda: transform(image_or_bytes),
+        lambda: transform(decode_rgb(image_or_bytes)),
+    )
 
 
 def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
@@ -64,6 +68,10 @@ def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
 
 def center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int = 32, method: str = "bicubic") -> tf.Tensor:
     """Center crop ``size / (size + crop_padding)`` of the short side, resized to ``size`` x ``size``."""
+    return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, size, crop_padding, method))
+
+
+def _center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int, method: str) -> tf.Tensor:
     shape = _image_shape(image_or_bytes)
     height, width = shape[0], shape[1]
     crop = tf.cast(
@@ -89,6 +97,11 @@ def random_resized_crop(
     As the TPU reference, when no acceptable box was found in 10 attempts (the sampler then returns
     the whole image) the eval center crop (with the same ``crop_padding``) is used instead.
     """
+    return _on_pixels_or_jpeg(
+        image_or_bytes, lambda image: _random_resized_crop(image, size, scale, ratio, method, seed, crop_padding))
+
+
+def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_padding) -> tf.Tensor:
     shape = _image_shape(image_or_bytes)
     begin, box_size, _ = tf.image.sample_distorted_bounding_box(
         tf.concat([shape, [3]], axis=0),
@@ -103,7 +116,7 @@ def random_resized_crop(
     whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
     return tf.cond(
         whole_image,
-        lambda: center_crop(image_or_bytes, size, crop_padding=crop_padding, method=method),
+        lambda: _center_crop(image_or_bytes, size, crop_padding, method),
         lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1]), size, method),
     )
 

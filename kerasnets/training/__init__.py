@@ -4,7 +4,7 @@ from kerasnets.training.callbacks import TrainingDiverged
 from kerasnets.training.distribute import STRATEGIES, resolve_strategy
 from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train
 from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision
-from kerasnets.training.recipe import Recipe, TrainContext, apply_overrides, load_recipe
+from kerasnets.training.recipe import Recipe, TrainContext, apply_overrides, load_recipe, smoke_overrides
 from kerasnets.training.schedules import WarmupExponentialDecay, exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "TrainingDiverged",
     "load_recipe",
     "apply_overrides",
+    "smoke_overrides",
     "resolve_strategy",
     "resolve_precision",
     "precision_scope",

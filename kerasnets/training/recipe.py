@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Recipe", "TrainContext", "load_recipe", "apply_overrides"]
+__all__ = ["Recipe", "TrainContext", "load_recipe", "apply_overrides", "smoke_overrides"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,3 +114,9 @@ def apply_overrides(recipe: Recipe, smoke: bool = False, **overrides: Any) -> Re
     if unknown:
         raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(fields)}")
     return dataclasses.replace(recipe, **changes)
+
+
+def smoke_overrides(**changes: Any) -> dict:
+    """``Recipe.smoke`` for a recipe's real code path: 2 eager steps at 64 px, one eval batch, .keras only."""
+    return {"image_size": 64, "batch_size": 4, "epochs": 1, "steps_per_epoch": 2, "eval_steps": 1,
+            "export": ("keras",), "run_eagerly": True, **changes}
