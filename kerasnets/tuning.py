@@ -17,6 +17,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -28,7 +30,7 @@ from kerasnets.profile import profile
 from kerasnets.scaling import round_resolution
 
 __all__ = ["SearchSpace", "SearchRecipe", "CompoundScalingHyperModel", "ORACLES", "run_search",
-           "load_coefficients", "load_search_recipe"]
+           "load_coefficients", "load_search_recipe", "release_traced_graphs"]
 
 ORACLES = ("grid", "random", "bayesian")
 
@@ -92,6 +94,33 @@ class SearchRecipe:
     max_trials: int = 10
     run_eagerly: bool = False  # for trials of a few steps: skips tf.function tracing (tests, --smoke)
     smoke: dict = dataclasses.field(default_factory=dict)
+
+
+@contextmanager
+def release_traced_graphs() -> Iterator[None]:
+    """Drop the custom gradients that tracing registers globally while the block runs.
+
+    Under TF 2.21 every traced train step all-reduces its gradients through
+    ``ReplicaContext.all_reduce``, a ``tf.custom_gradient``: in graph mode that registers a
+    ``CustomGradient-N`` function in TensorFlow's global gradient registry and never removes it.
+    Its closure holds the step's gradient tensors, hence the whole FuncGraph (~450 MB for a phi = 1
+    EfficientNet), so every trial leaked its traced graphs even after ``clear_session``. The entries
+    are only read while the graph is being differentiated, i.e. while it is traced inside the block.
+    """
+    registry = None
+    if keras.backend.backend() == "tensorflow":
+        from tensorflow.python.framework import ops as tf_ops  # private: no public API unregisters
+
+        registry = getattr(getattr(tf_ops, "_gradient_registry", None), "_registry", None)
+    before = set(registry) if isinstance(registry, dict) else set()
+    try:
+        yield
+    finally:
+        if isinstance(registry, dict):
+            for name in set(registry) - before:
+                if str(name).startswith("CustomGradient-"):
+                    del registry[name]
+        gc.collect()
 
 
 def _key(point: tuple[float, float, float]) -> str:
@@ -173,8 +202,10 @@ class CompoundScalingHyperModel(kt.HyperModel):
                              repeat=True, one_hot=True, **recipe.train_options)
         valid, _ = data.load(recipe.data, recipe.eval_split, size, recipe.batch_size, training=False,
                              one_hot=True, **recipe.eval_options)
-        history = model.fit(train, epochs=recipe.epochs, steps_per_epoch=self.steps_per_epoch, validation_data=valid,
-                            validation_steps=recipe.eval_steps, callbacks=list(callbacks or []), verbose=verbose)
+        with release_traced_graphs():
+            history = model.fit(train, epochs=recipe.epochs, steps_per_epoch=self.steps_per_epoch,
+                                validation_data=valid, validation_steps=recipe.eval_steps,
+                                callbacks=list(callbacks or []), verbose=verbose)
         accuracy = float(history.history["val_accuracy"][-1])
         stats = profile(model)
         alpha, beta, gamma = _parse(hp.get("coefficients"))

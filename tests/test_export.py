@@ -24,7 +24,7 @@ def trained(quickstart):
     test, _ = data.load("digits", "test", image_size=32, batch_size=360, training=False, resize_method="bilinear")
     images, labels = next(iter(test))
     return {"model": model, "logits": logits, "images": images.numpy(), "labels": labels.numpy(),
-            "names": [str(i) for i in range(10)]}
+            "names": [str(i) for i in range(10)], "summary_accuracy": quickstart["summary"]["test_accuracy"]}
 
 
 def test_saved_model_signatures_match_keras(trained, tmp_path):
@@ -98,20 +98,70 @@ def test_tflite_float16_and_dynamic_range(trained, tmp_path):
     assert {"top1_agreement", "keras_accuracy", "tflite_accuracy", "accuracy_drop"} <= set(dynamic)
 
 
+def test_centering_the_softmax_classifier_keeps_probabilities_and_removes_the_common_logit(trained):
+    model = trained["model"]
+    centered = export.center_softmax_classifier(model)
+    images = trained["images"][:64]
+    np.testing.assert_allclose(np.asarray(centered(images)), np.asarray(model(images)), atol=2e-6)
+    kernel, bias = centered.get_layer("predictions").get_weights()
+    np.testing.assert_allclose(kernel.mean(axis=1), 0, atol=1e-6)
+    assert abs(float(bias.mean())) < 1e-6
+    features = keras.Model(model.input, model.get_layer("avg_pool").output)(images)
+    logits = np.asarray(features) @ kernel + bias
+    np.testing.assert_allclose(logits.mean(axis=1), 0, atol=1e-3)  # no common component left for int8 to waste range on
+    assert model.get_layer("predictions").get_weights()[0].mean(axis=1).std() > 0  # the original is untouched
+    assert export.center_softmax_classifier(trained["logits"]) is None  # logits are not shift invariant
+
+
+@pytest.fixture(scope="module")
+def lite0_digits():
+    """EfficientNet-Lite0 (the recommended int8 model: ReLU6, no SE) trained 5 epochs on digits at 32 px."""
+    from kerasnets.training import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+
+    keras.utils.set_random_seed(0)
+    train, info = data.load("digits", "train", 32, 64, training=True, one_hot=True, crop_scale=(0.85, 1.0), flip=False)
+    steps = int(np.ceil(info.num_examples / 64))
+    model = kerasnets.EfficientNetLite0(input_shape=(32, 32, 3), classes=10, bn_momentum=0.9, drop_connect_rate=0.0)
+    optimizer = keras.optimizers.AdamW(warmup_cosine(1e-2, steps * 5, steps), weight_decay=1e-4, global_clipnorm=1.0)
+    model.compile(optimizer=exclude_norm_and_bias_from_weight_decay(optimizer),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    model.fit(train, epochs=5, verbose=0)
+    return model
+
+
+def _calibration():
+    return data.load("digits", "train", image_size=32, batch_size=50, training=False, resize_method="bilinear")[0]
+
+
 @pytest.mark.parametrize("io_dtype", ["float32", "int8"])
-def test_tflite_int8_is_calibrated_and_its_accuracy_drop_is_measured(trained, tmp_path, io_dtype):
-    calibration, _ = data.load("digits", "train", image_size=32, batch_size=50, training=False,
-                               resize_method="bilinear")
-    report = export.tflite(trained["model"], str(tmp_path / "int8.tflite"), "int8", representative=calibration,
-                           calibration_steps=200, io_dtype=io_dtype,
-                           eval_data=(trained["images"], trained["labels"]))
-    assert report["examples"] == 360
-    assert report["top1_agreement"] >= 0.8
+def test_tflite_int8_report_is_measured_on_the_eval_set(trained, tmp_path, io_dtype):
+    """B0-style int8 quality depends on the training run (see the Lite test); the report must be the truth."""
+    path = str(tmp_path / "int8.tflite")
+    report = export.tflite(trained["model"], path, "int8", representative=_calibration(), calibration_steps=200,
+                           io_dtype=io_dtype, eval_data=(trained["images"], trained["labels"]))
+    assert report["examples"] == 360 and report["centered_classifier"] is True
+    got = export.run_tflite(path, trained["images"])
+    expected = np.asarray(trained["model"].predict(trained["images"], verbose=0))
+    assert report["top1_agreement"] == pytest.approx(np.mean(got.argmax(-1) == expected.argmax(-1)))
+    assert report["tflite_accuracy"] == pytest.approx(np.mean(got.argmax(-1) == trained["labels"]))
+    assert report["keras_accuracy"] == pytest.approx(trained["summary_accuracy"], abs=1e-6)
     assert report["accuracy_drop"] == pytest.approx(report["keras_accuracy"] - report["tflite_accuracy"])
+    assert json.loads((tmp_path / "int8.json").read_text())["report"]["top1_agreement"] == report["top1_agreement"]
     from ai_edge_litert.interpreter import Interpreter
 
-    detail = Interpreter(model_path=str(tmp_path / "int8.tflite")).get_input_details()[0]
+    detail = Interpreter(model_path=path).get_input_details()[0]
     assert detail["dtype"] == (np.int8 if io_dtype == "int8" else np.float32)
+    if io_dtype == "int8":  # calibrated on 0..255 pixels: 256 levels, one per pixel value
+        scale, zero_point = detail["quantization"]
+        assert scale == pytest.approx(1.0, rel=0.02) and zero_point == -128
+
+
+def test_tflite_int8_of_efficientnet_lite0_keeps_its_accuracy(lite0_digits, trained, tmp_path):
+    report = export.tflite(lite0_digits, str(tmp_path / "lite0.tflite"), "int8", representative=_calibration(),
+                           calibration_steps=200, eval_data=(trained["images"], trained["labels"]))
+    assert report["keras_accuracy"] >= 0.8  # a trained model, or agreement would mean nothing
+    assert report["top1_agreement"] >= 0.9
+    assert report["accuracy_drop"] <= 0.03
 
 
 def test_export_bad_inputs(trained, tmp_path):
