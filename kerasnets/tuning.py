@@ -28,6 +28,7 @@ import numpy as np
 from kerasnets.models.efficientnet import EfficientNet
 from kerasnets.profile import profile
 from kerasnets.scaling import round_resolution
+from kerasnets.training.schedules import exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
 __all__ = ["SearchSpace", "SearchRecipe", "CompoundScalingHyperModel", "ORACLES", "run_search",
            "load_coefficients", "load_search_recipe", "release_traced_graphs"]
@@ -176,15 +177,17 @@ class CompoundScalingHyperModel(kt.HyperModel):
         return flops
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
-        """EfficientNet at phi from the chosen feasible point; the session is cleared first (no memory growth)."""
+        """EfficientNet at phi from the chosen feasible point, compiled with the quickstart's optimizer
+        (AdamW, one epoch of warmup then cosine, global clipping, no decay on norms and biases)."""
         keras.backend.clear_session()
         gc.collect()
         point = _parse(hp.Choice("coefficients", [_key(p) for p in self.points]))
         model = self._model(point)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs)
+        schedule = warmup_cosine(self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs,
+                                 warmup_steps=self.steps_per_epoch if self.recipe.epochs > 1 else 0)
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=1.0)
         model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4),
+            optimizer=exclude_norm_and_bias_from_weight_decay(optimizer),
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing),
             metrics=["accuracy"],
             run_eagerly=self.recipe.run_eagerly,
