@@ -159,7 +159,7 @@ def test_tflite_int8_report_is_measured_on_the_eval_set(trained, tmp_path, io_dt
 def test_tflite_int8_of_efficientnet_lite0_keeps_its_accuracy(lite0_digits, trained, tmp_path):
     report = export.tflite(lite0_digits, str(tmp_path / "lite0.tflite"), "int8", representative=_calibration(),
                            calibration_steps=200, eval_data=(trained["images"], trained["labels"]))
-    assert report["keras_accuracy"] >= 0.8  # a trained model, or agreement would mean nothing
+    assert report["keras_accuracy"] >= 0.7  # a trained model (chance is 0.1), or agreement would mean nothing
     assert report["top1_agreement"] >= 0.9
     assert report["accuracy_drop"] <= 0.03
 
