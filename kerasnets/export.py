@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets.data.transforms import center_crop
+from kerasnets.models.weights import transfer_weights
 
 __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "center_softmax_classifier",
            "ExportError"]
@@ -63,11 +64,7 @@ def center_softmax_classifier(model: keras.Model) -> keras.Model | None:
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense) or not _outputs_probabilities(model) or not last.use_bias:
         return None
-    copy = keras.models.clone_model(model)
-    for source, target in zip(model.layers, copy.layers):
-        target.set_weights(source.get_weights())
-        if hasattr(target, "finalize_state"):  # Normalization caches mean/variance from its weights
-            target.finalize_state()
+    copy = transfer_weights(model, keras.models.clone_model(model))  # also refreshes Normalization's state
     kernel, bias = copy.layers[-1].get_weights()
     copy.layers[-1].set_weights([kernel - kernel.mean(axis=1, keepdims=True), bias - bias.mean()])
     return copy

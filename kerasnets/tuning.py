@@ -212,8 +212,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
         accuracy = float(history.history["val_accuracy"][-1])
         stats = profile(model)
         alpha, beta, gamma = _parse(hp.get("coefficients"))
-        del train, valid, history
-        gc.collect()
+        del train, valid, history  # the next build() clears the session and collects
         return {
             "val_accuracy": accuracy,
             "score": accuracy * (stats["flops"] / self.flops_target) ** recipe.score_exponent,
