@@ -8,7 +8,8 @@ from kerasnets.layers.preprocessing import CaffePreprocessing, caffe_preprocess
 from kerasnets.models.efficientnet import PRESETS as EFFICIENTNET_PRESETS
 from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
 from kerasnets.models.resnet import ResNet, ResNetVariant
-from kerasnets.models.weights import transfer_weights
+from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
+from kerasnets.models.weights import PretrainedReport, load_pretrained, transfer_weights
 from kerasnets.presets import ALIASES, PRESETS, build
 from kerasnets.profile import profile
 from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale
@@ -23,6 +24,11 @@ __all__ = [
     "ResNet",
     "ResNetVariant",
     "transfer_weights",
+    "load_pretrained",
+    "PretrainedReport",
+    "freeze",
+    "model_blocks",
+    "FreezeReport",
     "profile",
     "build",
     "PRESETS",

@@ -14,6 +14,13 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def _fail(error: BaseException) -> int:
+    """Print one line for a user error (no traceback) and return the exit status 2."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def preset_table(names: Sequence[str] | None = None) -> list[dict]:
     """Rows of ``{"preset", "input_size", "params", "flops"}`` for the given (default: all) presets."""
     import keras
@@ -54,18 +61,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe)
         recipe = apply_overrides(
-            recipe, smoke=args.smoke, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+            recipe, smoke=args.smoke, data=args.data, eval_data=args.eval_data, eval_split=args.eval_split,
+            seed=args.seed, model=args.model, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
             precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
-            steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps, export=tuple(args.export) if args.export is not None else None,
+            steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps,
+            export=tuple(args.export) if args.export is not None else None,
         )
         result = train(recipe, resume=args.resume, run_name=args.name)
-    except (ValueError, FileNotFoundError, TrainingDiverged) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, TrainingDiverged) as error:
+        return _fail(error)
     s = result.summary
     print("\n== kerasnets train: summary ==")
     print(f"recipe        {s['recipe']} ({s['data']}, {s['epochs']} epochs, {s['steps']} steps, global batch {s['global_batch']})")
-    print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_split']!r}")
+    for phase in s["phases"]:
+        print(f"  phase       {phase['name']}: {phase['epochs']} epochs, {phase['steps']} steps, "
+              f"{phase.get('trainable_params', '?'):,} trainable params, from {phase.get('trainable_from', '-')}"
+              if "trainable_params" in phase else f"  phase       {phase['name']}: done before the resume")
+    if s["weights"]:
+        print(f"weights       {s['weights']}")
+    if s["resumed_from_step"] or s["resumed_from_phase"]:
+        print(f"resumed       phase {s['resumed_from_phase'] + 1}, step {s['resumed_from_step']}")
+    print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']} images of split {s['eval_split']!r} "
+          f"of {s['eval_data']}")
     print(f"model         {s['params']:,} params, {s['flops'] / 1e6:.1f}M FLOPs at {s['input_size'][0]}x{s['input_size'][1]}")
     print(f"time          {s['total_seconds']:.0f} s (train + eval + export), {s['strategy']}, {s['precision']}")
     for key, path in s["paths"].items():
@@ -74,9 +91,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_any_model(path: str):
-    """A .keras file, a SavedModel folder or a .tflite file, as a callable on float images in 0..255."""
+    """A .keras file, a SavedModel folder or a .tflite file, as a callable on float images in 0..255,
+    with its input shape (height, width, channels)."""
     import numpy as np
 
+    if not os.path.exists(path):
+        raise ValueError(f"no model at {path!r}: pass a model.keras file, a saved_model folder or a .tflite file")
     if path.endswith(".tflite"):
         from kerasnets.export import run_tflite
 
@@ -104,6 +124,19 @@ def _load_any_model(path: str):
     return (lambda images: np.asarray(model.predict(np.asarray(images, np.float32), verbose=0))), tuple(model.input_shape[1:])
 
 
+def _serving_settings(model_path: str, crop_padding: int | None, resize: str | None) -> tuple[int, str]:
+    """The eval crop and resize method a model was trained with (its contract), flags first;
+    models saved without a contract get the EfficientNet reference eval (padding 32, bicubic)."""
+    from kerasnets.serving import read_contract
+
+    contract = read_contract(model_path)
+    if crop_padding is None:
+        crop_padding = contract.crop_padding if contract else 32
+    if resize is None:
+        resize = contract.resize_method if contract else "bicubic"
+    return crop_padding, resize
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -111,17 +144,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         predict, shape = _load_any_model(args.model)
-        dataset, info = data.load(args.data, args.split, image_size=shape[0], batch_size=args.batch_size,
-                                  training=False, resize_method=args.resize)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        crop_padding, resize = _serving_settings(args.model, args.crop_padding, args.resize)
+        split = args.split or data.held_out_split(args.data, "test")
+        dataset, info = data.load(args.data, split, image_size=shape[0], batch_size=args.batch_size,
+                                  training=False, resize_method=resize, crop_padding=crop_padding)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as error:
+        return _fail(error)
     correct = total = 0
     for images, labels in dataset:
         scores = predict(images.numpy())
         correct += int(np.sum(scores.argmax(-1) == labels.numpy()))
         total += len(labels)
-    print(f"{args.model}: accuracy {correct / total:.4f} on {total} images of {args.data!r} split {args.split!r}")
+    if total == 0:
+        return _fail(ValueError(f"no image of {args.data!r} split {split!r} could be read: nothing to evaluate "
+                                "(check the folder or pass another --split)"))
+    print(f"{args.model}: accuracy {correct / total:.4f} on {total} images of {args.data!r} split {split!r} "
+          f"(center crop padding {crop_padding}, {resize})")
     return 0
 
 
@@ -132,26 +170,44 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import kerasnets  # noqa: F401
     from kerasnets import data, export
+    from kerasnets.serving import read_contract
 
     try:
+        if not os.path.isfile(args.model):
+            raise ValueError(f"no .keras file at {args.model!r} (export takes the model.keras of a training run)")
         model = keras.saving.load_model(args.model)
-        labels_file = os.path.join(os.path.dirname(os.path.abspath(args.model)), "labels.txt")
-        names = open(labels_file).read().split() if os.path.exists(labels_file) else None
+        contract = read_contract(args.model)
+        names = contract.class_names if contract else _labels_beside(args.model)
+        crop_padding, resize = _serving_settings(args.model, None, args.resize)
         if args.format == "saved_model":
-            report = export.saved_model(model, args.output, names, overwrite=args.overwrite)
+            report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
+                                        overwrite=args.overwrite)
         else:
-            calibration = None
+            calibration = evaluation = None
             if args.calibration:
-                calibration, _ = data.load(args.calibration, args.split, image_size=model.input_shape[1],
-                                           batch_size=32, training=False, resize_method=args.resize)
+                common = dict(image_size=model.input_shape[1], batch_size=32, training=False, resize_method=resize,
+                              crop_padding=crop_padding)
+                calibration, _ = data.load(args.calibration, args.calibration_split, **common)
+                eval_split = args.eval_split or data.held_out_split(args.calibration, "test")
+                if eval_split == args.calibration_split:
+                    raise ValueError(f"--eval-split {eval_split!r} is the calibration split: the report must be "
+                                     "measured on held-out data; pass another --eval-split")
+                evaluation, _ = data.load(args.calibration, eval_split, **common)
+                print(f"calibrating on split {args.calibration_split!r}, reporting on split {eval_split!r} of "
+                      f"{args.calibration}", file=sys.stderr)
             report = export.tflite(model, args.output, args.quantize, representative=calibration,
-                                   calibration_steps=args.steps, io_dtype=args.io_dtype, class_names=names,
-                                   overwrite=args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError, export.ExportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+                                   eval_data=evaluation, calibration_steps=args.steps, io_dtype=args.io_dtype,
+                                   class_names=names, contract=contract, overwrite=args.overwrite)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, OSError, export.ExportError) as error:
+        return _fail(error)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _labels_beside(model_path: str):
+    from kerasnets.serving import read_class_names
+
+    return read_class_names(model_path)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -159,23 +215,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from kerasnets.data.transforms import center_crop
+    from kerasnets.serving import read_class_names
 
     try:
         predict, shape = _load_any_model(args.model)
+        crop_padding, resize = _serving_settings(args.model, args.crop_padding, args.resize)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    folder = args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
-    labels_file = os.path.join(folder, "labels.txt")
-    names = open(labels_file).read().split("\n") if os.path.exists(labels_file) else None
+        return _fail(error)
+    names = read_class_names(args.model)
     status = 0
     for path in args.images:
         try:
-            image = center_crop(tf.io.read_file(path), shape[0], crop_padding=args.crop_padding).numpy()
+            image = center_crop(tf.io.read_file(path), shape[0], crop_padding=crop_padding, method=resize).numpy()
         except (tf.errors.OpError, ValueError) as error:
             print(f"{path}: error: cannot read image ({str(error).splitlines()[0]})", file=sys.stderr)
             status = 2
             continue
+        if shape[-1] == 1:
+            image = np.asarray(tf.image.rgb_to_grayscale(image))
         scores = predict(image[None])[0]
         top = np.argsort(scores)[::-1][: args.top_k]
         ranked = ", ".join(f"{names[i] if names else i} {scores[i]:.3f}" for i in top)
@@ -221,6 +278,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a recipe (recipes/*.py), evaluate and export")
     train.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.py")
     train.add_argument("--data", help="override the data source (digits, tfds:NAME, folder, TFRecord glob)")
+    train.add_argument("--eval-data", help="evaluation source (default: --data's held-out split)")
+    train.add_argument("--eval-split", help="evaluation split (default: the recipe's, else the source's held-out split)")
+    train.add_argument("--seed", type=int, help="seeds weights, data order and augmentation")
+    train.add_argument("--model", help="a preset of `kerasnets info` (e.g. efficientnetb0, efficientnet-lite0, resnet50) "
+                                       "instead of the recipe's model")
+    train.add_argument("--weights", help="imagenet, or a .weights.h5 / .keras file of an earlier run, copied into the "
+                                         "model before training (the classifier is new when the classes differ)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="per-replica batch size")
     train.add_argument("--image-size", type=int)
@@ -240,9 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="accuracy of a .keras, SavedModel or .tflite model on a dataset")
     evaluate.add_argument("model")
     evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--split", help="default: test, else the source's held-out split")
     evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--resize", default="bicubic", choices=("bilinear", "bicubic"))
+    evaluate.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
+    evaluate.add_argument("--crop-padding", type=int, help="default: the model's own (its contract)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     exporter = sub.add_parser("export", help="export a .keras model to a SavedModel or TFLite file")
@@ -252,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic", "int8"))
     exporter.add_argument("--io-dtype", default="float32", choices=("float32", "int8", "uint8"))
     exporter.add_argument("--calibration", help="data source for int8 calibration and the accuracy report")
-    exporter.add_argument("--split", default="test")
+    exporter.add_argument("--calibration-split", default="train", help="split calibrated on (default train)")
+    exporter.add_argument("--eval-split", help="held-out split the report is measured on (default: test, else the "
+                                               "source's held-out split)")
     exporter.add_argument("--steps", type=int, default=100, help="calibration images")
-    exporter.add_argument("--resize", default="bicubic", choices=("bilinear", "bicubic"))
+    exporter.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     exporter.add_argument("--overwrite", action="store_true")
     exporter.set_defaults(func=_cmd_export)
 
@@ -272,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     predictor.add_argument("model")
     predictor.add_argument("images", nargs="+")
     predictor.add_argument("--top-k", type=int, default=5)
-    predictor.add_argument("--crop-padding", type=int, default=32)
+    predictor.add_argument("--crop-padding", type=int, help="default: the model's own eval crop (its contract), else 32")
+    predictor.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     predictor.set_defaults(func=_cmd_predict)
     return parser
 

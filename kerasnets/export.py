@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from kerasnets.data.transforms import center_crop
 from kerasnets.models.weights import transfer_weights
+from kerasnets.serving import PreprocessingContract, write_contract_file, write_labels
 
 __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "center_softmax_classifier",
            "ExportError"]
@@ -87,32 +88,59 @@ def _replace_dir(tmp: str, path: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _contract(model: keras.Model, contract: PreprocessingContract | None, class_names: Sequence[str] | None,
+              crop_padding: int | None, resize_method: str | None) -> PreprocessingContract:
+    """The serving contract: the stored one (or the EfficientNet reference eval: padding 32,
+    bicubic) with explicit arguments taking precedence."""
+    height, width, channels = _input_size(model)
+    classes = int(model.output_shape[-1])
+    base = contract or PreprocessingContract((height, width), channels, "bicubic", 32,
+                                             tuple(str(i) for i in range(classes)))
+    names = tuple(str(n) for n in class_names) if class_names is not None else base.class_names
+    if len(names) != classes:
+        raise ValueError(f"{len(names)} class names for a model with {classes} outputs")
+    if base.image_size != (height, width):
+        raise ValueError(f"the preprocessing contract is for {base.image_size} inputs but the model takes "
+                         f"{(height, width)}")
+    return PreprocessingContract((height, width), channels, resize_method or base.resize_method,
+                                 base.crop_padding if crop_padding is None else int(crop_padding), names,
+                                 base.input_range)
+
+
 def saved_model(
     model: keras.Model,
     path: str,
     class_names: Sequence[str] | None = None,
     top_k: int = 5,
-    crop_padding: int = 32,
+    crop_padding: int | None = None,
     overwrite: bool = False,
     verify: np.ndarray | None = None,
+    resize_method: str | None = None,
+    contract: PreprocessingContract | None = None,
 ) -> dict[str, Any]:
     """Write a SavedModel with three signatures, atomically (temporary directory, then rename).
 
     - ``serving_default``: float32 images ``[batch, H, W, C]`` in 0..255 -> the model's output.
     - ``serve_uint8``: the same for uint8 images.
-    - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped as in eval
-      (``crop_padding``), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``.
+    - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped and resized
+      exactly as the model's eval pipeline did (its :class:`~kerasnets.serving.PreprocessingContract`:
+      ``crop_padding``, ``resize_method``), then ``top_k`` ``class_ids``, ``class_names`` and
+      ``probabilities``.
 
-    Class names are stored in the SavedModel (``loaded.class_names[0]``, a string variable) and as
-    ``labels.txt``.
+    ``contract`` is the model's preprocessing contract (the engine passes the one it trained with;
+    ``kerasnets export`` reads it from the ``.keras`` file); ``class_names``, ``crop_padding`` and
+    ``resize_method`` override it. Without any, the EfficientNet reference eval (padding 32,
+    bicubic) is served. The contract is written into the folder as ``preprocessing.json`` and
+    ``labels.txt``; class names are also a string variable of the SavedModel
+    (``loaded.class_names[0]``).
     Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;
     returns ``{"path", "max_abs_diff"}``.
     """
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])
-    names = list(class_names) if class_names is not None else [str(i) for i in range(classes)]
-    if len(names) != classes:
-        raise ValueError(f"{len(names)} class names for a model with {classes} outputs")
+    contract = _contract(model, contract, class_names, crop_padding, resize_method)
+    names = list(contract.class_names)
+    crop_padding, resize_method = contract.crop_padding, contract.resize_method
     top_k = min(top_k, classes)
     _prepare_target(path, overwrite)
     probabilities_out = _outputs_probabilities(model)
@@ -127,7 +155,7 @@ def saved_model(
 
     def from_bytes(encoded):
         def decode(one):
-            return center_crop(one, height, crop_padding=crop_padding, method="bicubic")
+            return center_crop(one, height, crop_padding=crop_padding, method=resize_method)
 
         images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
         if channels == 1:
@@ -147,8 +175,7 @@ def saved_model(
     try:
         export_dir = os.path.join(tmp, "model")
         archive.write_out(export_dir, verbose=False)
-        with open(os.path.join(export_dir, "labels.txt"), "w") as handle:
-            handle.write("\n".join(names) + "\n")
+        write_contract_file(export_dir, contract)
         images = verify if verify is not None else np.random.RandomState(0).uniform(0, 255, (4, height, width, channels))
         images = np.asarray(images, np.float32)
         loaded = tf.saved_model.load(export_dir)
@@ -162,7 +189,7 @@ def saved_model(
         _replace_dir(export_dir, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"path": path, "max_abs_diff": diff}
+    return {"path": path, "max_abs_diff": diff, "preprocessing": contract.to_dict()}
 
 
 def _batches(data: Any, limit: int) -> Iterable[tuple[np.ndarray, np.ndarray | None]]:
@@ -228,6 +255,7 @@ def tflite(
     metadata: dict | None = None,
     overwrite: bool = False,
     saved_model_dir: str | None = None,
+    contract: PreprocessingContract | None = None,
 ) -> dict[str, Any]:
     """Convert ``model`` to a LiteRT flatbuffer and verify it against Keras.
 
@@ -240,6 +268,8 @@ def tflite(
         eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
             defaults to ``representative``, then to random images (parity only).
         class_names, metadata: written beside the file as ``labels.txt`` and ``<name>.json``.
+        contract: the model's preprocessing contract, stored under ``"preprocessing"`` in
+            ``<name>.json`` (``class_names`` overrides its names).
         saved_model_dir: convert the ``serving_default`` signature of this SavedModel of ``model``
             (e.g. one written by :func:`saved_model`) instead of exporting the model again.
 
@@ -256,6 +286,7 @@ def tflite(
     if quantization == "int8" and representative is None:
         raise ValueError("quantization='int8' needs representative data (e.g. the eval pipeline of the training data)")
     height, width, channels = _input_size(model)
+    contract = _contract(model, contract, class_names, None, None)
     _prepare_target(path, overwrite)
 
     centered = center_softmax_classifier(model) if quantization == "int8" else None
@@ -297,12 +328,10 @@ def tflite(
     os.replace(tmp_path, path)
     report.update({"path": path, "quantization": quantization, "io_dtype": io_dtype, "bytes": len(flatbuffer),
                    "centered_classifier": centered is not None})
-    names = list(class_names) if class_names is not None else [str(i) for i in range(int(model.output_shape[-1]))]
-    folder = os.path.dirname(os.path.abspath(path))
-    with open(os.path.join(folder, "labels.txt"), "w") as handle:
-        handle.write("\n".join(names) + "\n")
+    write_labels(os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt"), contract.class_names)
     sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
-               "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"}, "report": report}
+               "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"},
+               "preprocessing": contract.to_dict(), "report": report}
     with open(os.path.splitext(path)[0] + ".json", "w") as handle:
         json.dump(sidecar, handle, indent=2)
     return report
@@ -346,14 +375,16 @@ def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[
     return report
 
 
-def export_run(model, run_dir: str, formats: Sequence[str], class_names: Sequence[str], metadata: dict,
+def export_run(model, run_dir: str, formats: Sequence[str], contract: PreprocessingContract, metadata: dict,
                calibration: Any = None, quantizations: Sequence[str] = ("none",)) -> dict[str, str]:
-    """The training engine's export step: SavedModel and TFLite into ``run_dir``, plus metadata.json."""
+    """The training engine's export step: SavedModel and TFLite into ``run_dir``, plus metadata.json,
+    each carrying ``contract`` (the preprocessing the model was evaluated with)."""
+    class_names = contract.class_names
     paths: dict[str, str] = {}
     reports: dict[str, Any] = {}
     verify = next(iter(_batches(calibration, 8)), (None, None))[0]
     if "saved_model" in formats:
-        reports["saved_model"] = saved_model(model, os.path.join(run_dir, "saved_model"), class_names,
+        reports["saved_model"] = saved_model(model, os.path.join(run_dir, "saved_model"), contract=contract,
                                              overwrite=True, verify=verify)
         paths["saved_model"] = reports["saved_model"]["path"]
     if "tflite" in formats:
@@ -361,7 +392,7 @@ def export_run(model, run_dir: str, formats: Sequence[str], class_names: Sequenc
             suffix = "fp32" if quantization == "none" else quantization
             target = os.path.join(run_dir, f"model_{suffix}.tflite")
             reports[f"tflite_{suffix}"] = tflite(model, target, quantization, representative=calibration,
-                                                 eval_data=calibration, class_names=class_names,
+                                                 eval_data=calibration, contract=contract,
                                                  metadata=metadata, overwrite=True,
                                                  saved_model_dir=paths.get("saved_model"))
             paths[f"tflite_{suffix}"] = target
@@ -369,7 +400,7 @@ def export_run(model, run_dir: str, formats: Sequence[str], class_names: Sequenc
     document = {**metadata, "class_names": list(class_names),
                 "input": {"shape": [height, width, channels], "range": [0, 255], "dtype": "float32 or uint8",
                           "layout": "NHWC RGB; normalization is inside the model: do not divide by 255"},
-                "exports": reports}
+                "preprocessing": contract.to_dict(), "exports": reports}
     with open(os.path.join(run_dir, "metadata.json"), "w") as handle:
         json.dump(document, handle, indent=2)
     paths["metadata"] = os.path.join(run_dir, "metadata.json")

@@ -70,12 +70,17 @@ class SearchRecipe:
 
     ``objective`` is "val_accuracy" or "score", the paper's ``ACC * (FLOPs / T) ** w`` with
     ``T = flops_target`` (default: twice the baseline's FLOPs) and ``w = -0.07``.
+
+    Trials are selected on a validation split carved from the training data (``validation_split``
+    of it, seeded), never on the test split: the search's result is then measured on test data it
+    never saw. A source with a validation split of its own (a ``val/`` folder) uses that.
     """
 
     name: str
     data: Any = "digits"
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str = "validation"
+    validation_split: float = 0.1
     base_resolution: int = 32
     phi: float = 1.0
     epochs: int = 3
@@ -95,6 +100,20 @@ class SearchRecipe:
     max_trials: int = 10
     run_eagerly: bool = False  # for trials of a few steps: skips tf.function tracing (tests, --smoke)
     smoke: dict = dataclasses.field(default_factory=dict)
+
+
+def _carve(recipe: SearchRecipe) -> dict[str, Any]:
+    """The ``validation_split`` option when the source has no validation split of its own."""
+    from kerasnets import data
+
+    splits = data.available_splits(recipe.data, validation_split=recipe.validation_split)
+    native = data.available_splits(recipe.data)
+    if native is None or recipe.eval_split in native:  # unknown (TFDS, TFRecords) or its own split
+        return {}
+    if splits is not None and recipe.eval_split not in splits:
+        raise ValueError(f"search data {recipe.data!r} has no {recipe.eval_split!r} split and none can be carved "
+                         f"from {recipe.train_split!r} (it has {', '.join(splits)})")
+    return {"validation_split": recipe.validation_split}
 
 
 @contextmanager
@@ -202,9 +221,9 @@ class CompoundScalingHyperModel(kt.HyperModel):
         started = time.time()
         size = model.input_shape[1]
         train, _ = data.load(recipe.data, recipe.train_split, size, recipe.batch_size, training=True,
-                             repeat=True, one_hot=True, **recipe.train_options)
+                             repeat=True, one_hot=True, **recipe.train_options, **_carve(recipe))
         valid, _ = data.load(recipe.data, recipe.eval_split, size, recipe.batch_size, training=False,
-                             one_hot=True, **recipe.eval_options)
+                             one_hot=True, **recipe.eval_options, **_carve(recipe))
         with release_traced_graphs():
             history = model.fit(train, epochs=recipe.epochs, steps_per_epoch=self.steps_per_epoch,
                                 validation_data=valid, validation_steps=recipe.eval_steps,
@@ -285,8 +304,11 @@ def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = 
         raise ValueError(f"max_trials must be >= 1, got {max_trials}")
     if oracle not in ORACLES:
         raise ValueError(f"oracle must be one of {ORACLES}, got {oracle!r}")
+    if recipe.eval_split == "test":
+        raise ValueError("the search must not select on the test split; use eval_split='validation' (carved from "
+                         "train with validation_split)")
     _, info = data.load(recipe.data, recipe.train_split, recipe.base_resolution, 8, training=False,
-                        **recipe.eval_options)
+                        **recipe.eval_options, **_carve(recipe))
     hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
     run_dir = os.path.join(output, recipe.name)
     os.makedirs(run_dir, exist_ok=True)

@@ -51,3 +51,64 @@ def quickstart(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((output / "quickstart" / "summary.json").read_text())
     return {"dir": output / "quickstart", "summary": summary, "stdout": proc.stdout, "wall": wall}
+
+
+def _save_photo_crops(folder, photo, count, rng, gray_every=0):
+    """``count`` random crops (120-300 px, random aspect) of ``photo`` as JPEG files in ``folder``."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    height, width = photo.shape[:2]
+    for index in range(count):
+        h, w = rng.randint(120, min(300, height)), rng.randint(120, min(300, width))
+        y, x = rng.randint(0, height - h), rng.randint(0, width - w)
+        image = Image.fromarray(photo[y:y + h, x:x + w])
+        if gray_every and index % gray_every == 0:
+            image = image.convert("L")  # grayscale photos occur in every real folder
+        image.save(folder / f"{index:03d}.jpg", quality=90)
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A folder of real photographs laid out as downloaded datasets are: ``train/``, ``val/``, ``test/``
+    with class subfolders whose names contain spaces. The classes are crops of scikit-learn's two
+    sample photographs ("china palace" and "garden flower"); train also holds a CMYK JPEG, an RGBA
+    PNG, an empty file and a truncated JPEG, as real folders do."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    china, flower = load_sample_images().images
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.RandomState(0)
+    for split, count in (("train", 24), ("val", 6), ("test", 10)):
+        for name, photo in (("china palace", china), ("garden flower", flower)):
+            _save_photo_crops(root / split / name, photo, count, rng, gray_every=7)
+    Image.fromarray(flower[:200, :200]).convert("CMYK").save(root / "train" / "garden flower" / "cmyk.jpg")
+    rgba = np.concatenate([china[:150, :150], np.full((150, 150, 1), 200, np.uint8)], -1)
+    Image.fromarray(rgba).save(root / "train" / "china palace" / "rgba.png")
+    (root / "train" / "china palace" / "empty.jpg").write_bytes(b"")
+    whole = (root / "train" / "garden flower" / "000.jpg").read_bytes()
+    (root / "train" / "garden flower" / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    return root
+
+
+def digits_folder(root, classes, per_class_train=None, seed=0):
+    """scikit-learn digits of ``classes`` as 32x32 PNG files in ``root/train/<d>/`` and ``root/test/<d>/``
+    (the fixed digits test split); ``per_class_train`` images per class in train (default: all)."""
+    from PIL import Image
+
+    from kerasnets.data import digits_arrays
+
+    rng = np.random.RandomState(seed)
+    for split in ("train", "test"):
+        images, labels = digits_arrays(split)
+        for digit in classes:
+            picks = np.flatnonzero(labels == digit)
+            if split == "train" and per_class_train is not None:
+                picks = rng.choice(picks, per_class_train, replace=False)
+            folder = root / split / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in picks:
+                big = np.kron(images[index][..., 0], np.ones((4, 4), np.uint8))
+                Image.fromarray(big).save(folder / f"{index:04d}.png")
+    return root

@@ -79,7 +79,7 @@ def test_folder_validation_split_is_seeded_and_disjoint(image_folder):
 
 @pytest.mark.parametrize("make,message", [
     (lambda root: None, "no such folder or file"),
-    (lambda root: root.mkdir(), "no class subfolders"),
+    (lambda root: root.mkdir(), "is empty"),
     (lambda root: (root.mkdir(), (root / "a.jpg").write_bytes(b"x")), "move them into one subfolder per class"),
     (lambda root: (root.mkdir(), (root / "cls").mkdir()), "no readable"),
 ])
@@ -165,7 +165,9 @@ def test_numpy_arrays_and_their_errors():
     with pytest.raises(ValueError, match="uint8 or floats in 0..255"):
         data.load((images / 255.0 - 0.5, np.zeros(10)))
     with pytest.raises(TypeError, match="unknown options"):
-        data.load((images, np.zeros(10)), validation_split=0.1)
+        data.load((images, np.zeros(10)), label_offset=1)
+    with pytest.raises(ValueError, match="0 images"):
+        data.load((np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0)))
 
 
 def test_eval_center_crop_uses_crop_padding_32():
@@ -222,3 +224,316 @@ def test_mixup_and_cutmix_give_soft_labels_that_sum_to_one():
     assert labels.shape == (16, 10)
     np.testing.assert_allclose(labels.numpy().sum(-1), 1.0, atol=1e-5)
     assert (labels.numpy().max(-1) < 1.0).any()
+
+
+# --- folders laid out as downloaded datasets: root/train|val|test/<class>/ ---------------------------------
+
+TILE = 24
+
+
+def _tiles(count=48):
+    """Distinct real-photo crops (scikit-learn's sample photos), TILE x TILE RGB uint8."""
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    tiles = np.stack([photos[i % 2][20 + 8 * i: 20 + 8 * i + TILE, 30 + 12 * i: 30 + 12 * i + TILE]
+                      for i in range(count)])
+    assert len({t.tobytes() for t in tiles}) == count
+    return tiles
+
+
+def _make_tree(root, spec):
+    """Write ``spec = {split_folder: {class: count}}`` as real PNG/JPEG files; returns (tiles, tile index -> class)."""
+    tiles, truth, index = _tiles(), {}, 0
+    for split_folder, classes in spec.items():
+        for name, count in classes.items():
+            folder = root / split_folder / name if split_folder else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for _ in range(count):
+                ext = "jpg" if index % 3 == 2 else "png"
+                Image.fromarray(tiles[index]).save(folder / f"{index:03d}.{ext}", quality=95)
+                truth[index] = name
+                index += 1
+    return tiles, truth
+
+
+def _identified(ds, tiles):
+    """[(tile index, label)] for every image of an eval dataset of untouched tiles."""
+    found = []
+    for x, y in ds:
+        for image, label in zip(x.numpy(), y.numpy()):
+            distance = np.abs(tiles.astype(np.float32) - image).mean(axis=(1, 2, 3))
+            assert distance.min() < 12, "an image that was never written came out of the pipeline"
+            found.append((int(distance.argmin()), int(label)))
+    return found
+
+
+def _load(root, split, **options):
+    return data.load(str(root), split, image_size=TILE, batch_size=64, training=False, crop_padding=0, **options)
+
+
+SPEC = {"train": {"bird": 3, "cat": 4, "dog": 4}, "val": {"cat": 2, "dog": 2}, "test": {"cat": 3, "dog": 2}}
+
+
+def test_split_layout_classes_are_the_union_with_one_label_per_class_in_every_split(tmp_path):
+    tiles, truth = _make_tree(tmp_path / "photos", SPEC)
+    seen = set()
+    for split, count in (("train", 11), ("validation", 4), ("test", 5)):
+        ds, info = _load(tmp_path / "photos", split)
+        assert info.class_names == ("bird", "cat", "dog"), "split folders must not become classes"
+        assert info.num_examples == count and info.splits == ("train", "validation", "test", "all")
+        pairs = _identified(ds, tiles)
+        assert len(pairs) == count
+        for tile, label in pairs:  # "dog" is index 2 in test too, though test has no "bird"
+            assert info.class_names[label] == truth[tile]
+        seen |= {tile for tile, _ in pairs}
+    assert seen == set(truth)  # each file in exactly the split of its folder
+    _, everything = _load(tmp_path / "photos", "all")
+    assert everything.num_examples == 20
+
+
+def test_split_folder_names_match_in_any_casing_and_val_is_an_alias(tmp_path):
+    _make_tree(tmp_path / "ds", {"Train": {"a": 3, "b": 3}, "VALIDATION": {"a": 1, "b": 1}, "Test": {"a": 2, "b": 1}})
+    counts = {split: _load(tmp_path / "ds", split)[1].num_examples for split in ("train", "val", "Validation", "TEST")}
+    assert counts == {"train": 6, "val": 2, "Validation": 2, "TEST": 3}
+    assert _load(tmp_path / "ds", "val")[1].class_names == ("a", "b")
+    with pytest.raises(ValueError, match=r"split must be one of .*'validation'.*got 'dev'"):
+        _load(tmp_path / "ds", "dev")
+
+
+def test_train_folder_without_val_folder_carves_validation_seeded_and_disjoint(tmp_path):
+    tiles, _ = _make_tree(tmp_path / "ds", {"train": {"a": 6, "b": 6}, "test": {"a": 2, "b": 2}})
+
+    def tiles_of(split, seed=0):
+        ds, info = _load(tmp_path / "ds", split, validation_split=0.25, seed=seed)
+        return {tile for tile, _ in _identified(ds, tiles)}, info
+
+    train, info = tiles_of("train")
+    val, val_info = tiles_of("validation")
+    assert (len(train), len(val)) == (9, 3) and not train & val and train | val == set(range(12))
+    assert info.splits == ("train", "validation", "test", "all")
+    assert tiles_of("validation")[0] == val  # same seed, same partition
+    assert any(tiles_of("validation", seed)[0] != val for seed in (1, 2, 3))
+    assert tiles_of("test")[0] == set(range(12, 16))  # the test folder is untouched by the carve
+    with pytest.raises(ValueError, match=r"has no 'validation' split; it has \('train', 'test', 'all'\).*validation_split"):
+        _load(tmp_path / "ds", "validation")
+    assert _load(tmp_path / "ds", "train")[1].num_examples == 12  # no carve: the whole train folder
+
+
+def test_validation_split_with_a_val_folder_is_ambiguous(tmp_path):
+    _make_tree(tmp_path / "ds", {"train": {"a": 2}, "val": {"a": 1}})
+    with pytest.raises(ValueError, match="ambiguous"):
+        _load(tmp_path / "ds", "train", validation_split=0.2)
+    with pytest.raises(ValueError, match=r"no 'test' split; it has \('train', 'validation', 'all'\)"):
+        _load(tmp_path / "ds", "test")
+
+
+def test_class_per_subfolder_folder_still_carves_and_has_no_test_split(tmp_path):
+    _make_tree(tmp_path / "ds", {"": {"a": 5, "b": 5}})
+    train, validation = _load(tmp_path / "ds", "train")[1], _load(tmp_path / "ds", "validation")[1]
+    assert (train.num_examples, validation.num_examples) == (8, 2) and train.class_names == ("a", "b")
+    with pytest.raises(ValueError, match=r"no 'test' split; it has \('train', 'validation', 'all'\)"):
+        _load(tmp_path / "ds", "test")
+
+
+def _mixed(root):
+    _make_tree(root, {"train": {"a": 1}, "test": {"a": 1}, "cats": {"x": 1}})
+
+
+def _loose(root):
+    _make_tree(root, {"train": {"a": 1}})
+    (root / "test").mkdir()
+    Image.fromarray(_tiles()[5]).save(root / "test" / "loose.png")
+
+
+def _nested(root):
+    _make_tree(root / "data", {"train": {"a": 1}, "test": {"a": 1}})
+    _make_tree(root, {"": {"other": 1}})
+
+
+@pytest.mark.parametrize("make,words", [
+    (_mixed, ["mixes split folders", "'cats'", "'train'"]),
+    (_loose, ["split folder", "test", "no class subfolders", "1 images lie directly"]),
+    (_nested, ["data", "fits neither layout"]),
+    (lambda root: root.mkdir(), ["is empty", "<class_name>"]),
+])
+def test_folders_that_fit_neither_layout_name_the_folder(tmp_path, make, words):
+    root = tmp_path / "photos"
+    make(root)
+    with pytest.raises(ValueError) as error:
+        _load(root, "train")
+    message = str(error.value)
+    assert "\n" not in message and all(word in message for word in words), message
+
+
+def _random_jpeg_bytes(seed, size=600):
+    """Passes the cheap header/trailer checks, but is no image."""
+    return b"\xff\xd8" + np.random.RandomState(seed).bytes(size) + b"\xff\xd9"
+
+
+def test_unreadable_folders_and_classes_fail_with_one_line(tmp_path):
+    junk = tmp_path / "junk"
+    for name in ("a", "b"):
+        (junk / name).mkdir(parents=True)
+        for i in range(2):
+            (junk / name / f"{i}.jpg").write_bytes(np.random.RandomState(i).bytes(300))
+    with pytest.raises(ValueError, match=r"no readable .* image \(4 files skipped, e.g. .*not a JPEG"):
+        _load(junk, "all")
+
+    _make_tree(tmp_path / "ds", {"train": {"cat": 2}, "test": {"cat": 1}})
+    (tmp_path / "ds" / "train" / "dog").mkdir()
+    for i in range(3):
+        (tmp_path / "ds" / "train" / "dog" / f"{i}.png").write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        _load(tmp_path / "ds", "train")
+    message = str(error.value)
+    assert "class folder" in message and os.path.join("train", "dog") in message, message
+    assert "3 of 3 files skipped" in message and "zero bytes" in message, message
+    assert _load(tmp_path / "ds", "test")[1].class_names == ("cat", "dog")  # test lacks dog: fine
+
+
+def _drain(dataset, timeout=30.0):
+    """Every element of ``dataset``, or a test failure if iterating it does not end within ``timeout``."""
+    import threading
+
+    out, done = [], threading.Event()
+
+    def run():
+        out.extend(dataset)
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(timeout), "the pipeline never ended: repeat() over a dataset where nothing decodes"
+    return out
+
+
+def test_training_pipeline_where_nothing_decodes_is_empty_not_endless(tmp_path):
+    root = tmp_path / "fake"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            (root / name / f"{i}.jpg").write_bytes(_random_jpeg_bytes(i))
+    ds, info = data.load(str(root), "train", image_size=16, batch_size=2, training=True, repeat=True,
+                         validation_split=0.0)
+    assert _drain(ds.take(3)) == []
+    with pytest.raises(ValueError, match=r"no image of .*fake.* split 'train' could be decoded \(4 files\)"):
+        data.check_not_empty(ds, info)
+    data.write_tfrecords(str(root), str(tmp_path / "rec" / "train"), shards=2, progress=False)
+    records, record_info = data.load(str(tmp_path / "rec" / "train-*"), image_size=16, batch_size=2,
+                                     training=True, repeat=True)
+    assert _drain(records.take(3)) == []
+    with pytest.raises(ValueError, match=r"could be decoded \(4 records\)"):
+        data.check_not_empty(records, record_info)
+
+
+def test_repeated_training_folder_reshuffles_every_epoch_and_check_not_empty_passes(tmp_path):
+    _make_tree(tmp_path / "ds", {"train": {"a": 6, "b": 6}})
+    ds, info = data.load(str(tmp_path / "ds"), "train", image_size=TILE, batch_size=12, training=True,
+                         repeat=True, seed=3)
+    data.check_not_empty(ds, info)
+    epochs = [y.numpy().tolist() for _, y in _drain(ds.take(4))]
+    assert all(sorted(epoch) == [0] * 6 + [1] * 6 for epoch in epochs)  # each file once per epoch
+    assert len({tuple(epoch) for epoch in epochs}) > 1
+
+
+def test_shuffle_buffer_is_not_one_when_the_record_count_is_unknown(tmp_path):
+    # 65 shards (> 64: not counted) of two records: with a buffer of one, every shard's records stay in order
+    for shard in range(65):
+        with tf.io.TFRecordWriter(str(tmp_path / f"r-{shard:05d}-of-00065")) as writer:
+            for record in range(2):
+                value = np.full((8, 8, 1), 2 * shard + record, np.uint8)
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+                        value=[tf.io.encode_png(value).numpy()])),
+                    "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+                })).SerializeToString())
+    ds, info = data.load(str(tmp_path / "r-*"), image_size=8, batch_size=130, training=True, num_classes=1, seed=1)
+    assert info.num_examples == -1
+    order = [int(round(v)) for v in next(iter(ds))[0].numpy().mean(axis=(1, 2, 3))]
+    assert sorted(order) == list(range(130))
+    position = {value: index for index, value in enumerate(order)}
+    reversed_pairs = sum(position[2 * s + 1] < position[2 * s] for s in range(65))
+    assert reversed_pairs >= 10
+
+
+def test_arrays_and_digits_carve_a_seeded_disjoint_validation_split():
+    images = np.arange(20, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+
+    def values(split, seed=0):
+        ds, info = data.load((images, np.arange(20) % 2), split, image_size=8, batch_size=32, training=False,
+                             crop_padding=0, validation_split=0.25, seed=seed)
+        return {int(round(v)) for v in next(iter(ds))[0].numpy().mean(axis=(1, 2, 3))}, info
+
+    (train, info), (val, _) = values("train"), values("val")
+    assert (len(train), len(val)) == (15, 5) and train | val == set(range(20)) and info.num_classes == 2
+    assert values("validation")[0] == val and values("validation", seed=7)[0] != val
+
+    def digits(split, **options):
+        ds, info = data.load("digits", split, image_size=8, batch_size=2000, training=False, **options)
+        return {bytes(x) for x in next(iter(ds))[0].numpy().astype(np.uint8)}, info
+
+    (d_train, t_info), (d_val, v_info) = digits("train", validation_split=0.1), digits("validation", validation_split=0.1)
+    assert (t_info.num_examples, v_info.num_examples) == (1293, 144)
+    assert not d_train & d_val and digits("test", validation_split=0.1)[1].num_examples == 360
+    with pytest.raises(ValueError, match=r"digits has no 'validation' split; it has \('train', 'test', 'all'\)"):
+        data.load("digits", "validation")
+    with pytest.raises(ValueError, match="data_dir.*validation_split"):
+        data.load("digits", "train", validation_split=0.1, data_dir="/nonexistent")
+
+
+def test_held_out_split_and_available_splits(tmp_path):
+    _make_tree(tmp_path / "tvt", SPEC)
+    _make_tree(tmp_path / "tv", {"train": {"a": 2}, "val": {"a": 1}})
+    _make_tree(tmp_path / "t", {"train": {"a": 4}})
+    _make_tree(tmp_path / "plain", {"": {"a": 2, "b": 2}})
+    assert data.held_out_split(str(tmp_path / "tvt"), "validation") == "validation"
+    assert data.held_out_split(str(tmp_path / "tvt"), "eval") == "test"
+    assert data.held_out_split(str(tmp_path / "tv"), "test") == "validation"
+    assert data.held_out_split(str(tmp_path / "t"), "test", validation_split=0.25) == "validation"
+    with pytest.raises(ValueError, match="no held-out split.*validation_split"):
+        data.held_out_split(str(tmp_path / "t"), "test")
+    assert data.held_out_split(str(tmp_path / "plain"), "test") == "validation"
+    assert data.held_out_split("digits", "validation") == "test"
+    assert data.held_out_split("digits", "validation", validation_split=0.1) == "validation"
+    assert data.held_out_split("digits", "train") == "train"
+    assert data.held_out_split("tfds:mnist", "validation", data_dir=str(tmp_path / "none")) == "validation"
+    assert data.held_out_split(str(tmp_path / "rec-*"), "validation") == "validation"
+    assert data.held_out_split((np.zeros((4, 8, 8)), np.zeros(4)), "test") == "test"
+    assert data.available_splits(str(tmp_path / "tv")) == ("train", "validation", "all")
+    assert data.available_splits(str(tmp_path / "plain"), validation_split=0.0) == ("train", "all")
+    assert data.available_splits(str(tmp_path / "rec-*")) is None
+    assert data.available_splits("tfds:mnist", data_dir=str(tmp_path / "none")) is None
+
+
+def test_write_tfrecords_per_split_keeps_the_union_labels(tmp_path):
+    tiles, truth = _make_tree(tmp_path / "photos", SPEC)
+    with pytest.raises(ValueError, match="split='train'"):
+        data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / "rec" / "x"), shards=1, progress=False)
+    data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / "rec" / "test"), shards=2, progress=False,
+                         split="test")
+    ds, info = data.load(str(tmp_path / "rec" / "test-*"), image_size=TILE, batch_size=64, training=False,
+                         crop_padding=0)
+    assert info.class_names == ("bird", "cat", "dog") and info.num_examples == 5
+    assert all(info.class_names[label] == truth[tile] for tile, label in _identified(ds, tiles))
+
+
+def test_dataset_info_preprocessing_is_what_the_eval_transform_used(tmp_path):
+    _make_tree(tmp_path / "ds", {"": {"a": 2, "b": 2}})
+    _, digits = data.load("digits", "test", image_size=32, batch_size=8, training=False)
+    _, folder = data.load(str(tmp_path / "ds"), "all", image_size=32, batch_size=8, training=False)
+    _, explicit = data.load(str(tmp_path / "ds"), "all", image_size=32, batch_size=8, training=False,
+                            crop_padding=8, resize_method="bilinear")
+    _, train = data.load("digits", "train", image_size=16, batch_size=8)
+    assert digits.preprocessing == {"image_size": 32, "crop_padding": 0, "resize_method": "bicubic", "flip": False,
+                                    "training": False}
+    assert folder.preprocessing["crop_padding"] == 32 and folder.preprocessing["flip"] is True
+    assert (explicit.preprocessing["crop_padding"], explicit.preprocessing["resize_method"]) == (8, "bilinear")
+    assert train.preprocessing["training"] is True and train.preprocessing["resize_method"] == "bilinear"
+    # the recorded contract reproduces the pipeline's eval images exactly
+    ds, info = data.load(str(tmp_path / "ds"), "all", image_size=20, batch_size=8, training=False, crop_padding=8)
+    x, _ = next(iter(ds))
+    first = sorted(p for p in (tmp_path / "ds").rglob("*.*"))[0]
+    pre = info.preprocessing
+    again = transforms.center_crop(tf.io.read_file(str(first)), pre["image_size"], pre["crop_padding"],
+                                   pre["resize_method"])
+    np.testing.assert_allclose(x.numpy()[0], again.numpy(), atol=1e-3)

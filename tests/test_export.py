@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 import kerasnets
+import kerasnets.serving
 from kerasnets import cli, data, export
 
 
@@ -39,26 +40,50 @@ def test_saved_model_signatures_match_keras(trained, tmp_path):
     served_u8 = next(iter(loaded.signatures["serve_uint8"](tf.constant(images.round().astype(np.uint8))).values()))
     np.testing.assert_allclose(served_u8.numpy(), np.asarray(model(images.round())), atol=1e-5)
     assert [n.decode() for n in loaded.class_names[0].numpy()] == trained["names"]
-    assert (tmp_path / "sm" / "labels.txt").read_text().split() == trained["names"]
+    assert (tmp_path / "sm" / "labels.txt").read_text().splitlines() == trained["names"]
 
 
-def test_saved_model_serves_encoded_images_like_the_eval_pipeline(trained, tmp_path):
+def test_engine_saved_model_serves_encoded_images_with_the_eval_crop(trained, quickstart):
+    """The quickstart trains on digits, whose eval pipeline resizes the whole image (no crop): its
+    serve_bytes must do the same, not the reference's 32-px padding (the central 50% at 32 px)."""
     model = trained["model"]
-    path = str(tmp_path / "sm")
-    export.saved_model(model, path, trained["names"], top_k=2, crop_padding=0)
+    _, info = data.load("digits", "test", image_size=32, batch_size=8, training=False)
+    assert info.preprocessing["crop_padding"] == 0
     raw, _ = data.digits_arrays("test")
-    pngs, crops = [], []
-    for digit in raw[:6]:
+    pngs, whole = [], []
+    for digit in raw[:24]:
         big = np.repeat(np.kron(digit, np.ones((4, 4, 1), np.uint8)), 3, -1)
         buffer = io.BytesIO()
         Image.fromarray(big).save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
-        crops.append(data.transforms.center_crop(tf.constant(big), 32, crop_padding=0, method="bicubic").numpy())
-    result = tf.saved_model.load(path).signatures["serve_bytes"](tf.constant(pngs))
-    expected = np.asarray(model(np.stack(crops)))
+        whole.append(big.astype(np.float32))  # 32x32: the eval transform's crop 0 + resize is the identity
+    result = tf.saved_model.load(str(quickstart["dir"] / "saved_model")).signatures["serve_bytes"](tf.constant(pngs))
+    expected = np.asarray(model(np.stack(whole)))
     np.testing.assert_array_equal(result["class_ids"].numpy()[:, 0], expected.argmax(-1))
     np.testing.assert_allclose(result["probabilities"].numpy()[:, 0], expected.max(-1), atol=1e-5)
     assert [n.decode() for n in result["class_names"].numpy()[:, 0]] == [str(i) for i in expected.argmax(-1)]
+    cropped = [data.transforms.center_crop(tf.constant(w.astype(np.uint8)), 32, crop_padding=32).numpy() for w in whole]
+    assert not np.allclose(np.asarray(model(np.stack(cropped))), expected, atol=1e-3)  # the crop would matter
+
+
+def test_class_names_with_spaces_survive_every_format(trained, tmp_path, capsys):
+    names = [f"class {i} with spaces" for i in range(10)]
+    model_path = tmp_path / "m.keras"
+    trained["model"].save(model_path)
+    contract = kerasnets.serving.PreprocessingContract((32, 32), 3, "bilinear", 0, tuple(names))
+    kerasnets.serving.write_keras_contract(str(model_path), contract)
+    assert cli.main(["export", str(model_path), "--format", "saved_model", "--output", str(tmp_path / "sm")]) == 0
+    assert cli.main(["export", str(model_path), "--format", "tflite", "--output", str(tmp_path / "m.tflite")]) == 0
+    capsys.readouterr()
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    assert [n.decode() for n in loaded.class_names[0].numpy()] == names
+    digit = np.repeat(np.kron(data.digits_arrays("test")[0][0], np.ones((4, 4, 1), np.uint8)), 3, -1)
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    for path in (model_path, tmp_path / "sm", tmp_path / "m.tflite"):
+        assert tuple(kerasnets.serving.read_class_names(str(path))) == tuple(names)
+        assert cli.main(["predict", str(path), str(tmp_path / "d.png"), "--top-k", "1"]) == 0
+        line = capsys.readouterr().out.strip()
+        assert line.split(": ", 1)[1].rsplit(" ", 1)[0] in names
 
 
 def test_saved_model_refuses_to_overwrite_unless_asked(trained, tmp_path):
@@ -183,7 +208,7 @@ def test_export_and_predict_commands_on_real_files(quickstart, tmp_path, capsys)
     run = quickstart["dir"]
     out = tmp_path / "cli.tflite"
     assert cli.main(["export", str(run / "model.keras"), "--format", "tflite", "--output", str(out),
-                     "--quantize", "dynamic", "--calibration", "digits", "--resize", "bilinear"]) == 0
+                     "--quantize", "dynamic", "--calibration", "digits"]) == 0
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.index("{"):])["quantization"] == "dynamic"
     assert cli.main(["export", str(run / "model.keras"), "--format", "tflite", "--output", str(out)]) == 2
@@ -197,9 +222,11 @@ def test_export_and_predict_commands_on_real_files(quickstart, tmp_path, capsys)
     (tmp_path / "broken.png").write_bytes(b"not a png")
     tops = {}
     for model_path in (run / "model.keras", run / "saved_model", run / "model_fp32.tflite"):
-        code = cli.main(["predict", str(model_path), *files, str(tmp_path / "broken.png"), "--crop-padding", "0"])
+        code = cli.main(["predict", str(model_path), *files, str(tmp_path / "broken.png")])  # the model's own crop
         captured = capsys.readouterr()
         assert code == 2 and "broken.png: error: cannot read image" in captured.err
         tops[model_path.name] = [line.split(": ")[1].split()[0] for line in captured.out.strip().splitlines()]
     assert tops["model.keras"] == tops["saved_model"] == tops["model_fp32.tflite"]
-    assert all(t in [str(i) for i in range(10)] for t in tops["model.keras"])  # class names from labels.txt
+    whole = np.stack([np.repeat(np.kron(raw[i], np.ones((4, 4, 1), np.uint8)), 3, -1) for i in range(3)])
+    expected = np.asarray(keras.saving.load_model(run / "model.keras")(whole.astype(np.float32))).argmax(-1)
+    assert tops["model.keras"] == [str(d) for d in expected]  # served with the model's eval crop (none)

@@ -102,6 +102,126 @@ def test_transfer_names_first_mismatching_layer():
         kerasnets.transfer_weights(keras.applications.ResNet101(weights=None), kerasnets.ResNet(50, "v1"))
 
 
+def _two_dense_model(seed, units=(3, 3)):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(units[0])(inputs)  # auto-named: dense, dense_1, ... (stripped, they would collide)
+    return keras.Model(inputs, keras.layers.Dense(units[1])(x))
+
+
+def test_transfer_copies_auto_named_layers_by_structure():
+    source, target = _two_dense_model(0), _two_dense_model(1)
+    assert [layer.name for layer in source.layers[1:]] == ["dense", "dense_1"]
+    kerasnets.transfer_weights(source, target)
+    for mine, theirs in zip(target.layers[1:], source.layers[1:]):
+        np.testing.assert_array_equal(mine.get_weights()[0], theirs.get_weights()[0])
+        np.testing.assert_array_equal(mine.get_weights()[1], theirs.get_weights()[1])
+
+
+def test_transfer_mismatch_names_both_layers_and_shapes_and_writes_nothing():
+    source, target = _two_dense_model(0, (3, 2)), _two_dense_model(1, (3, 5))
+    before = target.get_weights()
+    with pytest.raises(ValueError) as error:
+        kerasnets.transfer_weights(source, target)
+    message = str(error.value)
+    assert "'dense_1'" in message and "'dense_3'" in message  # the layer of each model
+    assert "[(3, 2), (2,)]" in message and "[(3, 5), (5,)]" in message  # both shape lists
+    assert "\n" not in message
+    for value, kept in zip(target.get_weights(), before):
+        np.testing.assert_array_equal(value, kept)
+
+
+def test_weighted_layer_order_equals_keras_applications():
+    """Structural pairing needs the same order of weighted layers as keras.applications (not just the same set)."""
+    pairs = [
+        (keras.applications.EfficientNetB0(weights=None), kerasnets.EfficientNet(0)),
+        (keras.applications.ResNet50(weights=None), kerasnets.ResNet(50, "v1", include_preprocessing=True)),
+    ]
+    for theirs, ours in pairs:
+        theirs_names = [layer.name for layer in theirs.layers if layer.weights]
+        ours_names = [layer.name for layer in ours.layers if layer.weights]
+        assert len(theirs_names) == len(ours_names)
+        assert [n for n in theirs_names if not n.startswith("normalization")] == [
+            n for n in ours_names if n != "normalization"
+        ]
+
+
+def test_transfer_flattens_a_nested_backbone():
+    backbone = kerasnets.ResNet(18, include_top=False, pooling="avg", input_shape=(32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    source = keras.Model(inputs, keras.layers.Dense(4, name="head")(backbone(inputs)))
+    target = kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=4, classifier_activation=None)
+    kerasnets.transfer_weights(source, target)
+    x = np.random.RandomState(2).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(target(x)), np.asarray(source(x)), atol=1e-5)
+
+
+def test_transfer_skip_classifier_copies_the_backbone_into_another_class_count():
+    source = kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=5)
+    target = kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=3)
+    with pytest.raises(ValueError, match=r"'predictions'.*\(512, 5\).*'predictions'.*\(512, 3\).*skip_classifier=True"):
+        kerasnets.transfer_weights(source, target)
+    head = target.get_layer("predictions").get_weights()
+    kerasnets.transfer_weights(source, target, skip_classifier=True)
+    for layer in source.layers:
+        if layer.weights and layer.name != "predictions":
+            for theirs, mine in zip(layer.get_weights(), target.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(mine, theirs)
+    for kept, now in zip(head, target.get_layer("predictions").get_weights()):
+        np.testing.assert_array_equal(now, kept)
+
+
+def test_transfer_into_a_clone_is_bit_exact():
+    """export.center_softmax_classifier copies arbitrary models into clone_model() copies."""
+    source = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=4)
+    rng = np.random.RandomState(5)
+    source.set_weights([w + rng.uniform(0.01, 0.5, w.shape).astype(w.dtype) for w in source.get_weights()])
+    source.get_layer("normalization").finalize_state()
+    copy = kerasnets.transfer_weights(source, keras.models.clone_model(source))
+    for theirs, mine in zip(source.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(copy(x)), np.asarray(source(x)))
+
+
+def _quirky_imagenet_b0(monkeypatch, **kwargs):
+    """keras.applications.EfficientNetB0(weights="imagenet") built offline: its exact structure (with the
+    Rescaling(1/sqrt(std)) it adds for ImageNet weights) and the file's quirky Normalization (variance =
+    the standard deviation, tensorflow#49930); every other weight stays random."""
+    from keras.src.applications import efficientnet as keras_efficientnet
+    from keras.src.models.functional import Functional
+
+    def load_quirky(self, *args, **kwargs):
+        norm = next(layer for layer in self.layers if isinstance(layer, keras.layers.Normalization))
+        norm.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
+        norm.finalize_state()
+
+    monkeypatch.setattr(keras_efficientnet.file_utils, "get_file", lambda *a, **k: "/nonexistent/b0.h5")
+    monkeypatch.setattr(Functional, "load_weights", load_quirky, raising=False)
+    model = keras.applications.EfficientNetB0(weights="imagenet", classifier_activation=None, **kwargs)
+    assert sum(isinstance(layer, keras.layers.Rescaling) for layer in model.layers) == 2  # 1/255 and the fix
+    return model
+
+
+def test_transfer_folds_keras_applications_imagenet_variance_quirk(monkeypatch, images):
+    source = _quirky_imagenet_b0(monkeypatch)
+    target = kerasnets.EfficientNet(0, weights=None, classifier_activation=None)
+    target.get_layer("normalization").set_weights([np.zeros(3), np.ones(3), np.array(0)])  # must be written
+    kerasnets.transfer_weights(source, target)
+    expected = np.asarray(source(images, training=False))
+    assert np.abs(np.asarray(target(images, training=False)) - expected).max() <= 1e-5
+    # random weights shrink the logits; the stem shows a wrong normalization at full scale
+    stems = [keras.Model(m.input, m.get_layer("stem_activation").output) for m in (source, target)]
+    stem_expected = np.asarray(stems[0](images))
+    assert np.abs(stem_expected).max() > 1.0
+    assert np.abs(np.asarray(stems[1](images)) - stem_expected).max() <= 1e-4
+    # and back: into the keras.applications structure (its Rescaling after the Normalization)
+    keras.utils.set_random_seed(7)
+    back = _quirky_imagenet_b0(monkeypatch)
+    kerasnets.transfer_weights(target, back)
+    assert np.abs(np.asarray(back(images, training=False)) - expected).max() <= 1e-5
+
+
 def test_official_table_is_not_compound_formula():
     b1 = PRESETS["efficientnetb1"]
     assert (b1.width, b1.depth, b1.resolution) == (1.0, 1.1, 240)

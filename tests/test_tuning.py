@@ -186,3 +186,18 @@ def test_distributed_chief_and_worker_on_localhost(tmp_path):
     document = json.loads((tmp_path / "search_digits" / "best.json").read_text())
     assert document["trials_completed"] == 2
     assert "worker finished" in worker_out
+
+
+def test_search_selects_on_a_validation_split_carved_from_train_never_on_test(tmp_path):
+    from kerasnets import data
+
+    carve = tuning._carve(TINY)
+    assert TINY.eval_split == "validation" and carve == {"validation_split": 0.1}
+    train, _ = data.digits_arrays("train")
+    _, valid = data.load("digits", "validation", 32, 8, training=False, **carve)
+    _, rest = data.load("digits", "train", 32, 8, training=False, **carve)
+    assert valid.num_examples == round(0.1 * len(train)) and valid.num_examples + rest.num_examples == len(train)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="must not select on the test split"):
+        tuning.run_search(dataclasses.replace(TINY, eval_split="test"), output=str(tmp_path), max_trials=1)

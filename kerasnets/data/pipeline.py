@@ -3,28 +3,37 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow as tf
 
 from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
-from kerasnets.data.files import scan_folder, split_indices
+from kerasnets.data.files import canonical_split, folder_layout, folder_splits, select_split, split_indices
 from kerasnets.data.tfrecords import check_tfrecords, parse_example
 from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
 
-__all__ = ["DatasetInfo", "load", "SOURCE_KINDS"]
+__all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "SOURCE_KINDS"]
 
+log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
 SOURCE_KINDS = ("digits", "tfds:NAME", "an image folder", "a TFRecord glob", "(images, labels) numpy arrays")
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a training script needs to know about a loaded dataset."""
+    """What a training script needs to know about a loaded dataset.
+
+    ``preprocessing`` is what this ``load`` call applied after defaults were resolved:
+    ``{"image_size", "crop_padding", "resize_method", "flip", "training"}`` (an eval one is the
+    serving contract). ``splits`` lists the splits the source offers, None when unknown.
+    ``extras`` holds ``kind`` ("folder", "tfrecords", "digits", "tfds", "arrays"), ``batch_size``,
+    ``drop_remainder`` and, for folders, the ``skipped`` file paths.
+    """
 
     source: str
     split: str
@@ -32,6 +41,8 @@ class DatasetInfo:
     num_examples: int
     image_size: int
     extras: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)
+    splits: tuple[str, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -41,21 +52,28 @@ class DatasetInfo:
 
 @dataclass(frozen=True)
 class _Raw:
-    dataset: tf.data.Dataset  # of (image uint8 HxWxC or encoded bytes, int64 label)
+    dataset: tf.data.Dataset  # of (image uint8 HxWxC or encoded bytes, int64 label), or (path, label) with read
     class_names: tuple[str, ...]
     num_examples: int
+    kind: str
+    split: str
+    splits: tuple[str, ...] | None = None
     sharded_files: bool = False
     encoded: bool = False  # elements are encoded files that may still fail to decode
+    read: Callable | None = None  # (path, label) -> (bytes, label), mapped after the shuffle
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
 
-def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None) -> _Raw:
+def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None, split: str = "all",
+                 validation_split: float | None = None, seed: int = 0) -> _Raw:
     images, labels = np.asarray(images), np.asarray(labels).astype(np.int64).reshape(-1)
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise ValueError(f"numpy images must be [N, H, W] or [N, H, W, 1|3|4], got shape {images.shape}")
+    if len(images) == 0:
+        raise ValueError(f"numpy source has 0 images (shape {images.shape}); pass at least one image and its label")
     if len(images) != len(labels):
         raise ValueError(f"numpy source has {len(images)} images but {len(labels)} labels")
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
@@ -66,20 +84,41 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None) -> _R
             raise ValueError("numpy images must be uint8 or floats in 0..255 (kerasnets models normalize inside)")
         images = np.round(images).astype(np.uint8)
     names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
-    return _Raw(tf.data.Dataset.from_tensor_slices((images, labels)), names, len(images))
+    splits = None
+    if validation_split:  # seeded carve; without one, the arrays are every split
+        splits, split = ("train", "validation", "all"), canonical_split(split)
+        if split not in splits:
+            raise ValueError(f"numpy source with validation_split has splits {splits}, got {split!r}")
+        keep = split_indices(len(images), validation_split, split, seed)
+        images, labels = images[keep], labels[keep]
+    return _Raw(tf.data.Dataset.from_tensor_slices((images, labels)), names, len(images), "arrays", split, splits)
 
 
-def _digits(split: str, data_dir: str | None) -> _Raw:
-    if split not in ("train", "test"):
-        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+def _digits(split: str, data_dir: str | None, validation_split: float | None, seed: int) -> _Raw:
+    split = canonical_split(split)
+    splits = ("train", "validation", "test", "all") if validation_split else ("train", "test", "all")
+    if data_dir and validation_split:
+        raise ValueError("digits with data_dir (the TFDS build) has fixed train/test splits; drop validation_split, "
+                         "or drop data_dir to carve validation from the embedded copy")
+    if split not in splits:
+        hint = "; pass validation_split=0.1 to carve one from train" if split == "validation" else ""
+        raise ValueError(f"digits has no {split!r} split; it has {splits}{hint}")
+    defaults = {"crop_padding": 0, "flip": False}
     if data_dir:  # the real TFDS dataset (prepared offline from scikit-learn's copy)
         builder = KerasnetsDigits(data_dir=data_dir)
         builder.download_and_prepare()
-        ds = builder.as_dataset(split=split, as_supervised=True)
-        n = builder.info.splits[split].num_examples
-        return _Raw(ds, DIGITS_CLASS_NAMES, n, defaults={"crop_padding": 0, "flip": False})
-    raw = _from_arrays(*digits_arrays(split), class_names=DIGITS_CLASS_NAMES)
-    return _Raw(raw.dataset, raw.class_names, raw.num_examples, defaults={"crop_padding": 0, "flip": False})
+        tfds_split = "train+test" if split == "all" else split
+        ds = builder.as_dataset(split=tfds_split, as_supervised=True)
+        n = sum(builder.info.splits[s].num_examples for s in tfds_split.split("+"))
+        return _Raw(ds, DIGITS_CLASS_NAMES, n, "digits", split, splits, defaults=defaults)
+    if split == "all":
+        parts = [digits_arrays("train"), digits_arrays("test")]
+        images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    else:
+        images, labels = digits_arrays("test" if split == "test" else "train")
+    carve = validation_split if split in ("train", "validation") else None
+    raw = _from_arrays(images, labels, DIGITS_CLASS_NAMES, split, carve, seed)
+    return replace(raw, kind="digits", split=split, splits=splits, defaults=defaults)
 
 
 def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
@@ -105,21 +144,24 @@ def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
     names = tuple(features[label_key].names)
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
     n = builder.info.splits[split].num_examples
-    return _Raw(ds, names, n)
+    return _Raw(ds, names, n, "tfds", split, tuple(builder.info.splits.keys()))
 
 
-def _folder(root: str, split: str, validation_split: float, seed: int) -> _Raw:
-    found = scan_folder(root)
-    keep = split_indices(len(found.paths), validation_split, split, seed)
-    paths = [found.paths[i] for i in keep]
-    labels = np.array([found.labels[i] for i in keep], np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(lambda path, label: (tf.io.read_file(path), label), num_parallel_calls=AUTOTUNE)
-    return _Raw(ds, found.class_names, len(paths), encoded=True, extras={"skipped": [p for p, _ in found.skipped]})
+def _read(path: tf.Tensor, label: tf.Tensor):
+    return tf.io.read_file(path), label
 
 
-def _tfrecords(pattern: str, class_names, num_classes, label_offset: int, training: bool, seed: int) -> _Raw:
-    files = sorted(glob.glob(pattern))
+def _folder(root: str, split: str, validation_split: float | None, seed: int) -> _Raw:
+    layout = folder_layout(root)
+    found = select_split(layout, split, validation_split, seed)
+    ds = tf.data.Dataset.from_tensor_slices((list(found.paths), np.array(found.labels, np.int64)))
+    return _Raw(ds, found.class_names, len(found.paths), "folder", canonical_split(split),
+                folder_splits(layout, validation_split), encoded=True, read=_read,
+                extras={"skipped": [p for p, _ in found.skipped]})
+
+
+def _tfrecords(pattern: str, split: str, class_names, num_classes, label_offset: int, training: bool, seed: int) -> _Raw:
+    files = sorted(f for f in glob.glob(pattern) if not f.endswith("-labels.txt"))  # "out-*" also matches those
     if not files:
         raise ValueError(f"no TFRecord files match {pattern!r}")
     if class_names is None:
@@ -142,25 +184,103 @@ def _tfrecords(pattern: str, class_names, num_classes, label_offset: int, traini
     )
     ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
     count = sum(1 for f in files for _ in tf.data.TFRecordDataset(f)) if len(files) <= 64 else -1
-    return _Raw(ds, names, count, sharded_files=True, encoded=True)
+    return _Raw(ds, names, count, "tfrecords", split, sharded_files=True, encoded=True)
 
 
 def _resolve(source, split, training, seed, options) -> _Raw:
     if isinstance(source, tuple) and len(source) == 2:
-        return _from_arrays(*source, class_names=options.pop("class_names", None))
+        return _from_arrays(*source, class_names=options.pop("class_names", None), split=split,
+                            validation_split=options.pop("validation_split", None), seed=seed)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be one of {SOURCE_KINDS}, got {type(source).__name__}")
     source = os.fspath(source)
     if source == "digits":
-        return _digits(split, options.pop("data_dir", None))
+        return _digits(split, options.pop("data_dir", None), options.pop("validation_split", None), seed)
     if source.startswith("tfds:"):
         return _tfds(source[5:], split, options.pop("data_dir", None), options.pop("download", False))
     if os.path.isdir(source):
-        return _folder(source, split, options.pop("validation_split", 0.2), seed)
+        return _folder(source, split, options.pop("validation_split", None), seed)
     if any(ch in source for ch in "*?[") or os.path.isfile(source):
-        return _tfrecords(source, options.pop("class_names", None), options.pop("num_classes", None),
+        return _tfrecords(source, split, options.pop("class_names", None), options.pop("num_classes", None),
                           options.pop("label_offset", 0), training, seed)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
+
+
+def available_splits(source: Any, **options: Any) -> tuple[str, ...] | None:
+    """The splits ``load(source, split, **options)`` accepts, or None when unknown without reading the data.
+
+    Cheap: a folder listing, no image is opened. Folders, digits and arrays with a
+    ``validation_split`` list "train"/"validation"/"test" as present, then "all"; a prepared TFDS
+    dataset lists its splits; TFRecord globs, unprepared TFDS datasets and plain arrays give None.
+    Only ``validation_split`` and ``data_dir`` are read from ``options``; other load options are ignored.
+    """
+    validation_split, data_dir = options.get("validation_split"), options.get("data_dir")
+    if isinstance(source, tuple):
+        return ("train", "validation", "all") if validation_split else None
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    source = os.fspath(source)
+    if source == "digits":
+        if data_dir and validation_split:
+            _digits("train", data_dir, validation_split, 0)  # raises the explanation
+        return ("train", "validation", "test", "all") if validation_split else ("train", "test", "all")
+    if source.startswith("tfds:"):
+        try:
+            import tensorflow_datasets as tfds
+
+            builder = tfds.builder(source[5:], data_dir=data_dir)
+            return tuple(builder.info.splits.keys()) if builder.is_prepared() else None
+        except Exception:  # unknown name, no metadata: load() explains
+            return None
+    if os.path.isdir(source):
+        return folder_splits(folder_layout(source), validation_split)
+    return None
+
+
+def held_out_split(source: Any, preferred: str, **options: Any) -> str:
+    """``preferred`` when ``source`` has that split, else the split held out from training.
+
+    Split-layout folder: "test" if present, else "validation" (a folder or a ``validation_split``
+    carve); class-per-subfolder folder: "validation"; digits: "test". TFDS, TFRecord globs and
+    arrays: ``preferred`` unchanged. ValueError when a folder has no held-out split at all.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return preferred
+    source = os.fspath(source)
+    splits = None if source.startswith("tfds:") else available_splits(source, **options)
+    if splits is None or _canonical_or_none(preferred) in splits:
+        return preferred
+    held_out = "test" if source == "digits" else next((s for s in ("test", "validation") if s in splits), None)
+    if held_out is None:
+        raise ValueError(f"{source!r} has no held-out split (it has {splits}); add a test/ or val/ folder, "
+                         f"or pass validation_split=0.1 to carve one from train")
+    log.info("%s has no %r split: using %r", source, preferred, held_out)
+    return held_out
+
+
+def _canonical_or_none(split: str) -> str | None:
+    try:
+        return canonical_split(split)
+    except ValueError:
+        return None
+
+
+def check_not_empty(dataset: tf.data.Dataset, info: DatasetInfo) -> None:
+    """Pull the first batch of ``dataset`` (from :func:`load`); ValueError when there is none.
+
+    A folder or TFRecord set whose every image fails to decode is an empty dataset (the broken
+    files are dropped), also when repeated: call this before training or evaluating on it.
+    """
+    for _ in dataset.take(1):
+        return
+    n, batch = info.num_examples, info.extras.get("batch_size", 0)
+    if info.extras.get("drop_remainder") and 0 < n < batch:
+        raise ValueError(f"{info.source!r} split {info.split!r} has {n} examples, fewer than batch_size={batch} "
+                         f"with drop_remainder=True; lower batch_size")
+    unit = {"folder": "files", "tfrecords": "records"}.get(info.extras.get("kind"), "examples")
+    count = f"{n} {unit}" if n >= 0 else f"unknown number of {unit}"
+    raise ValueError(f"no image of {info.source!r} split {info.split!r} could be decoded ({count}); "
+                     f"check that they are real JPEG/PNG/BMP/GIF images (open one with PIL) and replace the broken ones")
 
 
 def load(
@@ -190,13 +310,16 @@ def load(
     """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
 
     Args:
-        source: "digits" (embedded, offline), "tfds:NAME", an image folder (one subfolder per class),
-            a TFRecord glob (ImageNet layout), or a ``(images, labels)`` tuple of numpy arrays.
-        split: "train"/"test" (digits), any TFDS split, "train"/"validation"/"all" (folders).
+        source: "digits" (embedded, offline), "tfds:NAME", an image folder (``root/<class>/`` or
+            ``root/train|val|test/<class>/``), a TFRecord glob (ImageNet layout), or a
+            ``(images, labels)`` tuple of numpy arrays.
+        split: folders, digits, arrays: "train", "validation" (alias "val"), "test", "all", any
+            casing (see :func:`available_splits`); TFDS: any TFDS split; TFRecord globs: ignored.
         image_size: output height and width.
         training: random crop/flip/augment and shuffle (default: ``split == "train"``).
         seed, deterministic: seeded shuffling; ``deterministic=True`` also keeps element order
-            (slower). shuffle_buffer: bounded shuffle buffer. cache: cache decoded examples in memory.
+            (slower). shuffle_buffer: bounded shuffle buffer (folders shuffle file paths, read after).
+            cache: cache the read examples (encoded bytes of files and records) in memory.
         repeat, drop_remainder: repeat forever / fixed batch shapes (TPU).
         crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
             (32 = EfficientNet reference; digits default 0). flip: random horizontal flip.
@@ -205,12 +328,16 @@ def load(
         autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
         mixup_alpha, cutmix_alpha: Keras MixUp / CutMix on batches (labels become one-hot).
         one_hot: one-hot float labels (default: only when mixing).
-        **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``validation_split``
-            (folders), ``class_names``, ``num_classes``, ``label_offset`` (TFRecords).
+        **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
+            ``num_classes``, ``label_offset`` (TFRecords), ``validation_split`` (folders, digits,
+            arrays): a seeded carve of the train data into "train" (the rest) and "validation"
+            (same seed, same partition). Plain folders default to 0.2; a split-layout folder with
+            a validation folder rejects it; digits with ``data_dir`` rejects it.
 
-    Images leave the pipeline as float32 RGB in 0..255; the models normalize inside.
+    Images leave the pipeline as float32 RGB in 0..255; the models normalize inside. Files that
+    fail to decode are dropped (before ``repeat``): see :func:`check_not_empty`.
     """
-    training = (split == "train") if training is None else training
+    training = (str(split).lower() == "train") if training is None else training
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -227,16 +354,19 @@ def load(
 
     ds = raw.dataset
     if cache:
-        ds = ds.cache()
+        ds = (ds.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else ds).cache()
     if training:
-        ds = ds.shuffle(min(shuffle_buffer, max(raw.num_examples, 1)), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+        buffer = shuffle_buffer if raw.num_examples < 0 else min(shuffle_buffer, max(raw.num_examples, 1))
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if raw.read and not cache:  # the shuffle buffer held paths; read the files now
+        ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
     transform = (train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding) if training
                  else eval_transform(image_size, crop_padding, resize_method))
     ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
-    if raw.encoded:
-        ds = ds.ignore_errors(log_warning=True)  # a file that passed the cheap checks but fails to decode
+    if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat(), so that
+        ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
+    if repeat:
+        ds = ds.repeat()
     if training and autoaugment:
         from kerasnets.data.augment import autoaugment as auto_augment
 
@@ -265,10 +395,13 @@ def load(
     ds = ds.with_options(opts).prefetch(AUTOTUNE)
     info = DatasetInfo(
         source=str(source) if isinstance(source, (str, os.PathLike)) else "arrays",
-        split=split,
+        split=raw.split,
         class_names=raw.class_names,
         num_examples=raw.num_examples,
         image_size=image_size,
-        extras=raw.extras,
+        extras={**raw.extras, "kind": raw.kind, "batch_size": batch_size, "drop_remainder": drop_remainder},
+        preprocessing={"image_size": image_size, "crop_padding": crop_padding, "resize_method": resize_method,
+                       "flip": flip, "training": training},
+        splits=raw.splits,
     )
     return ds, info

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
 
-from kerasnets.data.files import scan_folder
+from kerasnets.data.files import folder_layout, scan_folder
 
 __all__ = ["FEATURES", "parse_example", "check_tfrecords", "write_tfrecords"]
 
@@ -55,16 +55,29 @@ def _example(path: str, label: int) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def write_tfrecords(folder: str, out: str, shards: int = 8, workers: int | None = None, progress: bool = True) -> list[str]:
-    """Convert an image folder (one subfolder per class) to ``shards`` TFRecord files, in parallel.
+def write_tfrecords(
+    folder: str, out: str, shards: int = 8, workers: int | None = None, progress: bool = True, split: str | None = None
+) -> list[str]:
+    """Convert an image folder to ``shards`` TFRecord files, in parallel.
 
-    Shards are named ``{out}-00000-of-00008`` and written atomically (a ``.tmp`` file renamed
-    when complete); ``{out}-labels.txt`` lists the class names. Unreadable images are skipped
-    (and counted in the warning). Returns the shard paths.
+    ``folder`` is ``root/<class>/<images>``, or a split layout ``root/train|val|test/<class>/<images>``
+    with ``split`` naming the split folder to write ("train", "validation"/"val", "test", or "all").
+    Labels index the class list of the whole folder (for a split layout, the union over its split
+    folders), so shards written split by split agree on labels. Shards are named
+    ``{out}-00000-of-00008`` and written atomically (a ``.tmp`` file renamed when complete);
+    ``{out}-labels.txt`` lists the class names. Unreadable images are skipped (and counted in the
+    warning). Returns the shard paths.
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    found = scan_folder(folder)
+    layout = folder_layout(folder)
+    if layout.split_dirs and split is None:
+        raise ValueError(f"image folder {folder!r} has split folders {sorted(layout.split_dirs)}; pass split='train' "
+                         f"(one call per split, same labels) or split='all'")
+    if not layout.split_dirs and split not in (None, "all"):
+        raise ValueError(f"split={split!r} needs a root/train|val|test/<class>/ folder; {folder!r} is "
+                         f"root/<class>/: drop split")
+    found = scan_folder(folder, split or "all")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     items = list(zip(found.paths, found.labels))
     names = [f"{out}-{i:05d}-of-{shards:05d}" for i in range(shards)]

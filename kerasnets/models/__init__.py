@@ -4,6 +4,19 @@ from kerasnets.models.efficientnet import PRESETS as EFFICIENTNET_PRESETS
 from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
 from kerasnets.models.resnet import VARIANTS as RESNET_VARIANTS
 from kerasnets.models.resnet import ResNet
-from kerasnets.models.weights import transfer_weights
+from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
+from kerasnets.models.weights import PretrainedReport, load_pretrained, transfer_weights
 
-__all__ = ["EfficientNet", "EfficientNetLite", "ResNet", "transfer_weights", "EFFICIENTNET_PRESETS", "RESNET_VARIANTS"]
+__all__ = [
+    "EfficientNet",
+    "EfficientNetLite",
+    "ResNet",
+    "transfer_weights",
+    "load_pretrained",
+    "PretrainedReport",
+    "freeze",
+    "model_blocks",
+    "FreezeReport",
+    "EFFICIENTNET_PRESETS",
+    "RESNET_VARIANTS",
+]

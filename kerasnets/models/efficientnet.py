@@ -7,7 +7,6 @@ through the shared stage loop in :mod:`kerasnets.layers`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -224,9 +223,8 @@ def EfficientNet(
             [np.array(IMAGENET_MEAN_RGB), np.square(IMAGENET_STD_RGB), np.array(0)]
         )
         normalization.finalize_state()  # Normalization snapshots mean/variance; refresh it
-    if weights == "imagenet":
-        # keras.applications' ImageNet file stores the standard deviation as the variance: undo it.
-        x = layers.Rescaling([1.0 / math.sqrt(s) for s in IMAGENET_STD_RGB], name="imagenet_variance_fix")(x)
+    # keras.applications' ImageNet file stores the standard deviation as the variance (and adds a
+    # Rescaling layer to undo it); transfer_weights folds that into this layer's variance instead.
 
     stem_filters = STEM_FILTERS if spec.fix_stem_head else round_filters(STEM_FILTERS, spec.width)
     x = conv_bn_act(x, stem_filters, 3, config, "stem", strides=2, padding="tf_same")

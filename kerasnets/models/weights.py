@@ -1,60 +1,253 @@
-"""Weight interchange with keras.applications and loading of weights files."""
+"""Weight interchange with keras.applications and loading of pretrained weights for fine-tuning.
+
+:func:`transfer_weights` copies weights between two models of the same architecture by structure
+(the weight-owning layers, in layer order); :func:`load_pretrained` is what ``weights=`` of the
+builders and ``--weights`` of the training command use: ``"imagenet"``, a ``.keras`` model or a
+``.weights.h5`` file, with the classifier left freshly initialised when the class count differs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import keras
+import numpy as np
 
-__all__ = ["transfer_weights", "load_weights", "imagenet_twin"]
+__all__ = [
+    "transfer_weights",
+    "load_pretrained",
+    "PretrainedReport",
+    "classifier_layer",
+    "imagenet_twin",
+    "load_weights",
+]
 
-_AUTO_SUFFIX = re.compile(r"_\d+$")
+_POOLING_TYPES = (
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+)
+_ARCHITECTURE_HINT = (
+    "build the same preset/variant (e.g. ResNet variant='v1' for keras.applications ResNet50, "
+    "EfficientNet(0) for EfficientNetB0)"
+)
 
 
-def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
-    """Layers that own weights, keyed by name (Keras' auto-numbering ``_3`` suffix stripped)."""
-    found: dict[str, keras.layers.Layer] = {}
+# --------------------------------------------------------------------------- model structure
+
+
+def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of ``model`` in layer order, nested models replaced by their own layers (recursively)."""
+    leaves: list[keras.layers.Layer] = []
     for layer in model.layers:
-        if layer.weights:
-            found[_AUTO_SUFFIX.sub("", layer.name)] = layer
-    return found
+        if isinstance(layer, keras.Model):
+            leaves.extend(_leaf_layers(layer))
+        else:
+            leaves.append(layer)
+    return leaves
 
 
-def transfer_weights(source: keras.Model, target: keras.Model) -> keras.Model:
-    """Copy every weight of ``source`` (e.g. a keras.applications model) into ``target`` by layer name.
+def _shapes(layer: keras.layers.Layer) -> list[tuple]:
+    return [tuple(int(d) for d in w.shape) for w in layer.weights]
 
-    Layers are paired by name (layer names are kerasnets' contract with keras.applications).
-    Raises ValueError naming the first layer that is missing or whose weight shapes differ; nothing
-    is written to ``target`` unless every layer fits. Returns ``target``.
+
+def _classifier_index(leaves: Sequence[keras.layers.Layer]) -> int | None:
+    """Index in ``leaves`` of the classifier head: the last weighted layer when it is a Dense fed by
+    global pooling (possibly through dropout, activations or flattening), else None."""
+    weighted = [i for i, layer in enumerate(leaves) if layer.weights]
+    if not weighted or not isinstance(leaves[weighted[-1]], keras.layers.Dense):
+        return None
+    last = weighted[-1]
+    previous = weighted[-2] if len(weighted) > 1 else -1
+    between = leaves[previous + 1 : last]
+    if any(isinstance(layer, (*_POOLING_TYPES, keras.layers.Flatten)) for layer in between):
+        return last
+    return None
+
+
+def classifier_layer(model: keras.Model) -> keras.layers.Dense | None:
+    """The model's classifier head (the final Dense fed by global pooling / dropout), or None without one."""
+    leaves = _leaf_layers(model)
+    index = _classifier_index(leaves)
+    return None if index is None else leaves[index]
+
+
+def _follower(leaves: Sequence[keras.layers.Layer], index: int) -> keras.layers.Layer | None:
+    """The layer right after ``leaves[index]`` if it consumes exactly that layer's output, else None."""
+    if index + 1 >= len(leaves):
+        return None
+    layer, after = leaves[index], leaves[index + 1]
+    try:
+        return after if after.input is layer.output else None
+    except (AttributeError, ValueError):  # layers called more than once have no single input/output
+        return None
+
+
+def _rescaling_after(leaves: Sequence[keras.layers.Layer], index: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scale, offset) of a positive constant Rescaling right after the Normalization at ``index``.
+
+    Only such a Rescaling can be folded into the Normalization (y = (x - m) / sqrt(v) * s + o is a
+    normalization with variance v / s^2 and mean m - o * sqrt(v) / s when s > 0).
     """
-    src, dst = _weighted_layers(source), _weighted_layers(target)
-    missing = [name for name in dst if name not in src]
-    extra = [name for name in src if name not in dst]
-    if missing or extra:
-        raise ValueError(
-            f"cannot transfer weights from {source.name!r} to {target.name!r}: layers differ; "
-            f"only in target: {missing[:5]}, only in source: {extra[:5]}. Build the matching "
-            "architecture (e.g. ResNet variant='v1' for keras.applications ResNet50)"
-        )
-    plan = []
-    for name, layer in dst.items():
-        values = src[name].get_weights()
-        shapes = [tuple(w.shape) for w in layer.weights]
-        if [tuple(v.shape) for v in values] != shapes:
-            raise ValueError(
-                f"cannot transfer weights: layer {name!r} has shapes {shapes} in {target.name!r} but "
-                f"{[tuple(v.shape) for v in values]} in {source.name!r}"
+    follower = _follower(leaves, index)
+    if not isinstance(follower, keras.layers.Rescaling):
+        return None
+    norm = leaves[index]
+    if getattr(norm, "invert", False):
+        return None
+    scale = np.asarray(keras.ops.convert_to_numpy(follower.scale), dtype="float64")
+    offset = np.asarray(keras.ops.convert_to_numpy(follower.offset), dtype="float64")
+    mean_shape = tuple(norm.weights[0].shape)
+    try:
+        fits = np.broadcast_shapes(scale.shape, offset.shape, mean_shape) == mean_shape
+    except ValueError:
+        return None
+    if not fits or not np.all(scale > 0):
+        return None
+    return np.broadcast_to(scale, mean_shape), np.broadcast_to(offset, mean_shape)
+
+
+def _effective_normalization(leaves, index: int, values: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, variance) that the Normalization at ``index`` with weights ``values`` applies, after folding
+    a following Rescaling (keras.applications EfficientNet's ImageNet quirk: variance holds the std and a
+    Rescaling(1/sqrt(std)) follows; tensorflow#49930)."""
+    mean, variance = np.asarray(values[0], "float64"), np.asarray(values[1], "float64")
+    folded = _rescaling_after(leaves, index)
+    if folded is None:
+        return mean, variance
+    scale, offset = folded
+    return mean - offset * np.sqrt(variance) / scale, variance / np.square(scale)
+
+
+def _normalization_weights(leaves, index: int, effective: tuple[np.ndarray, np.ndarray], count) -> list[np.ndarray]:
+    """Weights for the Normalization at ``index`` such that, with the Rescaling after it (if any),
+    it normalizes with the ``effective`` (mean, variance)."""
+    mean, variance = effective
+    folded = _rescaling_after(leaves, index)
+    if folded is not None:
+        scale, offset = folded
+        variance = variance * np.square(scale)
+        mean = mean + offset * np.sqrt(variance) / scale
+    return [mean, variance, count]
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+class _LayoutMismatch(ValueError):
+    """A transfer_weights mismatch; ``what`` is the description without the models' names and hint."""
+
+    def __init__(self, message: str, what: str) -> None:
+        super().__init__(message)
+        self.what = what
+
+
+def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> list[tuple[keras.layers.Layer, list]]:
+    """Pair the weighted layers of both models in order, check every shape and compute what to write."""
+    sides = []
+    for model in (source, target):
+        leaves = _leaf_layers(model)
+        head = _classifier_index(leaves)
+        skipped = head if skip_classifier else None
+        sides.append((leaves, [i for i, layer in enumerate(leaves) if layer.weights and i != skipped], head))
+    (src_leaves, src_idx, src_head), (dst_leaves, dst_idx, dst_head) = sides
+    for k in range(max(len(src_idx), len(dst_idx))):
+        src = src_leaves[src_idx[k]] if k < len(src_idx) else None
+        dst = dst_leaves[dst_idx[k]] if k < len(dst_idx) else None
+        src_shapes = _shapes(src) if src is not None else None
+        dst_shapes = _shapes(dst) if dst is not None else None
+        if src_shapes != dst_shapes:
+            src_name = repr(src.name) if src is not None else "(none: no more weighted layers)"
+            dst_name = repr(dst.name) if dst is not None else "(none: no more weighted layers)"
+            at_head = (k < len(src_idx) and src_idx[k] == src_head) or (k < len(dst_idx) and dst_idx[k] == dst_head)
+            hint = (
+                "pass skip_classifier=True to copy everything but the classifier"
+                if at_head and not skip_classifier
+                else _ARCHITECTURE_HINT
             )
-        plan.append((layer, values))
+            what = (
+                f"weighted layer {k + 1} (of {len(src_idx)} / {len(dst_idx)}) differs: source layer {src_name} "
+                f"has shapes {src_shapes}, target layer {dst_name} has {dst_shapes}"
+            )
+            raise _LayoutMismatch(
+                f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {hint}", what
+            )
+    plan = []
+    for i, j in zip(src_idx, dst_idx):
+        src, dst = src_leaves[i], dst_leaves[j]
+        values = [np.asarray(v) for v in src.get_weights()]
+        both_normalize = isinstance(src, keras.layers.Normalization) and isinstance(dst, keras.layers.Normalization)
+        if both_normalize and len(values) == 3:
+            effective = _effective_normalization(src_leaves, i, values)
+            values = _normalization_weights(dst_leaves, j, effective, values[2])
+        plan.append((dst, [np.asarray(v, dtype=w.dtype) for v, w in zip(values, dst.weights)]))
+    return plan
+
+
+def _apply(plan: list[tuple[keras.layers.Layer, list]]) -> None:
     for layer, values in plan:
         layer.set_weights(values)
         if hasattr(layer, "finalize_state"):  # Normalization caches mean/variance tensors from its weights
             layer.finalize_state()
+
+
+def transfer_weights(source: keras.Model, target: keras.Model, *, skip_classifier: bool = False) -> keras.Model:
+    """Copy the weights of ``source`` into ``target`` by structure; returns ``target``.
+
+    The weight-owning layers of both models are paired in layer order (a nested model, e.g. a backbone
+    inside a classifier, counts as its own layers in order); layer names play no part. Every pair's
+    weight shapes are checked before anything is written: on the first mismatch (shapes or the number
+    of weighted layers) a ValueError names the layer of each model and both shape lists, and ``target``
+    is left untouched.
+
+    Normalization layers are copied by effect: a Normalization immediately followed by a constant
+    Rescaling normalizes with variance / scale^2, so keras.applications' EfficientNet with ImageNet
+    weights (variance = std, then Rescaling(1/sqrt(std))) transfers into a model without that
+    Rescaling (and back) with identical outputs.
+
+    Args:
+        source: the model to copy from (e.g. a keras.applications model).
+        target: the model to write into; the same architecture as ``source``.
+        skip_classifier: leave the classifier head (the final Dense fed by global pooling / dropout) of
+            both models out of the pairing, so a backbone copies into a model with another class count
+            (or with / without a top); the target's head keeps its weights.
+    """
+    _apply(_plan(source, target, skip_classifier))
     return target
 
 
-def imagenet_twin(twin: str, include_top: bool, input_shape: tuple) -> keras.Model:
+# --------------------------------------------------------------------------- load_pretrained
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedReport:
+    """What :func:`load_pretrained` did.
+
+    Attributes:
+        source: ``"imagenet (keras.applications.EfficientNetB0)"`` or the file's path.
+        layers_copied: number of weighted layers written into the model.
+        head_reinitialized: True when the model has a classifier that was NOT copied (the class count
+            differs from the source's, or the source has no classifier): it keeps its fresh initialisation.
+        detail: one human-readable line saying the above.
+    """
+
+    source: str
+    layers_copied: int
+    head_reinitialized: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+def imagenet_twin(twin: str, include_top: bool, input_shape: tuple | None) -> keras.Model:
     """Build keras.applications' ``twin`` with ImageNet weights (Keras downloads them once)."""
     constructor = getattr(keras.applications, twin)
     try:
@@ -67,23 +260,283 @@ def imagenet_twin(twin: str, include_top: bool, input_shape: tuple) -> keras.Mod
         ) from error
 
 
-def load_weights(model: keras.Model, weights: str | os.PathLike | None, twin: str | None, include_top: bool) -> None:
-    """Apply the builders' ``weights`` argument: None, "imagenet" (via the keras.applications twin) or a path."""
-    if weights is None:
-        return
-    if weights == "imagenet":
-        if twin is None:
-            raise ValueError(f"no ImageNet weights exist for {model.name!r}; use weights=None or a path")
-        shape = tuple(model.input_shape[1:])
-        transfer_weights(imagenet_twin(twin, include_top, shape), model)
-        return
-    path = os.fspath(weights)
-    if not os.path.isfile(path):
-        raise ValueError(f"weights must be None, 'imagenet' or the path of a .weights.h5 file; no file at {path!r}")
+def _infer_twin(model: keras.Model) -> str | None:
+    """The keras.applications model with ``model``'s weight layout, found from its blocks, or None."""
+    from kerasnets.models.efficientnet import PRESETS, scaled_stages  # lazy: efficientnet imports this module
+    from kerasnets.models.freeze import model_blocks
+    from kerasnets.models.resnet import RESNET_SPECS
+    from kerasnets.scaling import round_filters
+
+    names = {layer.name: layer for layer in _leaf_layers(model)}
+    blocks = model_blocks(model)
+    per_stage: dict[str, int] = {}
+    for block in blocks:
+        stage = re.match(r"(block\d+|conv[2-5])", block)
+        if stage:
+            per_stage[stage.group(1)] = per_stage.get(stage.group(1), 0) + 1
+    if "stem_conv" in names and "block1a_se_reduce" in names:
+        for phi in range(8):
+            preset = PRESETS[f"efficientnetb{phi}"]
+            stages = scaled_stages(preset)
+            fits = names["stem_conv"].filters == round_filters(32, preset.width) and len(per_stage) == len(stages)
+            for spec in stages:
+                project = names.get(f"{spec.name}a_project_conv")
+                filters = getattr(project, "filters", 0)
+                fits = fits and per_stage.get(spec.name) == spec.repeats and filters == spec.filters
+            if fits:  # B1 and B2 differ in widths only
+                return preset.twin
+        return None
+    conv1 = names.get("conv1_conv")
+    if conv1 is not None and conv1.use_bias and "conv2_block1_3_conv" in names:
+        repeats = tuple(per_stage.get(f"conv{i}", 0) for i in range(2, 6))
+        for depth, (kind, counts) in RESNET_SPECS.items():
+            if kind == "bottleneck" and counts == repeats and depth >= 50:
+                return f"ResNet{depth}"
+    return None
+
+
+def _imagenet(model: keras.Model, twin: str | None) -> PretrainedReport:
+    twin = twin or _infer_twin(model)
+    if twin is None:
+        raise ValueError(
+            f"no ImageNet weights exist for {model.name!r} (only EfficientNet-B0..B7 and ResNet-50/101/152 "
+            "variant='v1' have them); build one of those, or use weights=None or a file path"
+        )
+    head = classifier_layer(model)
+    with_top = head is not None and head.units == 1000
+    source = imagenet_twin(twin, with_top, None)
+    copied = _count_and_apply(source, model, skip_classifier=not with_top)
+    reinit = head is not None and not with_top
+    detail = f"copied {copied} weighted layers from keras.applications.{twin} ImageNet weights"
+    if reinit:
+        detail += (
+            f"; classifier {head.name!r} ({head.units} classes, ImageNet has 1000) "
+            "not copied (keeps its initialisation)"
+        )
+    return PretrainedReport(f"imagenet (keras.applications.{twin})", copied, reinit, detail)
+
+
+#: kerasnets' default ResNet model names -> preset names (kerasnets.presets).
+_RESNET_NAME_TO_PRESET = (
+    (r"resnet(\d+)_v1_5", r"resnet\1"),
+    (r"resnet(\d+)", r"resnet\1_v1"),
+    (r"resnet(\d+)_d", r"resnet\1d"),
+)
+
+
+def _preset_hint(model_name: str | None) -> str:
+    """How to rebuild the architecture a file was saved from, from the saved model's default name."""
+    if not model_name:
+        return "build the preset, variant and classes it was saved from (e.g. --model efficientnetb0)"
+    for pattern, preset in _RESNET_NAME_TO_PRESET:
+        if re.fullmatch(pattern, model_name):
+            name = re.sub(pattern, preset, model_name)
+            return f"build the preset it was saved from (model {model_name!r}: --model {name})"
+    if re.fullmatch(r"efficientnet(b\d|-lite\d)", model_name):
+        return f"build the preset it was saved from (--model {model_name})"
+    return f"build the architecture it was saved from (model {model_name!r}, e.g. --model efficientnetb0)"
+
+
+def _count_and_apply(source: keras.Model, target: keras.Model, skip_classifier: bool) -> int:
+    plan = _plan(source, target, skip_classifier)
+    _apply(plan)
+    return len(plan)
+
+
+def _from_keras_file(model: keras.Model, path: str) -> PretrainedReport:
     try:
-        model.load_weights(path)
+        source = keras.saving.load_model(path, compile=False)
     except Exception as error:
         raise ValueError(
-            f"weights file {path!r} does not fit {model.name!r} ({error}); it was saved from another "
-            "architecture: build the same preset/depth/variant and classes it was saved from"
+            f"could not load the model file {path!r} ({type(error).__name__}: {str(error).splitlines()[0]}); "
+            "pass a .keras file written by model.save() or a .weights.h5 file"
         ) from error
+    src_head, dst_head = classifier_layer(source), classifier_layer(model)
+    same_head = src_head is not None and dst_head is not None and src_head.units == dst_head.units
+    skip = (src_head is not None or dst_head is not None) and not same_head
+    try:
+        copied = _count_and_apply(source, model, skip_classifier=skip)
+    except _LayoutMismatch as error:
+        raise ValueError(
+            f"{path!r} does not fit {model.name!r}: {error.what}; {_preset_hint(source.name)}"
+        ) from None
+    reinit = dst_head is not None and skip
+    detail = f"copied {copied} weighted layers from {path}"
+    if reinit:
+        had = f"{src_head.units} classes" if src_head is not None else "no classifier"
+        detail += (
+            f"; classifier {dst_head.name!r} ({dst_head.units} classes, the file has {had}) "
+            "not copied (keeps its initialisation)"
+        )
+    return PretrainedReport(path, copied, reinit, detail)
+
+
+def _snake_case(name: str) -> str:
+    """Keras' ``naming.to_snake_case`` (the group names of ``save_weights`` files)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _h5_layer_paths(model: keras.Model, prefix: str = "") -> list[tuple[keras.layers.Layer, str]]:
+    """(leaf layer, group path) as Keras' ``save_weights`` lays out a Functional/Sequential model:
+    ``layers/<snake_case class name>[_<n>]``, numbered per class in layer order, nested models inside."""
+    used: dict[str, int] = {}
+    found = []
+    for layer in model.layers:
+        base = _snake_case(type(layer).__name__)
+        used[base] = used.get(base, -1) + 1
+        path = f"{prefix}layers/{base}" + (f"_{used[base]}" if used[base] else "")
+        if type(layer).__name__ in ("Functional", "Sequential"):
+            found.extend(_h5_layer_paths(layer, path + "/"))
+        else:
+            found.append((layer, path))
+    return found
+
+
+def _h5_shapes(handle: Any, group: str) -> list[tuple]:
+    """Shapes of every array under an h5 group, in numeric order (``vars/0``, ``vars/1``, ...)."""
+    import h5py
+
+    if group not in handle:
+        return []
+    arrays: list[tuple[tuple, tuple]] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            arrays.append((tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in name.split("/")), obj.shape))
+
+    handle[group].visititems(visit)
+    return [tuple(int(d) for d in shape) for _, shape in sorted(arrays)]
+
+
+def _h5_dataset_names(handle: Any) -> list[str]:
+    import h5py
+
+    names: list[str] = []
+    handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+def _from_weights_file(model: keras.Model, path: str) -> PretrainedReport:
+    import h5py
+
+    head = classifier_layer(model)
+    file_units = None
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(
+            f"cannot read {path!r} as a Keras .weights.h5 file ({error}); re-save it with model.save_weights"
+        ) from None
+    with handle:
+        fix = _preset_hint(handle["vars"].attrs.get("name") if "vars" in handle else None)
+        listed = _h5_layer_paths(model)
+        for layer, group in listed:
+            expected, found = _shapes(layer), _h5_shapes(handle, group)
+            if expected == found:
+                continue
+            if layer is head and len(found) == len(expected) and found and len(found[0]) == 2:
+                units = found[0][1]
+                as_file = [(head.kernel.shape[0], units)] + ([(units,)] if head.use_bias else [])
+                if found == as_file:
+                    file_units = units
+                    continue
+            saved_as = handle[group + "/vars"].attrs.get("name") if group + "/vars" in handle else None
+            there = f"the file's layer {saved_as!r} has {found}" if saved_as else f"the file has {found or 'nothing'}"
+            raise ValueError(
+                f"weights file {path!r} does not fit {model.name!r}, it was saved from another architecture: "
+                f"layer {layer.name!r} has shapes {expected} in the model, {there}; {fix}"
+            )
+        known = {group for _, group in listed}
+        groups = {name.rsplit("/vars/", 1)[0] for name in _h5_dataset_names(handle)} - known
+        extra = sorted(g for g in groups if not any(g.startswith(k + "/") for k in known))
+        if extra:
+            raise ValueError(
+                f"weights file {path!r} does not fit {model.name!r}, it was saved from another architecture with "
+                f"more weighted layers ({len(extra)} have no counterpart in the model, e.g. {extra[0]!r}); {fix}"
+            )
+    reinit = file_units is not None
+    donor = _clone(model, head.name, file_units) if reinit else keras.models.clone_model(model)
+    try:
+        donor.load_weights(path)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"weights file {path!r} does not fit {model.name!r} ({first}); {fix}") from None
+    copied = _count_and_apply(donor, model, skip_classifier=reinit)
+    detail = f"copied {copied} weighted layers from {path}"
+    if reinit:
+        detail += (
+            f"; classifier {head.name!r} ({head.units} classes, the file has {file_units}) "
+            "not copied (keeps its initialisation)"
+        )
+    return PretrainedReport(path, copied, reinit, detail)
+
+
+def _clone(model: keras.Model, head_name: str, units: int) -> keras.Model:
+    """A fresh copy of ``model``'s architecture whose classifier ``head_name`` has ``units`` classes."""
+
+    def edit(node):
+        if isinstance(node, dict):
+            config = node.get("config")
+            if node.get("class_name") == "Dense" and isinstance(config, dict) and config.get("name") == head_name:
+                return {**node, "config": {**config, "units": units}}
+            return {key: edit(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [edit(value) for value in node]
+        return node
+
+    return model.__class__.from_config(edit(model.get_config()))
+
+
+def load_pretrained(
+    model: keras.Model, weights: str | os.PathLike | None, *, twin: str | None = None
+) -> PretrainedReport | None:
+    """Load pretrained weights into ``model`` for fine-tuning; returns what was copied (None for None).
+
+    Args:
+        model: the built model to write into (any class count).
+        weights: one of
+            - None: nothing happens.
+            - "imagenet": keras.applications' ImageNet weights of the twin architecture. A 1000-class
+              model gets the classifier too; any other class count (or no top) gets the backbone only
+              and keeps its own classifier initialisation.
+            - a ``.keras`` file (``model.save``): copied by structure; if its class count differs from
+              ``model``'s, everything but the classifier is copied.
+            - a ``.weights.h5`` file (``model.save_weights``): read as ``model``'s architecture; a
+              different class count in the file is allowed (the classifier is then not copied).
+        twin: keras.applications constructor name for "imagenet" (e.g. "EfficientNetB0"); inferred from
+            the model's blocks when None.
+
+    Raises ValueError (one line naming the file, the first mismatching layer and both shapes, and the
+    fix) for a missing file, another extension, or a file of another architecture; ``model`` is left
+    untouched then. RuntimeError when the ImageNet file cannot be downloaded.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights == "imagenet":
+        return _imagenet(model, twin)
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be None, 'imagenet' or a file path, got {type(weights).__name__}")
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or the path of a .keras / .weights.h5 file; no file at {path!r}"
+        )
+    if path.endswith(".keras"):
+        return _from_keras_file(model, path)
+    if path.endswith(".weights.h5"):
+        return _from_weights_file(model, path)
+    raise ValueError(
+        f"cannot load weights from {path!r}: expected a .keras file (model.save) or a .weights.h5 file "
+        "(model.save_weights); re-save it in one of those formats"
+    )
+
+
+def load_weights(model: keras.Model, weights: str | os.PathLike | None, twin: str | None, include_top: bool) -> None:
+    """The builders' ``weights`` argument: :func:`load_pretrained` with the builder's keras.applications twin.
+
+    ``include_top`` is accepted for the builders' call and not needed: the model's own head decides.
+    """
+    del include_top
+    load_pretrained(model, weights, twin=twin)

@@ -4,12 +4,17 @@ from kerasnets.training.callbacks import TrainingDiverged
 from kerasnets.training.distribute import STRATEGIES, resolve_strategy
 from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train
 from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision
-from kerasnets.training.recipe import Recipe, TrainContext, apply_overrides, load_recipe, smoke_overrides
+from kerasnets.training.finetune import build_preset, saved_architecture
+from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext, apply_overrides, load_recipe, smoke_overrides
 from kerasnets.training.schedules import WarmupExponentialDecay, exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
 __all__ = [
     "Recipe",
+    "Phase",
+    "TRAIN_ALL",
     "TrainContext",
+    "build_preset",
+    "saved_architecture",
     "train",
     "train_main",
     "RunResult",

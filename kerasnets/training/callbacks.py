@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 
 import keras
 
 __all__ = ["StepBackup", "NaNGuard", "TrainingDiverged", "atomic_write_text"]
+
+
+_PHASE_FILE = re.compile(r"phase(\d+)\.weights\.h5")
 
 
 class TrainingDiverged(RuntimeError):
@@ -29,10 +33,11 @@ def atomic_write_text(path: str, text: str) -> None:
 class StepBackup(keras.callbacks.Callback):
     """Save the whole training state (weights + optimizer) every ``every_steps`` steps and each epoch.
 
-    Each save is atomic: written to a temporary file, then renamed over ``state.weights.h5``. The
-    optimizer's ``iterations`` inside that file is the global step to resume from, so a run killed
-    at any moment (even ``kill -9`` mid-write) resumes from its last complete backup and the
-    engine runs exactly the remaining steps.
+    Each save is atomic: written to a temporary file, then renamed over ``phase<N>.weights.h5``
+    (one file per phase of a multi-phase run: each phase has its own optimizer). The optimizer's
+    ``iterations`` inside that file is the phase's step to resume from, so a run killed at any
+    moment (even ``kill -9`` mid-write) resumes from its last complete backup and the engine runs
+    exactly the remaining steps. ``state.json`` repeats phase and step for people and tools.
     """
 
     def __init__(self, backup_dir: str, every_steps: int = 0, keep: bool = False):
@@ -40,10 +45,22 @@ class StepBackup(keras.callbacks.Callback):
         self.backup_dir = backup_dir
         self.every_steps = every_steps
         self.keep = keep
-        self.path = os.path.join(backup_dir, "state.weights.h5")
+        self.phase = 0
+
+    @property
+    def path(self) -> str:
+        """The backup file of the current phase."""
+        return os.path.join(self.backup_dir, f"phase{self.phase}.weights.h5")
+
+    def latest_phase(self) -> int:
+        """The highest phase with a complete backup (0 when there is none)."""
+        if not os.path.isdir(self.backup_dir):
+            return 0
+        phases = [int(m.group(1)) for m in map(_PHASE_FILE.fullmatch, os.listdir(self.backup_dir)) if m]
+        return max(phases, default=0)
 
     def restore(self, model: keras.Model) -> int:
-        """Load the last backup into ``model`` (building the optimizer first); return the global step."""
+        """Load the current phase's backup into ``model`` (building the optimizer first); return its step."""
         if not os.path.exists(self.path):
             return 0
         if model.optimizer is not None and not model.optimizer.built:
@@ -52,16 +69,23 @@ class StepBackup(keras.callbacks.Callback):
         return int(model.optimizer.iterations.numpy())
 
     def save(self) -> None:
-        """Write the backup atomically (model and optimizer variables, then the step as JSON)."""
+        """Write the backup atomically (fsynced model and optimizer variables, then the step as JSON);
+        earlier phases' backups and stale temporary files are removed once it is in place."""
         os.makedirs(self.backup_dir, exist_ok=True)
         tmp = os.path.join(self.backup_dir, f"tmp-{os.getpid()}.weights.h5")
         self.model.save_weights(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, self.path)
+        for name in os.listdir(self.backup_dir):
+            match = _PHASE_FILE.fullmatch(name)
+            if (match and int(match.group(1)) < self.phase) or name.startswith("tmp-"):
+                os.remove(os.path.join(self.backup_dir, name))
         step = int(self.model.optimizer.iterations.numpy())
-        atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps({"step": step}))
+        atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps({"phase": self.phase, "step": step}))
 
     def on_train_batch_end(self, batch, logs=None):
-        """Back up every ``every_steps`` global steps, unless the loss just went bad."""
+        """Back up every ``every_steps`` steps of the phase, unless the loss just went bad."""
         if self.every_steps and not self.model.stop_training:
             step = int(self.model.optimizer.iterations.numpy())
             if step % self.every_steps == 0:

@@ -14,14 +14,19 @@ import warnings
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kerasnets import data as kdata
+from kerasnets.models.freeze import freeze
+from kerasnets.models.weights import load_pretrained
 from kerasnets.profile import profile
+from kerasnets.serving import PreprocessingContract, write_keras_contract
 from kerasnets.training.callbacks import NaNGuard, StepBackup, TrainingDiverged, atomic_write_text
+from kerasnets.training.finetune import build_preset
 from kerasnets.training.distribute import check_divisible, global_batch_size, is_chief, resolve_strategy
 from kerasnets.training.precision import precision_scope, resolve_precision
-from kerasnets.training.recipe import Recipe, TrainContext
+from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext
 
 __all__ = ["train", "RunResult", "accelerator_present", "STANDIN_TFRECORDS"]
 
@@ -67,16 +72,66 @@ def _source(data: Any, run_dir: str) -> Any:
     return _standin_tfrecords(run_dir) if data == STANDIN_TFRECORDS else data
 
 
+def _plain_folder(source: Any) -> bool:
+    """True for a folder of class subfolders (no train/ val/ test/ split folders)."""
+    from kerasnets.data.files import folder_layout
+
+    return isinstance(source, (str, os.PathLike)) and os.path.isdir(source) and not folder_layout(source).split_dirs
+
+
+def _eval_split(recipe: Recipe, eval_source: Any) -> str:
+    """The split to evaluate on: the recipe's, else the source's held-out split (printed)."""
+    options = {k: v for k, v in recipe.eval_options.items() if k == "validation_split"}
+    if isinstance(eval_source, (tuple, list)) or eval_source == STANDIN_TFRECORDS:
+        return recipe.eval_split
+    separate = recipe.eval_data is not None
+    splits = kdata.available_splits(eval_source, **options)
+    if splits is None or recipe.eval_split in splits:
+        return recipe.eval_split
+    if separate and _plain_folder(eval_source):
+        chosen = "all"  # a separate folder of class subfolders: all of it is held out
+    else:
+        chosen = kdata.held_out_split(eval_source, recipe.eval_split, **options)
+    if chosen != recipe.eval_split:
+        log.warning("evaluating on split %r of %s: it has no %r split (it has %s)", chosen, eval_source,
+                    recipe.eval_split, ", ".join(splits))
+    return chosen
+
+
 def _datasets(recipe: Recipe, global_batch: int, drop_remainder: bool, run_dir: str):
+    if recipe.data is None:
+        raise ValueError(f"recipe {recipe.name!r} has no data source: pass --data DIR (a folder of class subfolders, "
+                         "or of train/ val/ test/ folders with class subfolders)")
     common = dict(image_size=recipe.image_size, batch_size=global_batch, seed=recipe.seed, one_hot=True)
-    train_ds, info = kdata.load(_source(recipe.data, run_dir), recipe.train_split, training=True, repeat=True,
+    train_source = _source(recipe.data, run_dir)
+    train_ds, info = kdata.load(train_source, recipe.train_split, training=True, repeat=True,
                                 drop_remainder=drop_remainder, **common, **recipe.train_options)
     eval_source = _source(recipe.eval_data if recipe.eval_data is not None else recipe.data, run_dir)
-    eval_ds, eval_info = kdata.load(eval_source, recipe.eval_split, training=False, drop_remainder=drop_remainder,
+    eval_split = _eval_split(recipe, eval_source)
+    eval_ds, eval_info = kdata.load(eval_source, eval_split, training=False, drop_remainder=drop_remainder,
                                     **common, **recipe.eval_options)
-    if eval_info.num_classes != info.num_classes:
-        raise ValueError(f"training data has {info.num_classes} classes but evaluation data {eval_info.num_classes}")
+    if eval_info.class_names != info.class_names:
+        raise ValueError(f"training data has classes {list(info.class_names)[:10]} but evaluation data "
+                         f"{list(eval_info.class_names)[:10]}: pass --eval-data with the same classes")
+    kdata.check_not_empty(train_ds, info)
+    kdata.check_not_empty(eval_ds, eval_info)
     return train_ds, eval_ds, info, eval_info
+
+
+def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, Any]:
+    """The recipe's model (or ``--model``'s preset) with ``--weights`` copied in; and the copy report."""
+    if recipe.model:
+        model = build_preset(recipe.model, recipe.image_size, context.num_classes, context.synchronized_bn,
+                             **recipe.model_options)
+    else:
+        model = recipe.build_model(recipe, context)
+    if int(model.output_shape[-1]) != context.num_classes:
+        raise ValueError(f"the recipe's model has {model.output_shape[-1]} outputs but the data has "
+                         f"{context.num_classes} classes: build it with classes=context.num_classes")
+    report = load_pretrained(model, recipe.weights) if recipe.weights else None
+    if report is not None:
+        log.warning("weights: %s", report)
+    return model, report
 
 
 def _evaluate_locally(model, loss, dataset, steps: int | None) -> dict[str, float]:
@@ -128,15 +183,19 @@ def _plot_curves(history: dict[str, list], path: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_keras_atomically(model: keras.Model, path: str) -> None:
+def _save_keras_atomically(model: keras.Model, path: str, contract: PreprocessingContract) -> None:
+    """``model.keras`` with its preprocessing contract inside, renamed into place when complete."""
     tmp = os.path.join(os.path.dirname(path), f"tmp-{os.getpid()}.keras")
     model.save(tmp)
+    write_keras_contract(tmp, contract)
     os.replace(tmp, path)
 
 
-def _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, start_step, callbacks, verbose):
-    """``model.fit`` over the remaining steps: a partial first epoch when resuming mid-epoch."""
-    epoch, offset = divmod(start_step, steps_per_epoch)
+def _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, first_epoch, epochs, start_step, callbacks, verbose):
+    """``model.fit`` over a phase's remaining steps (epochs ``first_epoch`` .. ``first_epoch + epochs``
+    of the whole run): a partial first epoch when resuming mid-epoch."""
+    done, offset = divmod(start_step, steps_per_epoch)
+    epoch, last = first_epoch + done, first_epoch + epochs
     if offset:
         log.warning("resuming mid-epoch: %d of %d steps of epoch %d remain", steps_per_epoch - offset,
                     steps_per_epoch, epoch + 1)
@@ -145,15 +204,50 @@ def _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, start_step, callback
         epoch += 1
         if model.stop_training:
             return
-    if epoch < recipe.epochs:
-        model.fit(train_ds, initial_epoch=epoch, epochs=recipe.epochs, steps_per_epoch=steps_per_epoch,
+    if epoch < last:
+        model.fit(train_ds, initial_epoch=epoch, epochs=last, steps_per_epoch=steps_per_epoch,
                   validation_data=eval_ds, validation_steps=recipe.eval_steps, callbacks=callbacks, verbose=verbose)
+
+
+def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, Any]:
+    """Freeze what ``phase`` keeps fixed (kerasnets.freeze: whole blocks, BN in inference mode)."""
+    if phase.trainable_from == TRAIN_ALL:
+        if phased:  # an earlier phase may have frozen layers
+            freeze(model, TRAIN_ALL)
+        return {"trainable_from": TRAIN_ALL, "frozen_blocks": []}
+    frozen = freeze(model, phase.trainable_from)
+    return {"trainable_from": phase.trainable_from, "frozen_blocks": list(frozen.frozen_blocks),
+            "trainable_blocks": list(frozen.trainable_blocks)}
+
+
+def _compile(model, recipe: Recipe, context: TrainContext, strategy, policy: str, loss) -> keras.optimizers.Optimizer:
+    with strategy.scope(), precision_scope(policy):
+        optimizer = recipe.build_optimizer(recipe, context)
+        # compiled under every strategy (the optimizer belongs to the model, for backups); under
+        # MultiWorkerMirroredStrategy the custom loop trains it instead of fit
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], run_eagerly=recipe.run_eagerly,
+                      jit_compile=accelerator_present() and not recipe.run_eagerly)
+    return optimizer
+
+
+def _announce(strategy, multiworker: bool, recipe: Recipe, context: TrainContext, policy: str) -> str:
+    name = "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__
+    log.warning("strategy %s with %d replica(s); per-replica batch %d -> global batch %d; learning rate %.5g "
+                "(%.5g per %d images, scaled linearly); precision %s", name, context.num_replicas,
+                recipe.batch_size, context.global_batch, context.learning_rate, recipe.base_learning_rate,
+                recipe.reference_batch, policy)
+    return name
 
 
 def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_name: str | None = None) -> RunResult:
     """Train ``recipe`` with ``model.fit`` (a ``strategy.run`` loop under MultiWorkerMirroredStrategy),
-    evaluate, save ``model.keras``, export, and write ``summary.json`` / ``curves.png`` / TensorBoard logs
-    into ``recipe.output/run_name``. Resumes from the run's last backup unless ``resume=False``.
+    phase by phase (fine-tuning recipes freeze and unfreeze blocks between phases), evaluate, save
+    ``model.keras`` with its preprocessing contract, export, and write ``summary.json`` /
+    ``curves.png`` / TensorBoard logs into ``recipe.output/run_name``. Resumes from the run's last
+    backup unless ``resume=False``, across phase boundaries too.
+
+    Data, model and weights are checked before anything is written: a bad source, an empty
+    dataset or weights of another architecture raise ValueError and leave no run folder behind.
     """
     started = time.time()
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")  # datasets come shuffled
@@ -165,89 +259,123 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     check_divisible(global_batch, strategy)
     tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    phases = recipe.schedule()
+    if multiworker and len(phases) > 1:
+        raise ValueError("multi-phase recipes (fine-tuning) do not run under MultiWorkerMirroredStrategy yet; "
+                         "use --strategy default or mirrored")
     chief = is_chief()
     run_dir = os.path.join(recipe.output, run_name or recipe.name)
-    os.makedirs(run_dir, exist_ok=True)
-    backup = StepBackup(os.path.join(run_dir, "backup") if chief else os.path.join(run_dir, f"backup-worker-{os.getpid()}"),
-                        recipe.backup_every_steps)
-    if not resume:
-        backup.clear()
 
     train_ds, eval_ds, info, eval_info = _datasets(recipe, global_batch, tpu or multiworker, run_dir)
     steps_per_epoch = recipe.steps_per_epoch or math.ceil(info.num_examples / global_batch)
     learning_rate = recipe.base_learning_rate * global_batch / recipe.reference_batch
-    log.warning("strategy %s with %d replica(s); per-replica batch %d -> global batch %d; learning rate %.5g "
-                "(%.5g per %d images, scaled linearly); precision %s",
-                "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__, replicas,
-                recipe.batch_size, global_batch, learning_rate, recipe.base_learning_rate, recipe.reference_batch,
-                policy)
     context = TrainContext(info.num_classes, steps_per_epoch, global_batch, replicas, learning_rate,
-                           synchronized_bn=replicas > 1, class_names=info.class_names)
+                           synchronized_bn=replicas > 1, class_names=info.class_names, epochs=recipe.epochs)
+    strategy_name = _announce(strategy, multiworker, recipe, context, policy)
     with strategy.scope(), precision_scope(policy):
-        model = recipe.build_model(recipe, context)
-        optimizer = recipe.build_optimizer(recipe, context)
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
-        # compiled under every strategy (the optimizer belongs to the model, for backups); under
-        # MultiWorkerMirroredStrategy the custom loop trains it instead of fit
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], run_eagerly=recipe.run_eagerly,
-                      jit_compile=accelerator_present() and not recipe.run_eagerly)
-    total_steps = steps_per_epoch * recipe.epochs
-    guard = NaNGuard()
-    if multiworker:
-        from kerasnets.training.custom_loop import fit_multiworker
+        model, weights_report = _build_model(recipe, context)
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
 
-        fit_multiworker(model, optimizer, loss, strategy, train_ds, recipe.epochs, steps_per_epoch, backup, guard,
-                        verbose=verbose)
-        start_step = 0
-    else:
-        start_step = backup.restore(model) if resume else 0
-        if start_step:
-            log.warning("resumed from %s at step %d of %d", backup.path, start_step, total_steps)
-        callbacks = [guard, backup, keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=start_step > 0)]
-        if chief:
-            callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch"))
-        if getattr(optimizer, "use_ema", False):
-            callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-        if start_step < total_steps:
-            _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, start_step, callbacks, verbose)
-    if guard.bad_step is not None:
-        raise TrainingDiverged(
-            f"loss became {guard.bad_value} at step {guard.bad_step} (epoch {guard.bad_step // steps_per_epoch + 1}); "
-            f"training stopped. The last good backup is {backup.path}. Lower the learning rate "
-            f"(now {learning_rate:.4g}), check the data (images must be 0..255), or use precision='float32'"
-        )
-    steps_done = int(model.optimizer.iterations.numpy())
+    os.makedirs(run_dir, exist_ok=True)  # everything above can fail on bad input without writing
+    backup = StepBackup(os.path.join(run_dir, "backup") if chief else os.path.join(run_dir, f"backup-worker-{os.getpid()}"),
+                        recipe.backup_every_steps)
+    if not resume:
+        backup.clear()
+    guard = NaNGuard()
+    start_phase = backup.latest_phase() if resume and not multiworker else 0
+    resumed_from: dict[str, int] = {"phase": 0, "step": 0}
+    phase_reports, first_epoch, steps_done = [], 0, 0
+    for index, phase in enumerate(phases):
+        phase_context = dataclasses.replace(context, learning_rate=learning_rate * phase.learning_rate_scale,
+                                            epochs=phase.epochs, phase=phase if recipe.phases else None)
+        phase_steps = steps_per_epoch * phase.epochs
+        if index < start_phase:  # finished before the interruption: its weights are in the later backup
+            phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps, "resumed": "done"})
+            first_epoch += phase.epochs
+            steps_done += phase_steps
+            continue
+        frozen = _set_trainable(model, phase, bool(recipe.phases))
+        optimizer = _compile(model, recipe, phase_context, strategy, policy, loss)
+        backup.phase = index
+        if recipe.phases:
+            log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(phases),
+                        phase.name, phase.epochs, phase_context.learning_rate, phase.trainable_from)
+        if multiworker:
+            from kerasnets.training.custom_loop import fit_multiworker
+
+            fit_multiworker(model, optimizer, loss, strategy, train_ds, phase.epochs, steps_per_epoch, backup, guard,
+                            verbose=verbose)
+            start_step = 0
+        else:
+            start_step = backup.restore(model) if resume and index == start_phase else 0
+            if start_step or (resume and index == start_phase and index > 0):
+                resumed_from = {"phase": index, "step": start_step}
+                log.warning("resumed from %s at step %d of %d (phase %d)", backup.path, start_step, phase_steps,
+                            index + 1)
+            callbacks = [guard, backup, keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"),
+                                                                  append=first_epoch > 0 or start_step > 0)]
+            if chief:
+                callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch"))
+            if getattr(optimizer, "use_ema", False):
+                callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+            if start_step < phase_steps:
+                _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, first_epoch, phase.epochs, start_step,
+                     callbacks, verbose)
+        if guard.bad_step is not None:
+            raise TrainingDiverged(
+                f"loss became {guard.bad_value} at step {guard.bad_step} of phase {phase.name!r} "
+                f"(epoch {first_epoch + guard.bad_step // steps_per_epoch + 1}); training stopped. The last good "
+                f"backup is {backup.path}. Lower the learning rate (now {phase_context.learning_rate:.4g}), check the "
+                "data (images must be 0..255), or use precision='float32'"
+            )
+        phase_done = int(model.optimizer.iterations.numpy())
+        phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_done,
+                              "learning_rate": phase_context.learning_rate,
+                              "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+                              **frozen})
+        first_epoch += phase.epochs
+        steps_done += phase_done
     if multiworker:  # Keras' evaluate shares fit's MultiWorkerMirroredStrategy problem: evaluate locally
         results = _evaluate_locally(model, loss, eval_ds, recipe.eval_steps)
     else:
         results = model.evaluate(eval_ds, steps=recipe.eval_steps, verbose=0, return_dict=True)
     stats = profile(model)
+    contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names)
     summary: dict[str, Any] = {
         "recipe": recipe.name,
         "recipe_file": recipe.source_file,
         "data": str(recipe.data),
-        "eval_split": recipe.eval_split,
+        "eval_data": str(recipe.eval_data if recipe.eval_data is not None else recipe.data),
+        "eval_split": eval_info.split,
+        "eval_examples": eval_info.num_examples,
         "test_accuracy": float(results["accuracy"]),
         "test_loss": float(results["loss"]),
+        "model": model.name,
+        "weights": recipe.weights,
+        "weights_report": _jsonable(weights_report),
         "params": stats["params"],
         "flops": stats["flops"],
         "input_size": stats["input_size"],
         "class_names": list(info.class_names),
+        "preprocessing": contract.to_dict(),
         "epochs": recipe.epochs,
+        "phases": phase_reports if recipe.phases else [],
         "steps": steps_done,
         "steps_per_epoch": steps_per_epoch,
         "global_batch": global_batch,
         "learning_rate": learning_rate,
         "replicas": replicas,
-        "strategy": "MultiWorkerMirroredStrategy" if multiworker else type(strategy).__name__,
+        "strategy": strategy_name,
         "precision": policy,
-        "resumed_from_step": start_step,
+        "seed": recipe.seed,
+        "resumed_from_step": resumed_from["step"],
+        "resumed_from_phase": resumed_from["phase"],
         "train_seconds": round(time.time() - started, 1),
         "paths": {},
     }
     history = _history_from_csv(os.path.join(run_dir, "history.csv"))
     if chief:
-        summary["paths"] = _write_outputs(model, recipe, run_dir, history, summary, eval_ds)
+        summary["paths"] = _write_outputs(model, recipe, run_dir, history, summary, eval_ds, contract)
         backup.clear()
     summary["total_seconds"] = round(time.time() - started, 1)
     if chief:
@@ -260,7 +388,15 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     return RunResult(summary, model, history)
 
 
-def _write_outputs(model, recipe: Recipe, run_dir: str, history, summary, eval_ds) -> dict[str, str]:
+def _jsonable(report: Any) -> Any:
+    if report is None or isinstance(report, (dict, list, str, int, float, bool)):
+        return report
+    if dataclasses.is_dataclass(report):
+        return dataclasses.asdict(report)
+    return str(report)
+
+
+def _write_outputs(model, recipe: Recipe, run_dir: str, history, summary, eval_ds, contract) -> dict[str, str]:
     paths = {"run_dir": run_dir, "summary": os.path.join(run_dir, "summary.json"),
              "tensorboard": os.path.join(run_dir, "logs")}
     if history:
@@ -268,13 +404,12 @@ def _write_outputs(model, recipe: Recipe, run_dir: str, history, summary, eval_d
         _plot_curves(history, paths["curves"])
     if "keras" in recipe.export:
         paths["keras"] = os.path.join(run_dir, "model.keras")
-        _save_keras_atomically(model, paths["keras"])
+        _save_keras_atomically(model, paths["keras"], contract)
     formats = [f for f in recipe.export if f in ("saved_model", "tflite")]
     if formats:
         from kerasnets import export
 
         metadata = {k: summary[k] for k in ("recipe", "recipe_file", "data", "test_accuracy", "params", "flops")}
-        written = export.export_run(model, run_dir, formats, summary["class_names"], metadata,
-                                    calibration=eval_ds)
+        written = export.export_run(model, run_dir, formats, contract, metadata, calibration=eval_ds)
         paths.update(written)
     return paths

@@ -13,7 +13,36 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Recipe", "TrainContext", "load_recipe", "apply_overrides", "smoke_overrides"]
+__all__ = ["Recipe", "Phase", "TrainContext", "TRAIN_ALL", "load_recipe", "apply_overrides", "smoke_overrides"]
+
+#: ``Phase.trainable_from`` value that trains every layer (no freezing): plain training.
+TRAIN_ALL = "all"
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One stage of a multi-phase run (fine-tuning): what is trainable, for how long, at what rate.
+
+    Attributes:
+        name: shown in logs and the summary (e.g. "head", "top_blocks").
+        epochs: epochs of this phase.
+        trainable_from: ``"all"`` (:data:`TRAIN_ALL`, nothing frozen), ``None`` (the whole backbone
+            frozen: only the classifier trains), a block name (``"block6a"``, ``"conv5_block1"``),
+            a stage index, or ``-n`` for the last n blocks (see :func:`kerasnets.freeze`).
+            BatchNormalization layers stay frozen (inference mode) in every phase that freezes.
+        learning_rate_scale: multiplies the recipe's (batch-scaled) learning rate.
+    """
+
+    name: str
+    epochs: int
+    trainable_from: str | int | None = TRAIN_ALL
+    learning_rate_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"phase {self.name!r}: epochs must be a positive integer, got {self.epochs!r}")
+        if not self.learning_rate_scale > 0:
+            raise ValueError(f"phase {self.name!r}: learning_rate_scale must be > 0, got {self.learning_rate_scale!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +56,8 @@ class TrainContext:
     learning_rate: float
     synchronized_bn: bool
     class_names: tuple[str, ...] = ()
+    epochs: int = 0  # epochs of the current phase (the recipe's epochs for single-phase recipes)
+    phase: Phase | None = None  # the current phase of a multi-phase recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +82,13 @@ class Recipe:
         smoke: field overrides for ``--smoke`` (a couple of steps on a small stand-in dataset).
         run_eagerly: skip tf.function tracing (worth it only for runs of a few steps).
         seed: seeds Python, NumPy, TF and the data pipeline.
+        model: a preset name (``kerasnets info`` lists them) built instead of ``build_model``
+            (CLI ``--model``), with ``model_options`` that the preset's builder accepts.
+        weights: ``"imagenet"`` or the path of a ``.weights.h5`` / ``.keras`` file copied by structure
+            into the model before training (CLI ``--weights``); the classifier is re-initialised
+            when the class count differs.
+        phases: a multi-phase schedule (fine-tuning); their epochs add up to ``epochs``. Empty:
+            one phase that trains everything.
     """
 
     name: str
@@ -78,6 +116,10 @@ class Recipe:
     smoke: dict = dataclasses.field(default_factory=dict)
     run_eagerly: bool = False
     seed: int = 0
+    model: str | None = None
+    model_options: dict = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    phases: tuple[Phase, ...] = ()
     source_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -85,8 +127,17 @@ class Recipe:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"recipe {self.name!r}: {field} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"recipe {self.name!r}: seed must be an integer >= 0, got {self.seed!r}")
         if not callable(self.build_model) or not callable(self.build_optimizer):
             raise ValueError(f"recipe {self.name!r}: build_model and build_optimizer must be callables")
+        if self.phases and sum(p.epochs for p in self.phases) != self.epochs:
+            raise ValueError(f"recipe {self.name!r}: the phases' epochs {[p.epochs for p in self.phases]} must add up "
+                             f"to epochs={self.epochs}")
+
+    def schedule(self) -> tuple[Phase, ...]:
+        """The phases to run: ``phases``, or one phase that trains every layer for ``epochs``."""
+        return self.phases or (Phase("train", self.epochs, TRAIN_ALL),)
 
 
 def load_recipe(path: str) -> Recipe:
@@ -113,7 +164,23 @@ def apply_overrides(recipe: Recipe, smoke: bool = False, **overrides: Any) -> Re
     unknown = sorted(set(changes) - fields)
     if unknown:
         raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(fields)}")
+    phases = changes.get("phases", recipe.phases)
+    if phases and "epochs" in changes and "phases" not in changes:
+        changes["phases"] = split_epochs(phases, changes["epochs"])
     return dataclasses.replace(recipe, **changes)
+
+
+def split_epochs(phases: tuple[Phase, ...], epochs: int) -> tuple[Phase, ...]:
+    """``phases`` with their epochs rescaled to add up to ``epochs`` (each >= 1; CLI ``--epochs``)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < len(phases):
+        raise ValueError(f"epochs must be an integer >= {len(phases)} (one per phase: "
+                         f"{', '.join(p.name for p in phases)}), got {epochs!r}")
+    total = sum(p.epochs for p in phases)
+    counts = [max(1, round(p.epochs * epochs / total)) for p in phases]
+    counts[-1] = max(1, epochs - sum(counts[:-1]))
+    while sum(counts) > epochs:  # rounding up of the early phases overshot: take from the largest
+        counts[counts.index(max(counts))] -= 1
+    return tuple(dataclasses.replace(p, epochs=n) for p, n in zip(phases, counts))
 
 
 def smoke_overrides(**changes: Any) -> dict:

@@ -1,0 +1,149 @@
+"""The preprocessing contract that travels with a trained model.
+
+A model is only as good as the pixels it is served: the resolution, the eval crop, the resize
+method, the input range and the class names it was trained with. The training engine records them
+as a :class:`PreprocessingContract` and stores it
+
+- inside ``model.keras`` (an extra ``kerasnets.json`` entry of the zip; Keras ignores it on load),
+- as ``preprocessing.json`` inside the SavedModel folder (``serve_bytes`` also bakes it in),
+- under ``"preprocessing"`` in the JSON file beside each ``.tflite`` file,
+
+and ``kerasnets predict``, ``kerasnets evaluate``, ``kerasnets export`` and ``export.saved_model``
+read it back with :func:`read_contract` (command-line flags still override). Pure Python: no
+TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "write_keras_contract", "read_contract", "read_class_names",
+           "write_contract_file", "write_labels"]
+
+#: Name of the contract's entry inside a ``.keras`` zip file.
+CONTRACT_ENTRY = "kerasnets.json"
+_FIELDS_FILE = "preprocessing.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessingContract:
+    """How images must be prepared for a model: what its eval pipeline did when it was trained.
+
+    Attributes:
+        image_size: (height, width) the model takes.
+        channels: input channels (3 = RGB).
+        resize_method: "bilinear" or "bicubic", as in the eval pipeline.
+        crop_padding: center crop of ``size / (size + crop_padding)`` of the short side (0 = the
+            whole image resized; 32 = the EfficientNet reference eval).
+        input_range: pixel range the model takes; kerasnets models normalize inside (0..255).
+        class_names: the label of each output.
+    """
+
+    image_size: tuple[int, int]
+    channels: int
+    resize_method: str
+    crop_padding: int
+    class_names: tuple[str, ...]
+    input_range: tuple[float, float] = (0.0, 255.0)
+
+    @property
+    def crop_fraction(self) -> float:
+        """The center-crop fraction of the short side (timm's ``crop_pct``)."""
+        return self.image_size[0] / (self.image_size[0] + self.crop_padding)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``crop_fraction`` included for readers of other libraries)."""
+        return {"image_size": list(self.image_size), "channels": self.channels,
+                "resize_method": self.resize_method, "crop_padding": self.crop_padding,
+                "crop_fraction": round(self.crop_fraction, 6), "input_range": list(self.input_range),
+                "class_names": list(self.class_names),
+                "layout": "NHWC RGB; normalization is inside the model: do not divide by 255"}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> PreprocessingContract:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        return cls(image_size=tuple(int(v) for v in document["image_size"]), channels=int(document["channels"]),
+                   resize_method=str(document["resize_method"]), crop_padding=int(document["crop_padding"]),
+                   class_names=tuple(str(n) for n in document["class_names"]),
+                   input_range=tuple(float(v) for v in document.get("input_range", (0.0, 255.0))))
+
+    @classmethod
+    def for_model(cls, model: Any, preprocessing: dict[str, Any], class_names: Sequence[str]) -> PreprocessingContract:
+        """The contract of ``model`` evaluated with a pipeline whose settings are ``preprocessing``
+        (``DatasetInfo.preprocessing`` of the eval dataset)."""
+        height, width, channels = (int(d) for d in model.input_shape[1:])
+        return cls((height, width), channels, str(preprocessing["resize_method"]), int(preprocessing["crop_padding"]),
+                   tuple(str(n) for n in class_names))
+
+
+def write_keras_contract(path: str, contract: PreprocessingContract) -> None:
+    """Add (or replace) the contract entry of the ``.keras`` file at ``path``.
+
+    Call it on a temporary file before renaming it into place: the engine's saves stay atomic.
+    """
+    with zipfile.ZipFile(path) as archive:
+        if CONTRACT_ENTRY in archive.namelist():
+            raise ValueError(f"{path!r} already holds a {CONTRACT_ENTRY}; write the contract once, on a fresh save")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(CONTRACT_ENTRY, json.dumps({"preprocessing": contract.to_dict()}, indent=2))
+
+
+def _from_json_file(path: str, key: str | None) -> PreprocessingContract | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as handle:
+        document = json.load(handle)
+    document = document.get(key) if key else document
+    return PreprocessingContract.from_dict(document) if document else None
+
+
+def read_contract(path: str) -> PreprocessingContract | None:
+    """The contract stored with a ``.keras`` file, a SavedModel folder or a ``.tflite`` file; None
+    for models saved without one (e.g. by plain Keras)."""
+    if os.path.isdir(path):
+        return _from_json_file(os.path.join(path, _FIELDS_FILE), None)
+    if path.endswith(".tflite"):
+        return _from_json_file(os.path.splitext(path)[0] + ".json", "preprocessing")
+    if path.endswith(".keras") and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if CONTRACT_ENTRY not in archive.namelist():
+                return None
+            document = json.loads(archive.read(CONTRACT_ENTRY))
+        return PreprocessingContract.from_dict(document["preprocessing"])
+    return None
+
+
+def write_contract_file(folder: str, contract: PreprocessingContract) -> str:
+    """Write ``preprocessing.json`` and ``labels.txt`` (one class name per line) into ``folder``."""
+    target = os.path.join(folder, _FIELDS_FILE)
+    with open(target, "w") as handle:
+        json.dump(contract.to_dict(), handle, indent=2)
+    write_labels(os.path.join(folder, "labels.txt"), contract.class_names)
+    return target
+
+
+def write_labels(path: str, class_names: Sequence[str]) -> None:
+    """``labels.txt``: one class name per line (names may contain spaces, never newlines)."""
+    bad = [n for n in class_names if "\n" in n or "\r" in n]
+    if bad:
+        raise ValueError(f"class names cannot contain line breaks: {bad[:3]!r}")
+    with open(path, "w") as handle:
+        handle.write("".join(f"{n}\n" for n in class_names))
+
+
+def read_class_names(model_path: str) -> tuple[str, ...] | None:
+    """Class names of a saved model: its contract, else a ``labels.txt`` beside it (one per line)."""
+    contract = read_contract(model_path)
+    if contract is not None:
+        return contract.class_names
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    labels = os.path.join(folder, "labels.txt")
+    if not os.path.isfile(labels):
+        return None
+    with open(labels) as handle:
+        return tuple(line.rstrip("\n") for line in handle if line.rstrip("\n"))
