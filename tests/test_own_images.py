@@ -95,7 +95,7 @@ def test_predict_and_evaluate_read_the_contract(photo_run, photo_folder, capsys)
     assert accuracy == pytest.approx(photo_run["summary"]["test_accuracy"], abs=1e-6)
 
 
-def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path, capsys):
+def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path, capsys, caplog):
     # One epoch and a .keras export only: this checks which data and model a run uses, not accuracy
     # or exports (the photo_run fixture trains with default epochs and exports).
     common = ["--epochs", "1", "--export", "keras", "--output", str(tmp_path)]
@@ -106,7 +106,7 @@ def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path,
     summary = json.loads((tmp_path / "plain" / "summary.json").read_text())
     assert summary["model"].startswith("resnet18") and summary["seed"] == 3
     assert summary["eval_split"] == "validation"  # a plain class folder: its seeded 20% is held out
-    assert "evaluating on split 'validation'" in captured.err
+    assert "evaluating on split 'validation'" in caplog.text  # the engine says which split it chose
     assert summary["eval_examples"] == round(0.2 * (24 + 24 + 2))  # 48 crops + 2 readable extra images
     code = cli.main(["train", QUICKSTART, "--data", str(photo_folder / "train"), "--eval-data",
                      str(photo_folder / "test"), "--name", "separate", *common])

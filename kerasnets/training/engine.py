@@ -251,6 +251,9 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     """
     started = time.time()
     warnings.filterwarnings("ignore", message=".*shuffle=True.*was passed")  # datasets come shuffled
+    # evaluation sets of unknown length (folders, TFRecords: ignore_errors) end by running out;
+    # training sets repeat and are checked non-empty, so this warning says nothing about them
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     keras.utils.set_random_seed(recipe.seed)
     strategy = resolve_strategy(recipe.strategy)
     policy = resolve_precision(recipe.precision, strategy)
