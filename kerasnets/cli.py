@@ -124,14 +124,15 @@ def _load_any_model(path: str):
     return (lambda images: np.asarray(model.predict(np.asarray(images, np.float32), verbose=0))), tuple(model.input_shape[1:])
 
 
-def _serving_settings(model_path: str, crop_padding: int | None, resize: str | None) -> tuple[int, str]:
+def _serving_settings(model_path: str, size: int, crop_padding: int | None, resize: str | None) -> tuple[int, str]:
     """The eval crop and resize method a model was trained with (its contract), flags first;
-    models saved without a contract get the EfficientNet reference eval (padding 32, bicubic)."""
+    models saved without a contract get the default eval (padding 32 from 224 px up, bicubic)."""
+    from kerasnets.data import default_crop_padding
     from kerasnets.serving import read_contract
 
     contract = read_contract(model_path)
     if crop_padding is None:
-        crop_padding = contract.crop_padding if contract else 32
+        crop_padding = contract.crop_padding if contract else default_crop_padding(size)
     if resize is None:
         resize = contract.resize_method if contract else "bicubic"
     return crop_padding, resize
@@ -144,7 +145,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, args.crop_padding, args.resize)
+        crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
         split = args.split or data.held_out_split(args.data, "test")
         dataset, info = data.load(args.data, split, image_size=shape[0], batch_size=args.batch_size,
                                   training=False, resize_method=resize, crop_padding=crop_padding)
@@ -178,7 +179,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         model = keras.saving.load_model(args.model)
         contract = read_contract(args.model)
         names = contract.class_names if contract else _labels_beside(args.model)
-        crop_padding, resize = _serving_settings(args.model, None, args.resize)
+        crop_padding, resize = _serving_settings(args.model, model.input_shape[1], None, args.resize)
         if args.format == "saved_model":
             report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
                                         overwrite=args.overwrite)
@@ -219,7 +220,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, args.crop_padding, args.resize)
+        crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
     except (ValueError, OSError) as error:
         return _fail(error)
     names = read_class_names(args.model)
@@ -339,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     predictor.add_argument("model")
     predictor.add_argument("images", nargs="+")
     predictor.add_argument("--top-k", type=int, default=5)
-    predictor.add_argument("--crop-padding", type=int, help="default: the model's own eval crop (its contract), else 32")
+    predictor.add_argument("--crop-padding", type=int, help="default: the model's own eval crop (its contract)")
     predictor.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     predictor.set_defaults(func=_cmd_predict)
     return parser

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnets.data.pipeline import default_crop_padding
 from kerasnets.data.transforms import center_crop
 from kerasnets.models.weights import transfer_weights
 from kerasnets.serving import PreprocessingContract, write_contract_file, write_labels
@@ -90,11 +91,11 @@ def _replace_dir(tmp: str, path: str) -> None:
 
 def _contract(model: keras.Model, contract: PreprocessingContract | None, class_names: Sequence[str] | None,
               crop_padding: int | None, resize_method: str | None) -> PreprocessingContract:
-    """The serving contract: the stored one (or the EfficientNet reference eval: padding 32,
+    """The serving contract: the stored one (or the default eval: :func:`default_crop_padding`,
     bicubic) with explicit arguments taking precedence."""
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])
-    base = contract or PreprocessingContract((height, width), channels, "bicubic", 32,
+    base = contract or PreprocessingContract((height, width), channels, "bicubic", default_crop_padding(height),
                                              tuple(str(i) for i in range(classes)))
     names = tuple(str(n) for n in class_names) if class_names is not None else base.class_names
     if len(names) != classes:
@@ -129,8 +130,8 @@ def saved_model(
 
     ``contract`` is the model's preprocessing contract (the engine passes the one it trained with;
     ``kerasnets export`` reads it from the ``.keras`` file); ``class_names``, ``crop_padding`` and
-    ``resize_method`` override it. Without any, the EfficientNet reference eval (padding 32,
-    bicubic) is served. The contract is written into the folder as ``preprocessing.json`` and
+    ``resize_method`` override it. Without any, the default eval crop (padding 32 from 224 px
+    up, 87.5% below) and bicubic resizing are served. The contract is written into the folder as ``preprocessing.json`` and
     ``labels.txt``; class names are also a string variable of the SavedModel
     (``loaded.class_names[0]``).
     Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;

@@ -14,13 +14,16 @@ classifier for these classes), else EfficientNet-B0. Weights are copied by struc
 is new when the class count differs.
 
 Phase 1, "head" (12 epochs): the whole backbone frozen, its BatchNormalization layers in inference
-mode (keras#9214), only the new classifier trains, at 1e-3 per 32 images (Adam, cosine).
+mode (keras#9214), only the new classifier trains (zero-initialised), at 1e-2 per 64 images (Adam,
+as keras.io; short warmup, cosine decay).
 Phase 2, "top_blocks" (6 epochs): the last 3 blocks unfrozen as whole blocks (keras-io#995; for B0:
-block6d, block7a and the head conv ``top``), BatchNormalization still frozen, at a tenth of the
-learning rate. Both phases run in one command; a killed run resumes in the phase it was in.
-Deviations from keras.io: whole blocks instead of "the top 20 layers", the Inception crop (scale
-0.35-1) + flip instead of RandomRotation/Translation/Contrast, label smoothing 0.1, and the
-EfficientNet reference eval (center crop padding 32, bicubic). From scratch (no --weights) the
+block6d, block7a and the head conv ``top``), BatchNormalization still frozen, at a hundredth of the
+head's rate (1e-4 per 64 images). Both phases run in one command; a killed run resumes in the phase
+it was in. Deviations from keras.io: whole blocks instead of "the top 20 layers", the Inception
+crop (scale 0.35-1) + flip instead of RandomRotation/Translation/Contrast, label smoothing 0.1, and
+the EfficientNet reference eval (center crop padding 32 at 224 px, bicubic). These defaults suit
+ImageNet features; a backbone pretrained on a narrow task needs more of it re-learned (a recipe file
+that replaces ``phases``: tests/test_own_images.py shows one). From scratch (no --weights) the
 frozen backbone is random: pass --weights for real fine-tuning.
 """
 
@@ -65,9 +68,9 @@ RECIPE = Recipe(
     batch_size=32,
     epochs=18,
     phases=(Phase("head", 12, trainable_from=None), Phase("top_blocks", 6, trainable_from=-UNFREEZE_BLOCKS,
-                                                            learning_rate_scale=0.1)),
-    base_learning_rate=1e-3,
-    reference_batch=32,
+                                                            learning_rate_scale=0.01)),
+    base_learning_rate=1e-2,
+    reference_batch=64,
     label_smoothing=0.1,
     train_options={"crop_scale": (0.35, 1.0)},
     export=("keras", "saved_model", "tflite"),

@@ -7,10 +7,17 @@
 """
 
 from kerasnets.data.digits import KerasnetsDigits, digits_arrays
-from kerasnets.data.pipeline import DatasetInfo, available_splits, check_not_empty, held_out_split, load
+from kerasnets.data.pipeline import (
+    DatasetInfo,
+    available_splits,
+    check_not_empty,
+    default_crop_padding,
+    held_out_split,
+    load,
+)
 from kerasnets.data.tfrecords import write_tfrecords
 
 __all__ = [
-    "load", "DatasetInfo", "available_splits", "held_out_split", "check_not_empty", "write_tfrecords",
+    "load", "DatasetInfo", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding", "write_tfrecords",
     "KerasnetsDigits", "digits_arrays",
 ]

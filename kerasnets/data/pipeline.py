@@ -17,7 +17,8 @@ from kerasnets.data.files import canonical_split, folder_layout, folder_splits, 
 from kerasnets.data.tfrecords import check_tfrecords, parse_example
 from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
 
-__all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "SOURCE_KINDS"]
+__all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
+           "SOURCE_KINDS"]
 
 log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -283,6 +284,13 @@ def check_not_empty(dataset: tf.data.Dataset, info: DatasetInfo) -> None:
                      f"check that they are real JPEG/PNG/BMP/GIF images (open one with PIL) and replace the broken ones")
 
 
+def default_crop_padding(image_size: int) -> int:
+    """The eval center-crop padding for ``image_size``: the EfficientNet reference's 32 from 224 px up;
+    below 224, the same fraction as at 224 (87.5%, torchvision's and timm's ``crop_pct``), since 32 px
+    of padding at 32 px would keep only the central half of every image."""
+    return min(32, round(image_size * 32 / 224))
+
+
 def load(
     source: Any,
     split: str = "train",
@@ -322,7 +330,8 @@ def load(
             cache: cache the read examples (encoded bytes of files and records) in memory.
         repeat, drop_remainder: repeat forever / fixed batch shapes (TPU).
         crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
-            (32 = EfficientNet reference; digits default 0). flip: random horizontal flip.
+            (default :func:`default_crop_padding`: 32 = the EfficientNet reference from 224 px up,
+            87.5% of the short side below; digits default 0). flip: random horizontal flip.
         resize_method: "bilinear" (train default) or "bicubic" (eval default).
         randaugment: True or ``dict(num_ops=2, factor=0.5)``: Keras RandAugment on each batch.
         autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
@@ -345,7 +354,7 @@ def load(
     raw = _resolve(source, split, training, seed, options)
     if options:
         raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
-    settings = {"crop_padding": 32, "flip": True, **raw.defaults}
+    settings = {"crop_padding": default_crop_padding(image_size), "flip": True, **raw.defaults}
     crop_padding = settings["crop_padding"] if crop_padding is None else crop_padding
     flip = settings["flip"] if flip is None else flip
     resize_method = resize_method or ("bilinear" if training else "bicubic")

@@ -17,6 +17,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasnets.serving import read_contract
+
 __all__ = [
     "transfer_weights",
     "load_pretrained",
@@ -343,7 +345,7 @@ def _count_and_apply(source: keras.Model, target: keras.Model, skip_classifier: 
     return len(plan)
 
 
-def _from_keras_file(model: keras.Model, path: str) -> PretrainedReport:
+def _from_keras_file(model: keras.Model, path: str, class_names: Sequence[str] | None = None) -> PretrainedReport:
     try:
         source = keras.saving.load_model(path, compile=False)
     except Exception as error:
@@ -353,7 +355,9 @@ def _from_keras_file(model: keras.Model, path: str) -> PretrainedReport:
         ) from error
     src_head, dst_head = classifier_layer(source), classifier_layer(model)
     same_head = src_head is not None and dst_head is not None and src_head.units == dst_head.units
-    skip = (src_head is not None or dst_head is not None) and not same_head
+    contract = read_contract(path)
+    other_classes = class_names is not None and contract is not None and tuple(class_names) != contract.class_names
+    skip = (src_head is not None or dst_head is not None) and (not same_head or other_classes)
     try:
         copied = _count_and_apply(source, model, skip_classifier=skip)
     except _LayoutMismatch as error:
@@ -364,6 +368,8 @@ def _from_keras_file(model: keras.Model, path: str) -> PretrainedReport:
     detail = f"copied {copied} weighted layers from {path}"
     if reinit:
         had = f"{src_head.units} classes" if src_head is not None else "no classifier"
+        if same_head and other_classes:
+            had = f"other classes: {list(contract.class_names)[:5]}"
         detail += (
             f"; classifier {dst_head.name!r} ({dst_head.units} classes, the file has {had}) "
             "not copied (keeps its initialisation)"
@@ -490,7 +496,8 @@ def _clone(model: keras.Model, head_name: str, units: int) -> keras.Model:
 
 
 def load_pretrained(
-    model: keras.Model, weights: str | os.PathLike | None, *, twin: str | None = None
+    model: keras.Model, weights: str | os.PathLike | None, *, twin: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> PretrainedReport | None:
     """Load pretrained weights into ``model`` for fine-tuning; returns what was copied (None for None).
 
@@ -502,11 +509,17 @@ def load_pretrained(
               model gets the classifier too; any other class count (or no top) gets the backbone only
               and keeps its own classifier initialisation.
             - a ``.keras`` file (``model.save``): copied by structure; if its class count differs from
-              ``model``'s, everything but the classifier is copied.
+              ``model``'s, or its stored class names (the preprocessing contract of a kerasnets run)
+              differ from ``class_names``, everything but the classifier is copied.
+
+            A classifier that is not copied is zeroed (BiT's head init), so training starts from
+            uniform predictions instead of the reference init's confident random ones.
             - a ``.weights.h5`` file (``model.save_weights``): read as ``model``'s architecture; a
               different class count in the file is allowed (the classifier is then not copied).
         twin: keras.applications constructor name for "imagenet" (e.g. "EfficientNetB0"); inferred from
             the model's blocks when None.
+        class_names: the classes ``model`` will be trained on (the training engine passes them): a
+            ``.keras`` classifier trained on other classes is not copied, even with the same count.
 
     Raises ValueError (one line naming the file, the first mismatching layer and both shapes, and the
     fix) for a missing file, another extension, or a file of another architecture; ``model`` is left
@@ -514,6 +527,26 @@ def load_pretrained(
     """
     if weights is None:
         return None
+    report = _load_pretrained(model, weights, twin, class_names)
+    if report.head_reinitialized:
+        _zero_classifier(model)
+    return report
+
+
+def _zero_classifier(model: keras.Model) -> None:
+    """Zero the new classifier (BiT's head init): fine-tuning starts from uniform predictions.
+
+    The reference EfficientNet head init (VarianceScaling(1/3, fan_out)) is sized for 1000 classes;
+    with a handful of classes its weights are ~10x larger and, on pretrained features that share a
+    positive component, the untrained head starts confidently wrong (measured: loss 2.4 instead of
+    ln 5 = 1.6 on 5 classes), which a frozen-backbone phase then spends its steps undoing.
+    """
+    head = classifier_layer(model)
+    if head is not None:
+        head.set_weights([np.zeros(tuple(w.shape), w.dtype) for w in head.weights])
+
+
+def _load_pretrained(model: keras.Model, weights: Any, twin: str | None, class_names) -> PretrainedReport:
     if isinstance(weights, str) and weights == "imagenet":
         return _imagenet(model, twin)
     if not isinstance(weights, (str, os.PathLike)):
@@ -524,7 +557,7 @@ def load_pretrained(
             f"weights must be None, 'imagenet' or the path of a .keras / .weights.h5 file; no file at {path!r}"
         )
     if path.endswith(".keras"):
-        return _from_keras_file(model, path)
+        return _from_keras_file(model, path, class_names)
     if path.endswith(".weights.h5"):
         return _from_weights_file(model, path)
     raise ValueError(

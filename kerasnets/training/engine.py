@@ -128,7 +128,7 @@ def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, An
     if int(model.output_shape[-1]) != context.num_classes:
         raise ValueError(f"the recipe's model has {model.output_shape[-1]} outputs but the data has "
                          f"{context.num_classes} classes: build it with classes=context.num_classes")
-    report = load_pretrained(model, recipe.weights) if recipe.weights else None
+    report = load_pretrained(model, recipe.weights, class_names=context.class_names) if recipe.weights else None
     if report is not None:
         log.warning("weights: %s", report)
     return model, report
