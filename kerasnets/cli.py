@@ -138,6 +138,32 @@ def _serving_settings(model_path: str, size: int, crop_padding: int | None, resi
     return crop_padding, resize
 
 
+def _evaluation_split(model_path: str, source: str, split: str | None) -> tuple[str, dict]:
+    """The split ``kerasnets evaluate`` scores and the carve options that draw it.
+
+    The data a model was evaluated on when it was trained (its contract) is scored the same way:
+    the same split and the same seeded carve, so a plain folder's held-out 20% is never swapped for
+    training images. Other data: ``test``, else the held-out split; a plain folder of class
+    subfolders that the model did not train on is scored whole.
+    """
+    from kerasnets import data
+    from kerasnets.data.files import folder_layout
+    from kerasnets.serving import read_contract
+
+    contract = read_contract(model_path)
+    evaluation = contract.evaluation if contract else {}
+    same = bool(evaluation) and str(evaluation.get("data")) in (source, os.path.abspath(source))
+    carve = {k: v for k, v in (("seed", evaluation.get("seed")), ("validation_split", evaluation.get("validation_split")))
+             if same and v is not None}
+    if split:
+        return split, carve
+    if same:
+        return evaluation["split"], carve
+    if os.path.isdir(source) and not folder_layout(source).split_dirs:
+        return "all", carve
+    return data.held_out_split(source, "test"), carve
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -146,9 +172,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         predict, shape = _load_any_model(args.model)
         crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
-        split = args.split or data.held_out_split(args.data, "test")
+        split, carve = _evaluation_split(args.model, args.data, args.split)
         dataset, info = data.load(args.data, split, image_size=shape[0], batch_size=args.batch_size,
-                                  training=False, resize_method=resize, crop_padding=crop_padding)
+                                  training=False, resize_method=resize, crop_padding=crop_padding, **carve)
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
         return _fail(error)
     correct = total = 0
@@ -171,14 +197,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     import kerasnets  # noqa: F401
     from kerasnets import data, export
-    from kerasnets.serving import read_contract
+    from kerasnets.serving import read_class_names, read_contract
 
     try:
         if not os.path.isfile(args.model):
             raise ValueError(f"no .keras file at {args.model!r} (export takes the model.keras of a training run)")
         model = keras.saving.load_model(args.model)
         contract = read_contract(args.model)
-        names = contract.class_names if contract else _labels_beside(args.model)
+        names = contract.class_names if contract else read_class_names(args.model)
         crop_padding, resize = _serving_settings(args.model, model.input_shape[1], None, args.resize)
         if args.format == "saved_model":
             report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
@@ -189,6 +215,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 common = dict(image_size=model.input_shape[1], batch_size=32, training=False, resize_method=resize,
                               crop_padding=crop_padding)
                 calibration, _ = data.load(args.calibration, args.calibration_split, **common)
+                # a seeded shuffle: folders list class by class, and --steps images must cover every class
+                calibration = calibration.unbatch().shuffle(10_000, seed=0).batch(32)
                 eval_split = args.eval_split or data.held_out_split(args.calibration, "test")
                 if eval_split == args.calibration_split:
                     raise ValueError(f"--eval-split {eval_split!r} is the calibration split: the report must be "
@@ -203,12 +231,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _fail(error)
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _labels_beside(model_path: str):
-    from kerasnets.serving import read_class_names
-
-    return read_class_names(model_path)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

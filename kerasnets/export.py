@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnets.atomic import atomic_write_text
 from kerasnets.data.pipeline import default_crop_padding
 from kerasnets.data.transforms import center_crop
 from kerasnets.models.weights import transfer_weights
@@ -105,7 +106,7 @@ def _contract(model: keras.Model, contract: PreprocessingContract | None, class_
                          f"{(height, width)}")
     return PreprocessingContract((height, width), channels, resize_method or base.resize_method,
                                  base.crop_padding if crop_padding is None else int(crop_padding), names,
-                                 base.input_range)
+                                 base.input_range, base.evaluation)
 
 
 def saved_model(
@@ -333,8 +334,7 @@ def tflite(
     sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
                "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"},
                "preprocessing": contract.to_dict(), "report": report}
-    with open(os.path.splitext(path)[0] + ".json", "w") as handle:
-        json.dump(sidecar, handle, indent=2)
+    atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps(sidecar, indent=2))
     return report
 
 
@@ -402,7 +402,6 @@ def export_run(model, run_dir: str, formats: Sequence[str], contract: Preprocess
                 "input": {"shape": [height, width, channels], "range": [0, 255], "dtype": "float32 or uint8",
                           "layout": "NHWC RGB; normalization is inside the model: do not divide by 255"},
                 "preprocessing": contract.to_dict(), "exports": reports}
-    with open(os.path.join(run_dir, "metadata.json"), "w") as handle:
-        json.dump(document, handle, indent=2)
+    atomic_write_text(os.path.join(run_dir, "metadata.json"), json.dumps(document, indent=2))
     paths["metadata"] = os.path.join(run_dir, "metadata.json")
     return paths

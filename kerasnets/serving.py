@@ -22,6 +22,8 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
+from kerasnets.atomic import atomic_write_text
+
 __all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "write_keras_contract", "read_contract", "read_class_names",
            "write_contract_file", "write_labels"]
 
@@ -42,6 +44,9 @@ class PreprocessingContract:
             whole image resized; 32 = the EfficientNet reference eval).
         input_range: pixel range the model takes; kerasnets models normalize inside (0..255).
         class_names: the label of each output.
+        evaluation: where the run measured its accuracy: ``{"data", "split", "seed",
+            "validation_split"}`` (``kerasnets evaluate`` on the same data re-draws the same held-out
+            carve, never the training images); empty when unknown.
     """
 
     image_size: tuple[int, int]
@@ -50,6 +55,7 @@ class PreprocessingContract:
     crop_padding: int
     class_names: tuple[str, ...]
     input_range: tuple[float, float] = (0.0, 255.0)
+    evaluation: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def crop_fraction(self) -> float:
@@ -62,7 +68,8 @@ class PreprocessingContract:
                 "resize_method": self.resize_method, "crop_padding": self.crop_padding,
                 "crop_fraction": round(self.crop_fraction, 6), "input_range": list(self.input_range),
                 "class_names": list(self.class_names),
-                "layout": "NHWC RGB; normalization is inside the model: do not divide by 255"}
+                "layout": "NHWC RGB; normalization is inside the model: do not divide by 255",
+                "evaluation": dict(self.evaluation)}
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> PreprocessingContract:
@@ -70,15 +77,17 @@ class PreprocessingContract:
         return cls(image_size=tuple(int(v) for v in document["image_size"]), channels=int(document["channels"]),
                    resize_method=str(document["resize_method"]), crop_padding=int(document["crop_padding"]),
                    class_names=tuple(str(n) for n in document["class_names"]),
-                   input_range=tuple(float(v) for v in document.get("input_range", (0.0, 255.0))))
+                   input_range=tuple(float(v) for v in document.get("input_range", (0.0, 255.0))),
+                   evaluation=dict(document.get("evaluation") or {}))
 
     @classmethod
-    def for_model(cls, model: Any, preprocessing: dict[str, Any], class_names: Sequence[str]) -> PreprocessingContract:
+    def for_model(cls, model: Any, preprocessing: dict[str, Any], class_names: Sequence[str],
+                  evaluation: dict[str, Any] | None = None) -> PreprocessingContract:
         """The contract of ``model`` evaluated with a pipeline whose settings are ``preprocessing``
-        (``DatasetInfo.preprocessing`` of the eval dataset)."""
+        (``DatasetInfo.preprocessing`` of the eval dataset), on the data ``evaluation`` names."""
         height, width, channels = (int(d) for d in model.input_shape[1:])
         return cls((height, width), channels, str(preprocessing["resize_method"]), int(preprocessing["crop_padding"]),
-                   tuple(str(n) for n in class_names))
+                   tuple(str(n) for n in class_names), evaluation=dict(evaluation or {}))
 
 
 def write_keras_contract(path: str, contract: PreprocessingContract) -> None:
@@ -121,8 +130,7 @@ def read_contract(path: str) -> PreprocessingContract | None:
 def write_contract_file(folder: str, contract: PreprocessingContract) -> str:
     """Write ``preprocessing.json`` and ``labels.txt`` (one class name per line) into ``folder``."""
     target = os.path.join(folder, _FIELDS_FILE)
-    with open(target, "w") as handle:
-        json.dump(contract.to_dict(), handle, indent=2)
+    atomic_write_text(target, json.dumps(contract.to_dict(), indent=2))
     write_labels(os.path.join(folder, "labels.txt"), contract.class_names)
     return target
 
@@ -132,8 +140,7 @@ def write_labels(path: str, class_names: Sequence[str]) -> None:
     bad = [n for n in class_names if "\n" in n or "\r" in n]
     if bad:
         raise ValueError(f"class names cannot contain line breaks: {bad[:3]!r}")
-    with open(path, "w") as handle:
-        handle.write("".join(f"{n}\n" for n in class_names))
+    atomic_write_text(path, "".join(f"{n}\n" for n in class_names))
 
 
 def read_class_names(model_path: str) -> tuple[str, ...] | None:

@@ -112,7 +112,8 @@ def _carve(recipe: SearchRecipe) -> dict[str, Any]:
         return {}
     if splits is not None and recipe.eval_split not in splits:
         raise ValueError(f"search data {recipe.data!r} has no {recipe.eval_split!r} split and none can be carved "
-                         f"from {recipe.train_split!r} (it has {', '.join(splits)})")
+                         f"from {recipe.train_split!r} (it has {', '.join(splits)}); for TFDS pass "
+                         "train_split='train[:90%]', eval_split='train[90%:]'")
     return {"validation_split": recipe.validation_split}
 
 

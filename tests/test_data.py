@@ -526,7 +526,8 @@ def test_dataset_info_preprocessing_is_what_the_eval_transform_used(tmp_path):
     _, train = data.load("digits", "train", image_size=16, batch_size=8)
     assert digits.preprocessing == {"image_size": 32, "crop_padding": 0, "resize_method": "bicubic", "flip": False,
                                     "training": False}
-    assert folder.preprocessing["crop_padding"] == 32 and folder.preprocessing["flip"] is True
+    # 32 px: 87.5% of the short side (32 / (32 + 5) = 0.865), not the reference's 32 px (which keeps half)
+    assert folder.preprocessing["crop_padding"] == 5 and folder.preprocessing["flip"] is True
     assert (explicit.preprocessing["crop_padding"], explicit.preprocessing["resize_method"]) == (8, "bilinear")
     assert train.preprocessing["training"] is True and train.preprocessing["resize_method"] == "bilinear"
     # the recorded contract reproduces the pipeline's eval images exactly
@@ -537,3 +538,11 @@ def test_dataset_info_preprocessing_is_what_the_eval_transform_used(tmp_path):
     again = transforms.center_crop(tf.io.read_file(str(first)), pre["image_size"], pre["crop_padding"],
                                    pre["resize_method"])
     np.testing.assert_allclose(x.numpy()[0], again.numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("size, padding", [(224, 32), (300, 32), (600, 32), (128, 18), (64, 9), (32, 5)])
+def test_default_eval_crop_is_the_reference_from_224_and_87_5_percent_below(size, padding):
+    # the TPU reference pads 32 px at every B0-B7 resolution; below 224 px the crop keeps the fraction it
+    # keeps at 224 (224 / 256 = 0.875): padding = round(size / 7)
+    assert data.default_crop_padding(size) == padding
+    assert size >= 224 or abs(size / (size + padding) - 0.875) < 0.015

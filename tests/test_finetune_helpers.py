@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import kerasnets
+import kerasnets.serving
 from kerasnets.models import weights as weights_module
 
 # Paper tables: EfficientNet-B0 Table 1 repeats per stage, ResNet-50 blocks per stage (He et al. Table 1).
@@ -206,14 +207,18 @@ def test_load_pretrained_keras_file_into_another_class_count(tmp_path):
     path = tmp_path / "run.keras"
     source.save(path)
     target = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=3)
-    head = target.get_layer("predictions").get_weights()
     report = kerasnets.load_pretrained(target, str(path))
     _backbone_equal(source, target)
-    for kept, now in zip(head, target.get_layer("predictions").get_weights()):
-        np.testing.assert_array_equal(now, kept)
+    for now in target.get_layer("predictions").get_weights():  # a new head starts at zero (BiT)
+        np.testing.assert_array_equal(now, np.zeros_like(now))
     assert report.head_reinitialized and report.source == str(path)
     assert report.layers_copied == sum(1 for layer in target.layers if layer.weights) - 1
     assert "(3 classes, the file has 5 classes) not copied" in report.detail
+    other = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=5)  # same count, other classes
+    kerasnets.serving.write_keras_contract(str(path), kerasnets.serving.PreprocessingContract(
+        (32, 32), 3, "bicubic", 5, tuple("abcde")))
+    assert kerasnets.load_pretrained(other, str(path), class_names=tuple("vwxyz")).head_reinitialized
+    assert not kerasnets.load_pretrained(other, str(path), class_names=tuple("abcde")).head_reinitialized
     assert kerasnets.model_blocks(keras.saving.load_model(path)) == B0_BLOCKS  # names survive .keras
     # the builders' weights= goes through it too; same class count copies everything
     again = kerasnets.EfficientNet(0, input_shape=(32, 32, 3), classes=5, weights=str(path))
@@ -226,11 +231,10 @@ def test_load_pretrained_weights_file_into_another_class_count(tmp_path):
     path = tmp_path / "run.weights.h5"
     source.save_weights(path)
     target = kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=3)
-    head = target.get_layer("predictions").get_weights()
     report = kerasnets.load_pretrained(target, path)
     _backbone_equal(source, target)
-    for kept, now in zip(head, target.get_layer("predictions").get_weights()):
-        np.testing.assert_array_equal(now, kept)
+    for now in target.get_layer("predictions").get_weights():  # a new head starts at zero (BiT)
+        np.testing.assert_array_equal(now, np.zeros_like(now))
     assert report.head_reinitialized and report.layers_copied == sum(1 for layer in target.layers if layer.weights) - 1
     same = kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=5)
     assert not kerasnets.load_pretrained(same, path).head_reinitialized
@@ -291,8 +295,11 @@ def test_load_pretrained_imagenet_copies_backbone_and_keeps_other_heads(monkeypa
     report = kerasnets.load_pretrained(target, "imagenet")
     assert asked == {"name": "EfficientNetB0", "include_top": with_top}  # twin inferred from the blocks
     assert report.head_reinitialized is not with_top
-    changed = [not np.array_equal(a, b) for a, b in zip(head, target.get_layer("predictions").get_weights())]
-    assert all(changed) if with_top else not any(changed)
+    now = target.get_layer("predictions").get_weights()
+    if with_top:  # the 1000-class ImageNet classifier is copied
+        assert all(not np.array_equal(a, b) for a, b in zip(head, now))
+    else:  # another class count: a new head, zero-initialised (BiT)
+        assert all(not np.any(w) for w in now)
     assert report.layers_copied == sum(1 for layer in target.layers if layer.weights) - (not with_top)
 
 

@@ -222,6 +222,24 @@ def test_transfer_folds_keras_applications_imagenet_variance_quirk(monkeypatch, 
     assert np.abs(np.asarray(back(images, training=False)) - expected).max() <= 1e-5
 
 
+def test_keras_applications_variance_quirk_is_handled_from_files_too(monkeypatch, images, tmp_path):
+    source = _quirky_imagenet_b0(monkeypatch)
+    monkeypatch.undo()  # the real load_weights from here on
+    stem = keras.Model(source.input, [source.output, source.get_layer("stem_activation").output])
+    expected, expected_stem = (np.asarray(t) for t in stem(images, training=False))
+    source.save(tmp_path / "b0.keras")
+    source.save_weights(tmp_path / "b0.weights.h5")  # the std is saved, the Rescaling layer is not
+    for path in ("b0.keras", "b0.weights.h5"):
+        target = kerasnets.EfficientNet(0, weights=None, classifier_activation=None)
+        kerasnets.load_pretrained(target, str(tmp_path / path))
+        got, got_stem = stem.__class__(target.input, [target.output, target.get_layer("stem_activation").output])(
+            images, training=False)
+        # random weights shrink the logits (a wrong normalization moves them by ~2e-5 only): the stem
+        # shows it at full scale (~1.5); float32 rounding of std**2 vs two square roots stays ~1e-5
+        assert np.abs(np.asarray(got_stem) - expected_stem).max() <= 1e-4, path
+        assert np.abs(np.asarray(got) - expected).max() <= 1e-4, path
+
+
 def test_official_table_is_not_compound_formula():
     b1 = PRESETS["efficientnetb1"]
     assert (b1.width, b1.depth, b1.resolution) == (1.0, 1.1, 240)

@@ -1,5 +1,6 @@
 """Compound-scaling search with keras-tuner: constraint, oracles, outputs, resume, distributed, memory."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -197,7 +198,5 @@ def test_search_selects_on_a_validation_split_carved_from_train_never_on_test(tm
     _, valid = data.load("digits", "validation", 32, 8, training=False, **carve)
     _, rest = data.load("digits", "train", 32, 8, training=False, **carve)
     assert valid.num_examples == round(0.1 * len(train)) and valid.num_examples + rest.num_examples == len(train)
-    import dataclasses
-
     with pytest.raises(ValueError, match="must not select on the test split"):
         tuning.run_search(dataclasses.replace(TINY, eval_split="test"), output=str(tmp_path), max_trials=1)

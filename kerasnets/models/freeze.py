@@ -16,7 +16,9 @@ import re
 
 import keras
 
-__all__ = ["FreezeReport", "TRAIN_ALL", "model_blocks", "block_of", "freeze"]
+from kerasnets.models.weights import leaf_layers
+
+__all__ = ["FreezeReport", "TRAIN_ALL", "model_blocks", "block_of", "freeze", "check_trainable_from"]
 
 #: ``trainable_from`` value that makes every layer trainable, BatchNormalization included (no freezing).
 TRAIN_ALL = "all"
@@ -56,16 +58,6 @@ def block_of(layer_name: str) -> str | None:
     return None
 
 
-def _leaves(model: keras.Model) -> list[keras.layers.Layer]:
-    leaves: list[keras.layers.Layer] = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            leaves.extend(_leaves(layer))
-        else:
-            leaves.append(layer)
-    return leaves
-
-
 def model_blocks(model: keras.Model) -> list[str]:
     """The model's blocks in order, from its layer names (nested models included).
 
@@ -75,7 +67,7 @@ def model_blocks(model: keras.Model) -> list[str]:
     rescaling, normalization, pooling, dropout and classifier layers belong to no block.
     """
     blocks: list[str] = []
-    for layer in _leaves(model):
+    for layer in leaf_layers(model):
         block = block_of(layer.name)
         if block is not None and block not in blocks:
             blocks.append(block)
@@ -130,6 +122,12 @@ def _first_trainable(blocks: list[str], trainable_from: str | int | None) -> int
     return blocks.index(stages[trainable_from])
 
 
+def check_trainable_from(model: keras.Model, trainable_from: str | int | None) -> None:
+    """Raise what :func:`freeze` would raise for ``trainable_from`` on ``model``, without freezing:
+    lets a multi-phase run reject a bad phase before any phase trains."""
+    _first_trainable(model_blocks(model), trainable_from)
+
+
 def _count(weights) -> int:
     return sum(math.prod(int(d) for d in w.shape) for w in weights)
 
@@ -173,7 +171,7 @@ def freeze(
     everything = isinstance(trainable_from, str) and trainable_from == TRAIN_ALL
     trainable_blocks = set(blocks[start:])
     model.trainable = True  # resets every nested layer, so a second call starts from scratch
-    leaves = _leaves(model)
+    leaves = leaf_layers(model)
     last_block_at = max(i for i, layer in enumerate(leaves) if block_of(layer.name) is not None)
     current = blocks[0]  # layers before the first block go with it
     for i, layer in enumerate(leaves):

@@ -17,9 +17,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasnets.layers.preprocessing import IMAGENET_STD_RGB
 from kerasnets.serving import read_contract
 
 __all__ = [
+    "leaf_layers",
     "transfer_weights",
     "load_pretrained",
     "PretrainedReport",
@@ -45,12 +47,12 @@ _ARCHITECTURE_HINT = (
 # --------------------------------------------------------------------------- model structure
 
 
-def _leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """Every layer of ``model`` in layer order, nested models replaced by their own layers (recursively)."""
     leaves: list[keras.layers.Layer] = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            leaves.extend(_leaf_layers(layer))
+            leaves.extend(leaf_layers(layer))
         else:
             leaves.append(layer)
     return leaves
@@ -76,7 +78,7 @@ def _classifier_index(leaves: Sequence[keras.layers.Layer]) -> int | None:
 
 def classifier_layer(model: keras.Model) -> keras.layers.Dense | None:
     """The model's classifier head (the final Dense fed by global pooling / dropout), or None without one."""
-    leaves = _leaf_layers(model)
+    leaves = leaf_layers(model)
     index = _classifier_index(leaves)
     return None if index is None else leaves[index]
 
@@ -155,7 +157,7 @@ def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> li
     """Pair the weighted layers of both models in order, check every shape and compute what to write."""
     sides = []
     for model in (source, target):
-        leaves = _leaf_layers(model)
+        leaves = leaf_layers(model)
         head = _classifier_index(leaves)
         skipped = head if skip_classifier else None
         sides.append((leaves, [i for i, layer in enumerate(leaves) if layer.weights and i != skipped], head))
@@ -236,7 +238,7 @@ class PretrainedReport:
         source: ``"imagenet (keras.applications.EfficientNetB0)"`` or the file's path.
         layers_copied: number of weighted layers written into the model.
         head_reinitialized: True when the model has a classifier that was NOT copied (the class count
-            differs from the source's, or the source has no classifier): it keeps its fresh initialisation.
+            differs from the source's, or the source has no classifier): it is zero-initialised.
         detail: one human-readable line saying the above.
     """
 
@@ -269,7 +271,7 @@ def _infer_twin(model: keras.Model) -> str | None:
     from kerasnets.models.resnet import RESNET_SPECS
     from kerasnets.scaling import round_filters
 
-    names = {layer.name: layer for layer in _leaf_layers(model)}
+    names = {layer.name: layer for layer in leaf_layers(model)}
     blocks = model_blocks(model)
     per_stage: dict[str, int] = {}
     for block in blocks:
@@ -313,7 +315,7 @@ def _imagenet(model: keras.Model, twin: str | None) -> PretrainedReport:
     if reinit:
         detail += (
             f"; classifier {head.name!r} ({head.units} classes, ImageNet has 1000) "
-            "not copied (keeps its initialisation)"
+            "not copied (zero-initialised)"
         )
     return PretrainedReport(f"imagenet (keras.applications.{twin})", copied, reinit, detail)
 
@@ -372,7 +374,7 @@ def _from_keras_file(model: keras.Model, path: str, class_names: Sequence[str] |
             had = f"other classes: {list(contract.class_names)[:5]}"
         detail += (
             f"; classifier {dst_head.name!r} ({dst_head.units} classes, the file has {had}) "
-            "not copied (keeps its initialisation)"
+            "not copied (zero-initialised)"
         )
     return PretrainedReport(path, copied, reinit, detail)
 
@@ -469,14 +471,31 @@ def _from_weights_file(model: keras.Model, path: str) -> PretrainedReport:
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"weights file {path!r} does not fit {model.name!r} ({first}); {fix}") from None
+    _square_std_stored_as_variance(donor)
     copied = _count_and_apply(donor, model, skip_classifier=reinit)
     detail = f"copied {copied} weighted layers from {path}"
     if reinit:
         detail += (
             f"; classifier {head.name!r} ({head.units} classes, the file has {file_units}) "
-            "not copied (keeps its initialisation)"
+            "not copied (zero-initialised)"
         )
     return PretrainedReport(path, copied, reinit, detail)
+
+
+def _square_std_stored_as_variance(model: keras.Model) -> None:
+    """Undo keras.applications' EfficientNet quirk in weights read from a file without its model.
+
+    Its ImageNet weights store the standard deviation as the Normalization variance and rely on a
+    following ``Rescaling(1 / sqrt(std))`` layer (tensorflow#49930). A ``.weights.h5`` file keeps the
+    std but not that layer, so the variance read from it is squared here: the ImageNet std values
+    are never a real variance.
+    """
+    for layer in leaf_layers(model):
+        if isinstance(layer, keras.layers.Normalization) and len(layer.weights) == 3:
+            mean, variance, count = layer.get_weights()
+            if variance.shape == (3,) and np.allclose(variance, IMAGENET_STD_RGB, rtol=0, atol=1e-6):
+                layer.set_weights([mean, np.square(variance), count])
+                layer.finalize_state()
 
 
 def _clone(model: keras.Model, head_name: str, units: int) -> keras.Model:
@@ -507,15 +526,15 @@ def load_pretrained(
             - None: nothing happens.
             - "imagenet": keras.applications' ImageNet weights of the twin architecture. A 1000-class
               model gets the classifier too; any other class count (or no top) gets the backbone only
-              and keeps its own classifier initialisation.
+              and a zero-initialised classifier.
             - a ``.keras`` file (``model.save``): copied by structure; if its class count differs from
               ``model``'s, or its stored class names (the preprocessing contract of a kerasnets run)
               differ from ``class_names``, everything but the classifier is copied.
+            - a ``.weights.h5`` file (``model.save_weights``): read as ``model``'s architecture; a
+              different class count in the file is allowed (the classifier is then not copied).
 
             A classifier that is not copied is zeroed (BiT's head init), so training starts from
             uniform predictions instead of the reference init's confident random ones.
-            - a ``.weights.h5`` file (``model.save_weights``): read as ``model``'s architecture; a
-              different class count in the file is allowed (the classifier is then not copied).
         twin: keras.applications constructor name for "imagenet" (e.g. "EfficientNetB0"); inferred from
             the model's blocks when None.
         class_names: the classes ``model`` will be trained on (the training engine passes them): a

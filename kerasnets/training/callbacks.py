@@ -10,31 +10,24 @@ import shutil
 
 import keras
 
+from kerasnets.atomic import atomic_write_text
+
 __all__ = ["StepBackup", "NaNGuard", "TrainingDiverged", "atomic_write_text"]
 
 
-_PHASE_FILE = re.compile(r"phase(\d+)\.weights\.h5")
+_PHASE_FILE = re.compile(r"phase(\d+)\.weights\.h5|state\.weights\.h5")
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training was stopped."""
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class StepBackup(keras.callbacks.Callback):
     """Save the whole training state (weights + optimizer) every ``every_steps`` steps and each epoch.
 
-    Each save is atomic: written to a temporary file, then renamed over ``phase<N>.weights.h5``
-    (one file per phase of a multi-phase run: each phase has its own optimizer). The optimizer's
+    Each save is atomic: written to a temporary file, then renamed over ``state.weights.h5``
+    (``phase<N>.weights.h5`` for the later phases of a multi-phase run: each phase has its own
+    optimizer). The optimizer's
     ``iterations`` inside that file is the phase's step to resume from, so a run killed at any
     moment (even ``kill -9`` mid-write) resumes from its last complete backup and the engine runs
     exactly the remaining steps. ``state.json`` repeats phase and step for people and tools.
@@ -50,13 +43,14 @@ class StepBackup(keras.callbacks.Callback):
     @property
     def path(self) -> str:
         """The backup file of the current phase."""
-        return os.path.join(self.backup_dir, f"phase{self.phase}.weights.h5")
+        name = "state.weights.h5" if self.phase == 0 else f"phase{self.phase}.weights.h5"
+        return os.path.join(self.backup_dir, name)
 
     def latest_phase(self) -> int:
         """The highest phase with a complete backup (0 when there is none)."""
         if not os.path.isdir(self.backup_dir):
             return 0
-        phases = [int(m.group(1)) for m in map(_PHASE_FILE.fullmatch, os.listdir(self.backup_dir)) if m]
+        phases = [int(m.group(1) or 0) for m in map(_PHASE_FILE.fullmatch, os.listdir(self.backup_dir)) if m]
         return max(phases, default=0)
 
     def restore(self, model: keras.Model) -> int:
@@ -79,7 +73,7 @@ class StepBackup(keras.callbacks.Callback):
         os.replace(tmp, self.path)
         for name in os.listdir(self.backup_dir):
             match = _PHASE_FILE.fullmatch(name)
-            if (match and int(match.group(1)) < self.phase) or name.startswith("tmp-"):
+            if (match and int(match.group(1) or 0) < self.phase) or name.startswith("tmp-"):
                 os.remove(os.path.join(self.backup_dir, name))
         step = int(self.model.optimizer.iterations.numpy())
         atomic_write_text(os.path.join(self.backup_dir, "state.json"), json.dumps({"phase": self.phase, "step": step}))

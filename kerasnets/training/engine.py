@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets import data as kdata
-from kerasnets.models.freeze import freeze
+from kerasnets.models.freeze import check_trainable_from, freeze
 from kerasnets.models.weights import load_pretrained
 from kerasnets.profile import profile
 from kerasnets.serving import PreprocessingContract, write_keras_contract
@@ -79,9 +79,9 @@ def _plain_folder(source: Any) -> bool:
     return isinstance(source, (str, os.PathLike)) and os.path.isdir(source) and not folder_layout(source).split_dirs
 
 
-def _eval_split(recipe: Recipe, eval_source: Any) -> str:
+def _eval_split(recipe: Recipe, eval_source: Any, eval_options: dict) -> str:
     """The split to evaluate on: the recipe's, else the source's held-out split (printed)."""
-    options = {k: v for k, v in recipe.eval_options.items() if k == "validation_split"}
+    options = {k: v for k, v in eval_options.items() if k == "validation_split"}
     if isinstance(eval_source, (tuple, list)) or eval_source == STANDIN_TFRECORDS:
         return recipe.eval_split
     separate = recipe.eval_data is not None
@@ -103,19 +103,29 @@ def _datasets(recipe: Recipe, global_batch: int, drop_remainder: bool, run_dir: 
         raise ValueError(f"recipe {recipe.name!r} has no data source: pass --data DIR (a folder of class subfolders, "
                          "or of train/ val/ test/ folders with class subfolders)")
     common = dict(image_size=recipe.image_size, batch_size=global_batch, seed=recipe.seed, one_hot=True)
+    train_options, eval_options = dict(recipe.train_options), dict(recipe.eval_options)
+    if recipe.eval_data is None:  # one source: train and its held-out split must be carved alike
+        carve = {train_options.get("validation_split"), eval_options.get("validation_split")} - {None}
+        if len(carve) > 1:
+            raise ValueError(f"recipe {recipe.name!r} carves validation_split {sorted(carve)} differently for training "
+                             "and evaluation: set one value (in train_options and eval_options alike)")
+        if carve:
+            train_options["validation_split"] = eval_options["validation_split"] = carve.pop()
     train_source = _source(recipe.data, run_dir)
     train_ds, info = kdata.load(train_source, recipe.train_split, training=True, repeat=True,
-                                drop_remainder=drop_remainder, **common, **recipe.train_options)
+                                drop_remainder=drop_remainder, **common, **train_options)
     eval_source = _source(recipe.eval_data if recipe.eval_data is not None else recipe.data, run_dir)
-    eval_split = _eval_split(recipe, eval_source)
+    eval_split = _eval_split(recipe, eval_source, eval_options)
     eval_ds, eval_info = kdata.load(eval_source, eval_split, training=False, drop_remainder=drop_remainder,
-                                    **common, **recipe.eval_options)
-    if eval_info.class_names != info.class_names:
+                                    **common, **eval_options)
+    numbered = tuple(str(i) for i in range(info.num_classes))  # sources without names (TFRecords without labels)
+    if eval_info.num_classes != info.num_classes or numbered not in (info.class_names, eval_info.class_names) and \
+            eval_info.class_names != info.class_names:
         raise ValueError(f"training data has classes {list(info.class_names)[:10]} but evaluation data "
                          f"{list(eval_info.class_names)[:10]}: pass --eval-data with the same classes")
     kdata.check_not_empty(train_ds, info)
     kdata.check_not_empty(eval_ds, eval_info)
-    return train_ds, eval_ds, info, eval_info
+    return train_ds, eval_ds, info, eval_info, eval_options.get("validation_split")
 
 
 def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, Any]:
@@ -186,9 +196,13 @@ def _plot_curves(history: dict[str, list], path: str) -> None:
 def _save_keras_atomically(model: keras.Model, path: str, contract: PreprocessingContract) -> None:
     """``model.keras`` with its preprocessing contract inside, renamed into place when complete."""
     tmp = os.path.join(os.path.dirname(path), f"tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    write_keras_contract(tmp, contract)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        write_keras_contract(tmp, contract)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _fit(model, train_ds, eval_ds, recipe, steps_per_epoch, first_epoch, epochs, start_step, callbacks, verbose):
@@ -269,7 +283,7 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     chief = is_chief()
     run_dir = os.path.join(recipe.output, run_name or recipe.name)
 
-    train_ds, eval_ds, info, eval_info = _datasets(recipe, global_batch, tpu or multiworker, run_dir)
+    train_ds, eval_ds, info, eval_info, carve = _datasets(recipe, global_batch, tpu or multiworker, run_dir)
     steps_per_epoch = recipe.steps_per_epoch or math.ceil(info.num_examples / global_batch)
     learning_rate = recipe.base_learning_rate * global_batch / recipe.reference_batch
     context = TrainContext(info.num_classes, steps_per_epoch, global_batch, replicas, learning_rate,
@@ -277,6 +291,9 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     strategy_name = _announce(strategy, multiworker, recipe, context, policy)
     with strategy.scope(), precision_scope(policy):
         model, weights_report = _build_model(recipe, context)
+    for phase in phases:  # a bad phase fails now, not after the phases before it have trained
+        if phase.trainable_from != TRAIN_ALL:
+            check_trainable_from(model, phase.trainable_from)
     loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
 
     os.makedirs(run_dir, exist_ok=True)  # everything above can fail on bad input without writing
@@ -343,7 +360,10 @@ def train(recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_
     else:
         results = model.evaluate(eval_ds, steps=recipe.eval_steps, verbose=0, return_dict=True)
     stats = profile(model)
-    contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names)
+    contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
+        "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
+        "split": eval_info.split, "seed": recipe.seed,
+        "validation_split": carve})
     summary: dict[str, Any] = {
         "recipe": recipe.name,
         "recipe_file": recipe.source_file,

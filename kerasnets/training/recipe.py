@@ -13,10 +13,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Recipe", "Phase", "TrainContext", "TRAIN_ALL", "load_recipe", "apply_overrides", "smoke_overrides"]
+from kerasnets.models.freeze import TRAIN_ALL  # ``Phase.trainable_from`` that trains every layer
 
-#: ``Phase.trainable_from`` value that trains every layer (no freezing): plain training.
-TRAIN_ALL = "all"
+__all__ = ["Recipe", "Phase", "TrainContext", "TRAIN_ALL", "load_recipe", "apply_overrides", "smoke_overrides"]
 
 
 @dataclasses.dataclass(frozen=True)
