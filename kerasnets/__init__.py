@@ -9,7 +9,8 @@ from kerasnets.models.efficientnet import PRESETS as EFFICIENTNET_PRESETS
 from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
 from kerasnets.models.resnet import ResNet, ResNetVariant
 from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
-from kerasnets.models.weights import PretrainedReport, load_pretrained, transfer_weights
+from kerasnets.models.pretrained import PretrainedReport, load_pretrained
+from kerasnets.models.weights import transfer_weights
 from kerasnets.presets import ALIASES, PRESETS, build
 from kerasnets.profile import profile
 from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale

@@ -6,7 +6,7 @@ import pytest
 
 import kerasnets
 import kerasnets.serving
-from kerasnets.models import weights as weights_module
+from kerasnets.models import pretrained as weights_module
 
 # Paper tables: EfficientNet-B0 Table 1 repeats per stage, ResNet-50 blocks per stage (He et al. Table 1).
 B0_REPEATS = (1, 2, 2, 3, 3, 4, 1)

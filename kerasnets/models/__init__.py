@@ -5,7 +5,8 @@ from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
 from kerasnets.models.resnet import VARIANTS as RESNET_VARIANTS
 from kerasnets.models.resnet import ResNet
 from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
-from kerasnets.models.weights import PretrainedReport, load_pretrained, transfer_weights
+from kerasnets.models.pretrained import PretrainedReport, load_pretrained
+from kerasnets.models.weights import transfer_weights
 
 __all__ = [
     "EfficientNet",

@@ -21,7 +21,7 @@ from kerasnets.models.common import (
     model_input,
     validate_common,
 )
-from kerasnets.models.weights import load_weights
+from kerasnets.models.pretrained import load_weights
 from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale, round_filters, round_repeats, validate_coefficients
 
 __all__ = [

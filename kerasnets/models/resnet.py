@@ -20,7 +20,7 @@ from kerasnets.models.common import (
     model_input,
     validate_common,
 )
-from kerasnets.models.weights import load_weights
+from kerasnets.models.pretrained import load_weights
 
 __all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "resnet_stages", "ResNet"]
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from kerasnets import data as kdata
 from kerasnets.models.freeze import check_trainable_from, freeze
-from kerasnets.models.weights import load_pretrained
+from kerasnets.models.pretrained import load_pretrained
 from kerasnets.profile import profile
 from kerasnets.serving import PreprocessingContract, write_keras_contract
 from kerasnets.training.callbacks import NaNGuard, StepBackup, TrainingDiverged, atomic_write_text
