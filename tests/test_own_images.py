@@ -113,6 +113,11 @@ def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path,
     assert code == 0, capsys.readouterr().err[-2000:]
     summary = json.loads((tmp_path / "separate" / "summary.json").read_text())
     assert summary["eval_split"] == "all" and summary["eval_examples"] == 20
+    code = cli.main(["train", QUICKSTART, "--data", str(photo_folder), "--eval-split", "val", "--name", "val",
+                     *common])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    summary = json.loads((tmp_path / "val" / "summary.json").read_text())
+    assert summary["eval_split"] == "validation" and summary["eval_examples"] == 12  # val/: 6 crops per class
 
 
 #: recipes/finetune.py adapted to a small backbone pretrained on 5 digit classes, as a user adapts a
