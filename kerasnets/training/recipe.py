@@ -88,6 +88,17 @@ class Recipe:
             when the class count differs.
         phases: a multi-phase schedule (fine-tuning); their epochs add up to ``epochs``. Empty:
             one phase that trains everything.
+        train_examples / eval_examples: the known sizes of the train and eval splits (ImageNet:
+            1,281,167 / 50,000). TFRecords written by ``write_tfrecords`` carry their counts; foreign
+            TFRecords are otherwise counted once (cached in the run folder).
+        l2_regularization: L2 penalty added to the loss, ``l2 * sum(tf.nn.l2_loss(w))`` over the
+            trainable weights except BatchNormalization's (the TPU reference's 1e-5; coupled SGD
+            weight decay ``wd`` is the same penalty with ``l2 = wd``). ``l2_on_batch_norm`` includes
+            BN's gamma and beta too (torchvision's original ResNet recipe).
+        ema_decay: keep an exponential moving average of the weights as the TPU reference
+            (``tf.train.ExponentialMovingAverage(decay, num_updates=step)``: the decay used at
+            update n is ``min(ema_decay, (1 + n) / (10 + n))``); evaluation and export use it,
+            training continues from the raw weights. None: no EMA.
     """
 
     name: str
@@ -119,6 +130,11 @@ class Recipe:
     model_options: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
     phases: tuple[Phase, ...] = ()
+    train_examples: int | None = None
+    eval_examples: int | None = None
+    l2_regularization: float = 0.0
+    l2_on_batch_norm: bool = False
+    ema_decay: float | None = None
     source_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -130,6 +146,15 @@ class Recipe:
             raise ValueError(f"recipe {self.name!r}: seed must be an integer >= 0, got {self.seed!r}")
         if not callable(self.build_model) or not callable(self.build_optimizer):
             raise ValueError(f"recipe {self.name!r}: build_model and build_optimizer must be callables")
+        for field in ("train_examples", "eval_examples", "steps_per_epoch"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"recipe {self.name!r}: {field} must be a positive integer or None, got {value!r}")
+        if not (isinstance(self.l2_regularization, (int, float)) and self.l2_regularization >= 0):
+            raise ValueError(f"recipe {self.name!r}: l2_regularization must be a number >= 0, "
+                             f"got {self.l2_regularization!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"recipe {self.name!r}: ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         if self.phases and sum(p.epochs for p in self.phases) != self.epochs:
             raise ValueError(f"recipe {self.name!r}: the phases' epochs {[p.epochs for p in self.phases]} must add up "
                              f"to epochs={self.epochs}")
