@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["main", "preset_table"]
+if TYPE_CHECKING:
+    from kerasnets.training.recipe import Recipe
+
+__all__ = ["main", "preset_table", "source_kind", "train_overrides"]
+
+log = logging.getLogger("kerasnets.cli")
 
 
 def _quiet_tensorflow() -> None:
@@ -55,22 +62,155 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The source-specific ``kerasnets.data.load`` options each kind of source accepts (the rest of a
+#: recipe's ``train_options`` / ``eval_options`` applies to every source).
+_SOURCE_OPTIONS = {
+    "tfrecords": {"class_names", "num_classes", "label_offset"},
+    "folder": {"validation_split"},
+    "digits": {"data_dir", "validation_split"},
+    "tfds": {"data_dir", "download"},
+    "arrays": {"class_names", "validation_split"},
+}
+_ANY_SOURCE_OPTION = set().union(*_SOURCE_OPTIONS.values())
+
+
+def source_kind(source: object) -> str:
+    """The kind of a :func:`kerasnets.data.load` source, without reading it: "digits", "tfds",
+    "folder", "tfrecords" (a glob, a file, or the --smoke stand-in), "arrays" or "unknown"
+    (a path that does not exist: loading it explains)."""
+    from kerasnets.training import STANDIN_TFRECORDS
+
+    if isinstance(source, tuple):
+        return "arrays"
+    if not isinstance(source, (str, os.PathLike)):
+        return "unknown"
+    source = os.fspath(source)
+    if source == STANDIN_TFRECORDS:
+        return "tfrecords"
+    if source == "digits":
+        return "digits"
+    if source.startswith("tfds:"):
+        return "tfds"
+    if os.path.isdir(source):
+        return "folder"
+    if any(ch in source for ch in "*?[") or os.path.isfile(source):
+        return "tfrecords"
+    return "unknown"
+
+
+def _eval_data_for(data: str, recipe: Recipe) -> str | None:
+    """The evaluation source of a recipe with its own ``eval_data`` when ``--data`` replaces its data
+    (and ``--eval-data`` is not given): the recipe's eval pattern next to ``--data`` when both of the
+    recipe's sources are TFRecord globs in one folder and ``--data`` is TFRecords; else None (the
+    held-out split of ``--data``). ValueError when that pattern matches no file but ``--data`` does."""
+    import glob
+
+    own_train, own_eval = recipe.data, recipe.eval_data
+    paired = (isinstance(own_train, str) and isinstance(own_eval, str)
+              and source_kind(own_train) == source_kind(own_eval) == "tfrecords"
+              and os.path.dirname(own_train) == os.path.dirname(own_eval))
+    kind = source_kind(data)
+    if not (paired and kind == "tfrecords"):
+        log.warning("--data %s is %s: evaluating on its held-out split (the recipe's eval data %s goes with its own "
+                    "data); pass --eval-data to choose", data, _KIND_WORDS.get(kind, "a new source"), own_eval)
+        return None
+    pattern = os.path.join(os.path.dirname(os.fspath(data)), os.path.basename(own_eval))
+    if glob.glob(os.fspath(data)) and not glob.glob(pattern):
+        raise ValueError(f"recipe {recipe.name!r} evaluates on {os.path.basename(own_eval)!r} next to its training "
+                         f"data, but {pattern!r} matches no file: pass --eval-data PATTERN (the validation shards)")
+    log.warning("--data %s: evaluating on %s (the recipe's eval pattern next to it); pass --eval-data to choose",
+                data, pattern)
+    return pattern
+
+
+_KIND_WORDS = {"folder": "an image folder", "digits": "digits", "tfds": "a TFDS dataset",
+               "tfrecords": "TFRecords", "arrays": "arrays"}
+
+
+def _own_options(options: dict, source: object, role: str, recipe_name: str) -> dict:
+    """``options`` without the source-specific options another kind of source takes (a folder knows
+    its classes: ``label_offset`` / ``num_classes`` / ``class_names`` are TFRecords'), logged."""
+    kind = source_kind(source)
+    if kind not in _SOURCE_OPTIONS:
+        return dict(options)
+    dropped = sorted(k for k in options if k in _ANY_SOURCE_OPTION and k not in _SOURCE_OPTIONS[kind])
+    if dropped:
+        log.warning("recipe %r: %s %s is %s, which takes none of %s_options %s: dropped", recipe_name, role,
+                    source, _KIND_WORDS[kind], role.split()[0], ", ".join(dropped))
+    return {k: v for k, v in options.items() if k not in dropped}
+
+
+def train_overrides(args: argparse.Namespace, recipe: Recipe) -> Recipe:
+    """The recipe that ``kerasnets train`` runs: ``recipe`` with ``--smoke`` and the command-line overrides.
+
+    Beyond :func:`kerasnets.training.apply_overrides`:
+
+    - ``--data`` without ``--eval-data`` on a recipe with its own ``eval_data``: when the recipe's
+      data and eval data are TFRecord globs in one folder and ``--data`` is TFRecords, evaluation
+      follows to the eval pattern's basename in ``--data``'s folder (``--data '/d/train-*'`` ->
+      ``/d/validation-*-of-*``; ValueError when that matches no file); otherwise the held-out split
+      of ``--data``. ``--eval-data`` always wins.
+    - ``train_options`` / ``eval_options`` keep only the source-specific options their source takes:
+      a folder, ``digits`` or ``tfds:`` source drops TFRecords' ``label_offset`` / ``num_classes`` /
+      ``class_names`` (a folder knows its classes), TFRecords drop ``validation_split`` and so on,
+      with a log line, when the source is not the recipe's own.
+    - ``train_examples`` / ``eval_examples`` describe the recipe's own sources: they become None
+      (the data's own count) when the train / eval source changes, unless ``--train-examples`` /
+      ``--eval-examples`` (or the smoke overrides) state them.
+    """
+    import dataclasses
+
+    from kerasnets.training import apply_overrides
+
+    eval_data = args.eval_data
+    if args.data is not None and eval_data is None and recipe.eval_data is not None:
+        eval_data = _eval_data_for(args.data, recipe)
+    resolved = apply_overrides(
+        recipe, smoke=args.smoke, data=args.data, eval_data=eval_data, eval_split=args.eval_split,
+        seed=args.seed, model=args.model, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
+        precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
+        steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps,
+        train_examples=args.train_examples, eval_examples=args.eval_examples,
+        export=tuple(args.export) if args.export is not None else None,
+    )
+    changes: dict = {}
+    if args.data is not None and args.eval_data is None and eval_data is None:
+        changes["eval_data"] = None  # apply_overrides reads None as "not given"
+    train_source = resolved.data
+    eval_source = changes.get("eval_data", resolved.eval_data)
+    eval_source = train_source if eval_source is None else eval_source
+    own_eval = recipe.data if recipe.eval_data is None else recipe.eval_data
+    stated = set(recipe.smoke) if args.smoke else set()
+    for field, source, own, flag in (("train_examples", train_source, recipe.data, args.train_examples),
+                                     ("eval_examples", eval_source, own_eval, args.eval_examples)):
+        if source != own and flag is None and field not in stated and getattr(resolved, field) is not None:
+            log.warning("recipe %r: %s=%s describes %s, not %s: dropped, the data's own count applies "
+                        "(state it with --%s N)",
+                        recipe.name, field, f"{getattr(resolved, field):,}", own, source, field.replace("_", "-"))
+            changes[field] = None
+    if train_source != recipe.data:
+        changes["train_options"] = _own_options(resolved.train_options, train_source, "train data", recipe.name)
+    if eval_source != own_eval:
+        changes["eval_options"] = _own_options(resolved.eval_options, eval_source, "eval data", recipe.name)
+    return dataclasses.replace(resolved, **changes) if changes else resolved
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from kerasnets.training import TrainingDiverged, apply_overrides, load_recipe, train
+    from kerasnets.training import TrainingDiverged, load_recipe, train
 
     try:
-        recipe = load_recipe(args.recipe)
-        recipe = apply_overrides(
-            recipe, smoke=args.smoke, data=args.data, eval_data=args.eval_data, eval_split=args.eval_split,
-            seed=args.seed, model=args.model, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
-            precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
-            steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps,
-            export=tuple(args.export) if args.export is not None else None,
-        )
+        recipe = train_overrides(args, load_recipe(args.recipe))
+        if args.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()  # the same seed gives the same weights, bit for bit
         result = train(recipe, resume=args.resume, run_name=args.name)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, TrainingDiverged) as error:
         return _fail(error)
     s = result.summary
+    if not s:  # a multi-worker run's non-chief worker: the chief evaluates, summarises and exports
+        print("kerasnets train: this worker finished; the chief wrote the summary and the exports")
+        return 0
     print("\n== kerasnets train: summary ==")
     print(f"recipe        {s['recipe']} ({s['data']}, {s['epochs']} epochs, {s['steps']} steps, global batch {s['global_batch']})")
     for phase in s["phases"]:
@@ -81,6 +221,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"weights       {s['weights']}")
     if s["resumed_from_step"] or s["resumed_from_phase"]:
         print(f"resumed       phase {s['resumed_from_phase'] + 1}, step {s['resumed_from_step']}")
+    if s.get("ema_decay"):
+        print(f"weights EMA   decay {s['ema_decay']} (evaluated and exported)")
     print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']} images of split {s['eval_split']!r} "
           f"of {s['eval_data']}")
     print(f"model         {s['params']:,} params, {s['flops'] / 1e6:.1f}M FLOPs at {s['input_size'][0]}x{s['input_size'][1]}")
@@ -301,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a recipe (recipes/*.py), evaluate and export")
     train.add_argument("recipe", help="recipe file, e.g. recipes/quickstart.py")
     train.add_argument("--data", help="override the data source (digits, tfds:NAME, folder, TFRecord glob)")
-    train.add_argument("--eval-data", help="evaluation source (default: --data's held-out split)")
+    train.add_argument("--eval-data", help="evaluation source (default: the recipe's eval pattern next to --data "
+                                           "for TFRecord recipes, else --data's held-out split)")
     train.add_argument("--eval-split", help="evaluation split (default: the recipe's, else the source's held-out split)")
     train.add_argument("--seed", type=int, help="seeds weights, data order and augmentation")
     train.add_argument("--model", help="a preset of `kerasnets info` (e.g. efficientnetb0, efficientnet-lite0, resnet50) "
@@ -312,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="per-replica batch size")
     train.add_argument("--image-size", type=int)
     train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--train-examples", type=int, help="size of the training data, when known (skips counting "
+                                                          "TFRecords; e.g. 1281167 for ImageNet)")
+    train.add_argument("--eval-examples", type=int, help="size of the evaluation data, when known (e.g. 50000)")
     train.add_argument("--precision", choices=PRECISIONS)
     train.add_argument("--strategy", choices=STRATEGIES)
     train.add_argument("--output", help="output root (default saved_models)")
@@ -319,6 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="resume from the run's last backup (default) or start over")
     train.add_argument("--backup-every-steps", type=int, help="resumable backup period in steps (0 = each epoch)")
+    train.add_argument("--deterministic", action="store_true",
+                       help="deterministic ops (slower): the same seed gives the same weights, resumed or not")
     train.add_argument("--smoke", action="store_true", help="a couple of steps with the recipe's smoke overrides")
     train.add_argument("--export", nargs="*", choices=("keras", "saved_model", "tflite"),
                        help="formats to write after training (default: the recipe's)")

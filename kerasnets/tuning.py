@@ -343,7 +343,7 @@ def _trial_rows(tuner) -> list[dict[str, Any]]:
 
 
 def _write_outputs(run_dir: str, rows, best, recipe: SearchRecipe, baseline_flops: int) -> None:
-    from kerasnets.training.callbacks import atomic_write_text
+    from kerasnets.atomic import atomic_write_text
 
     document = {
         "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],

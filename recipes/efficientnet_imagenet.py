@@ -1,19 +1,43 @@
-"""EfficientNet on ImageNet, faithful to the tensorflow/tpu reference training.
+"""EfficientNet on ImageNet, faithful to the tensorflow/tpu reference training
+(models/official/efficientnet: main.py, utils.py, preprocessing.py).
 
     kerasnets train recipes/efficientnet_imagenet.py --data '/data/imagenet/train-*'
     kerasnets train recipes/efficientnet_imagenet.py --smoke     # 2 steps on a TFRecord stand-in
 
-Reference settings: RMSProp (rho 0.9, momentum 0.9, epsilon 1e-3); learning rate 0.016 per 256
-images, scaled linearly with the global batch; 5 warmup epochs then x0.97 every 2.4 epochs; weight
-decay 1e-5, not on BatchNorm or biases; label smoothing 0.1; EMA of the weights (0.9999), with
-evaluation on the EMA weights; AutoAugment (policy v0); stochastic depth 0.2; the preset's dropout
-and resolution; 350 epochs; eval center crop with padding 32, bicubic.
+With ``--data`` the evaluation follows to ``validation-*-of-*`` in the same folder (``--eval-data``
+chooses another). The split sizes below describe the recipe's own ``imagenet/`` shards; elsewhere
+they are counted once (cached in the run folder), or state them:
+``--train-examples 1281167 --eval-examples 50000``.
+
+Reference settings, as here:
+- loss: softmax cross-entropy, label smoothing 0.1, plus ``1e-5 * sum(tf.nn.l2_loss(w))`` over the
+  trainable variables not named ``batch_normalization`` (biases included): ``l2_regularization``,
+  not a decoupled weight decay;
+- optimizer: TF1 ``RMSPropOptimizer(lr, decay=0.9, momentum=0.9, epsilon=1e-3)``:
+  :class:`~kerasnets.training.optimizers.TF1RMSprop` (Keras' RMSprop starts the mean-square
+  accumulator at 0, TF1 at 1.0; the update is otherwise the same, epsilon inside the sqrt);
+- learning rate 0.016 per 256 images, scaled linearly with the global batch; 5 warmup epochs
+  (linear from 0), then x0.97 every 2.4 epochs, staircase, counted from step 0 (``build_learning_rate``);
+- EMA of the weights, decay 0.9999 with ``num_updates`` = step (``ema_decay``, kept by the trainer);
+  evaluation and export on the EMA weights;
+- 350 epochs (218,949 steps at batch 2048); ImageNet 1,281,167 train / 50,000 validation images;
+- EfficientNet-B0: the preset's resolution (224) and dropout (0.2), stochastic depth 0.2
+  (survival_prob 0.8); BatchNorm momentum 0.99, epsilon 1e-3, synchronized across replicas;
+- input: Inception crop + flip, bicubic resize (the reference's default for B0-B7, training
+  and evaluation); eval center crop with padding 32; AutoAugment policy v0 (the published
+  checkpoints' ``--augment_name=autoaugment``; the flag's default is none).
+
+Deviations (named):
+- steps per epoch are ``ceil(examples / global batch)``, the reference's ``examples / batch`` is
+  fractional: warmup and decay boundaries move by under one step per epoch (< 0.4% at batch 4096);
+- the EMA's treatment of BatchNorm's moving statistics (the reference averages them too) is the
+  trainer's; the reference's TPU BatchNorm groups replicas, here all replicas are synchronized.
 
 Data: TFRecords in the ImageNet layout (``image/encoded``, ``image/class/label``). The TPU
-converter writes labels 1..1000, hence ``label_offset=-1``; use 0 for 0-based shards.
+converter writes labels 1..1000, hence ``label_offset=-1``; use 0 for 0-based shards. The
+TFRecord-only options (``label_offset``, ``num_classes``) are dropped, with a log line, when
+``--data`` is a folder, ``digits`` or ``tfds:NAME`` (they know their classes).
 """
-
-import keras
 
 import kerasnets
 from kerasnets.models.efficientnet import PRESETS
@@ -22,9 +46,9 @@ from kerasnets.training import (
     Recipe,
     smoke_overrides,
     WarmupExponentialDecay,
-    exclude_norm_and_bias_from_weight_decay,
     train_main,
 )
+from kerasnets.training.optimizers import TF1RMSprop
 
 PHI = 0  # EfficientNet-B{PHI}; the resolution and dropout come from the official preset table
 PRESET = PRESETS[f"efficientnetb{PHI}"]
@@ -42,17 +66,16 @@ def build_model(recipe, context):
 
 
 def build_optimizer(recipe, context):
-    """RMSProp with warmup + staircase exponential decay, weight decay off BN, weight EMA."""
+    """TF1 RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3) with 5 warmup epochs, then x0.97 every
+    2.4 epochs; no decoupled weight decay (the L2 penalty is ``recipe.l2_regularization``) and no
+    Keras ``use_ema`` (the trainer keeps the EMA: ``recipe.ema_decay``)."""
     schedule = WarmupExponentialDecay(
         peak=context.learning_rate,
         warmup_steps=5 * context.steps_per_epoch,
         decay_steps=2.4 * context.steps_per_epoch,
         decay_rate=0.97,
     )
-    optimizer = keras.optimizers.RMSprop(
-        schedule, rho=0.9, momentum=0.9, epsilon=1e-3, weight_decay=1e-5, use_ema=True, ema_momentum=0.9999
-    )
-    return exclude_norm_and_bias_from_weight_decay(optimizer)
+    return TF1RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
 
 
 RECIPE = Recipe(
@@ -61,19 +84,26 @@ RECIPE = Recipe(
     build_optimizer=build_optimizer,
     data="imagenet/train-*-of-*",
     eval_data="imagenet/validation-*-of-*",
+    train_examples=1_281_167,
+    eval_examples=50_000,
     image_size=PRESET.resolution,
     batch_size=128,
     epochs=350,
     base_learning_rate=0.016,
     reference_batch=256,
     label_smoothing=0.1,
-    train_options={"autoaugment": True, "label_offset": -1, "num_classes": 1000},
+    l2_regularization=1e-5,
+    l2_on_batch_norm=False,
+    ema_decay=0.9999,
+    train_options={"autoaugment": True, "resize_method": "bicubic", "label_offset": -1, "num_classes": 1000},
     eval_options={"label_offset": -1, "num_classes": 1000, "crop_padding": 32, "resize_method": "bicubic"},
     backup_every_steps=1000,
     smoke=smoke_overrides(
         data=STANDIN_TFRECORDS,
         eval_data=STANDIN_TFRECORDS,
-        train_options={"autoaugment": True},
+        train_examples=None,
+        eval_examples=None,
+        train_options={"autoaugment": True, "resize_method": "bicubic"},
         eval_options={"crop_padding": 32, "resize_method": "bicubic"},
     ),
 )

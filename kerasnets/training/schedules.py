@@ -12,7 +12,11 @@ __all__ = ["WarmupExponentialDecay", "warmup_cosine", "exclude_norm_and_bias_fro
 class WarmupExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to ``peak`` over ``warmup_steps``, then ``peak * rate ** floor(step / decay_steps)``.
 
-    The EfficientNet TPU reference: warmup 5 epochs, x0.97 every 2.4 epochs (staircase).
+    The staircase decay counts from step 0, the warmup overriding it (``warmup_steps=0``: none),
+    as ``utils.build_learning_rate`` of the EfficientNet TPU reference (``tf.train.exponential_decay``
+    with ``staircase=True``, then ``tf.cond(step < warmup_steps, peak * step / warmup_steps, ...)``):
+    warmup 5 epochs, x0.97 every 2.4 epochs. With ``decay_rate=0.1`` and ``decay_steps`` of 30
+    epochs it is torchvision's ``StepLR(step_size=30, gamma=0.1)`` (the classic ResNet recipe).
     """
 
     def __init__(self, peak: float, warmup_steps: int, decay_steps: float, decay_rate: float = 0.97):

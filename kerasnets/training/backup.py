@@ -1,0 +1,108 @@
+"""Resumable backups: the whole training state in one ``tf.train.Checkpoint`` per save.
+
+A save holds the model, the optimizer (with its loss scale under mixed_float16), the weight EMA,
+the training data iterator (so a resumed run reads exactly the batches an uninterrupted run
+would) and the step counter. Each worker writes its own folder ``backup/task-<index>/`` (workers
+read different data, so their iterators differ). A save is written into a temporary folder,
+fsynced, renamed into place, then recorded in ``saves.json`` (written atomically); the last
+``keep`` saves stay, older ones and stale temporaries are removed. A ``kill -9`` at any moment
+leaves the previous complete save usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+from kerasnets.atomic import atomic_write_text
+
+__all__ = ["RunBackup", "Save"]
+
+Save = dict  # {"phase": int, "step": int, "dir": str}
+
+
+def _fsync_tree(folder: str) -> None:
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class RunBackup:
+    """The backups of one worker of one run.
+
+    Args:
+        root: the run folder (backups go to ``root/backup/task-<task>``).
+        task: this worker's index (0 on one machine).
+        keep: complete saves kept (2, so that workers killed mid-save still share one).
+    """
+
+    def __init__(self, root: str, task: int = 0, keep: int = 2):
+        self.root = os.path.join(root, "backup")
+        self.dir = os.path.join(self.root, f"task-{task}")
+        self.keep = keep
+
+    @property
+    def index_path(self) -> str:
+        """``saves.json``: the complete saves, oldest first."""
+        return os.path.join(self.dir, "saves.json")
+
+    def saves(self) -> list[Save]:
+        """The complete saves of this worker, oldest first (empty when there is none)."""
+        if not os.path.exists(self.index_path):
+            return []
+        with open(self.index_path) as handle:
+            saves = json.load(handle)
+        return [s for s in saves if os.path.exists(os.path.join(self.dir, s["dir"], "ckpt.index"))]
+
+    def latest(self) -> Save | None:
+        """The newest complete save, or None."""
+        saves = self.saves()
+        return saves[-1] if saves else None
+
+    def find(self, phase: int, step: int) -> Save | None:
+        """The save at ``(phase, step)``, or None."""
+        return next((s for s in self.saves() if (s["phase"], s["step"]) == (phase, step)), None)
+
+    def save(self, checkpoint: tf.train.Checkpoint, phase: int, step: int) -> Save:
+        """Write ``checkpoint`` as the save of ``(phase, step)``, atomically; prune older saves."""
+        os.makedirs(self.dir, exist_ok=True)
+        name = f"phase{phase}-step{step}"
+        tmp = os.path.join(self.dir, f"tmp-{os.getpid()}-{name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoint.write(os.path.join(tmp, "ckpt"))
+        _fsync_tree(tmp)
+        final = os.path.join(self.dir, name)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        entry = {"phase": phase, "step": step, "dir": name}
+        saves = [s for s in self.saves() if s["dir"] != name] + [entry]
+        saves = saves[-self.keep:]
+        atomic_write_text(self.index_path, json.dumps(saves))
+        self._prune({s["dir"] for s in saves})
+        return entry
+
+    def restore(self, checkpoint: tf.train.Checkpoint, save: Save) -> None:
+        """Read ``save`` into ``checkpoint`` (every object it names must exist)."""
+        checkpoint.read(os.path.join(self.dir, save["dir"], "ckpt")).assert_existing_objects_matched()
+
+    def _prune(self, kept: set[str]) -> None:
+        for name in os.listdir(self.dir):
+            path = os.path.join(self.dir, name)
+            if os.path.isdir(path) and name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def clear(self) -> None:
+        """Remove every backup of the run (training finished; the model is saved elsewhere)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.path.isdir(self.root) and not os.listdir(self.root):
+            os.rmdir(self.root)

@@ -1,0 +1,192 @@
+"""The trainer's last phase: evaluate the final (EMA) weights on every held-out image, profile,
+write ``summary.json``, ``curves.png``, ``model.keras`` and the exports.
+
+Under MultiWorkerMirroredStrategy the chief does this alone, on a single-device copy of the model
+(no collective op can then wait for a worker that has finished); the workers meet at a barrier
+afterwards, so that every one exits 0 together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from kerasnets.atomic import atomic_write_text
+from kerasnets.profile import profile
+from kerasnets.serving import PreprocessingContract, write_keras_contract
+from kerasnets.training.loop import StepFunctions
+
+__all__ = ["finalize", "RunResult", "single_device_copy"]
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished run reports (also written as ``summary.json``)."""
+
+    summary: dict[str, Any]
+    model: keras.Model
+    history: dict[str, list]
+
+
+def single_device_copy(model: keras.Model, weights: list) -> keras.Model:
+    """``model``'s architecture outside any strategy (plain variables on this worker), holding ``weights``."""
+    if tf.distribute.has_strategy():
+        raise RuntimeError("single_device_copy must be called outside strategy.scope()")
+    copy = keras.models.clone_model(model)
+    copy.set_weights(weights)
+    return copy
+
+
+def _barrier(strategy) -> None:
+    """Every worker waits here until all have arrived (one tiny all-reduce)."""
+    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+def _final_weights(trainer) -> list:
+    return trainer.ema.averaged(trainer.run.model) if trainer.ema is not None else trainer.run.model.get_weights()
+
+
+def finalize(trainer) -> RunResult:
+    """Evaluate, profile, summarise and export a fitted :class:`~kerasnets.training.trainer.Trainer`."""
+    run, recipe = trainer.run, trainer.recipe
+    fit_done = time.time()
+    weights = _final_weights(trainer)
+    if run.multiworker:
+        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
+        run.model.save_weights(os.path.join(run.run_dir, f"final-{task.get('type', 'worker')}-{task.get('index', 0)}"
+                                                         ".weights.h5"))  # lets their equality be checked
+        if not run.chief:
+            trainer.backup.clear()
+            _barrier(run.strategy)
+            return RunResult({}, run.model, trainer.history_dict())
+        model = single_device_copy(run.model, weights)
+        functions = StepFunctions(model, None, recipe.label_smoothing, tf.distribute.get_strategy())
+        results = functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
+    else:
+        if trainer.ema is not None:
+            trainer.ema.swap()  # training is over: the model keeps the averaged weights
+        model = run.model
+        results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
+    evaluated = time.time()
+    stats = profile(model)
+    info, eval_info = run.info, run.eval_info
+    contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
+        "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
+        "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve})
+    summary: dict[str, Any] = {
+        "recipe": recipe.name,
+        "recipe_file": recipe.source_file,
+        "data": str(recipe.data),
+        "eval_data": str(recipe.eval_data if recipe.eval_data is not None else recipe.data),
+        "eval_split": eval_info.split,
+        "eval_examples": results["examples"],
+        "train_examples": info.num_examples,
+        "examples_source": info.extras.get("count_source"),
+        "test_accuracy": float(results["accuracy"]),
+        "test_loss": float(results["loss"]),
+        "model": model.name,
+        "weights": recipe.weights,
+        "weights_report": _jsonable(run.weights_report),
+        "ema_decay": recipe.ema_decay,
+        "l2_regularization": recipe.l2_regularization,
+        "params": stats["params"],
+        "flops": stats["flops"],
+        "input_size": stats["input_size"],
+        "class_names": list(info.class_names),
+        "preprocessing": contract.to_dict(),
+        "epochs": recipe.epochs,
+        "phases": trainer.phase_reports if recipe.phases else [],
+        "steps": trainer.steps_done,
+        "steps_per_epoch": run.steps_per_epoch,
+        "global_batch": run.global_batch,
+        "learning_rate": run.context.learning_rate,
+        "replicas": run.strategy.num_replicas_in_sync,
+        "workers": run.workers,
+        "strategy": run.strategy_name,
+        "precision": run.policy,
+        "seed": recipe.seed,
+        "resumed_from_step": trainer.resumed["step"],
+        "resumed_from_phase": trainer.resumed["phase"],
+        "train_seconds": round(fit_done - trainer.started, 1),
+        "paths": {},
+    }
+    history = trainer.history_dict()
+    summary["paths"] = _write_outputs(model, recipe, run.run_dir, history, summary, run.eval_ds, contract)
+    trainer.backup.clear()
+    summary["timings"] = {"setup": round(trainer.timings.get("setup", 0.0), 1),
+                          "fit": round(fit_done - trainer.started - trainer.timings.get("setup", 0.0), 1),
+                          "final_evaluation": round(evaluated - fit_done, 1),
+                          "outputs": round(time.time() - evaluated, 1)}
+    summary["total_seconds"] = round(time.time() - trainer.started, 1)
+    atomic_write_text(os.path.join(run.run_dir, "summary.json"), json.dumps(summary, indent=2))
+    if run.multiworker:
+        _barrier(run.strategy)
+    return RunResult(summary, model, history)
+
+
+def _jsonable(report: Any) -> Any:
+    if report is None or isinstance(report, (dict, list, str, int, float, bool)):
+        return report
+    if dataclasses.is_dataclass(report):
+        return dataclasses.asdict(report)
+    return str(report)
+
+
+def _plot_curves(history: dict[str, list], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(e) + 1 for e in history.get("epoch", [])]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            if prefix + metric in history:
+                axis.plot(epochs, history[prefix + metric], style, marker="o", label=prefix + metric)
+        axis.set_xlabel("epoch")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _save_keras_atomically(model: keras.Model, path: str, contract: PreprocessingContract) -> None:
+    """``model.keras`` with its preprocessing contract inside, renamed into place when complete."""
+    tmp = os.path.join(os.path.dirname(path), f"tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        write_keras_contract(tmp, contract)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_outputs(model, recipe, run_dir: str, history, summary, eval_ds, contract) -> dict[str, str]:
+    paths = {"run_dir": run_dir, "summary": os.path.join(run_dir, "summary.json"),
+             "tensorboard": os.path.join(run_dir, "logs")}
+    if history.get("epoch"):
+        paths["curves"] = os.path.join(run_dir, "curves.png")
+        _plot_curves(history, paths["curves"])
+    if "keras" in recipe.export:
+        paths["keras"] = os.path.join(run_dir, "model.keras")
+        _save_keras_atomically(model, paths["keras"], contract)
+    formats = [f for f in recipe.export if f in ("saved_model", "tflite")]
+    if formats:
+        from kerasnets import export
+
+        metadata = {k: summary[k] for k in ("recipe", "recipe_file", "data", "test_accuracy", "params", "flops")}
+        written = export.export_run(model, run_dir, formats, contract, metadata, calibration=eval_ds)
+        paths.update(written)
+    return paths

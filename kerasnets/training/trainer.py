@@ -1,0 +1,283 @@
+"""The Trainer: ``setup`` (strategy, precision, data, model), ``fit`` (phases of a ``strategy.run``
+loop with exact backups) and ``finalize`` (evaluate, summary, export), shared by every strategy."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import logging
+import math
+import os
+import time
+import warnings
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasnets.atomic import atomic_write_text
+from kerasnets.models.freeze import freeze
+from kerasnets.training.backup import RunBackup
+from kerasnets.training.callbacks import TrainingDiverged
+from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
+from kerasnets.training.precision import precision_scope
+from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe
+from kerasnets.training.setup import RunSetup, setup
+
+__all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
+
+log = logging.getLogger("kerasnets.training")
+HISTORY_FIELDS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def accelerator_present() -> bool:
+    """True when a GPU or TPU is visible (XLA is then worth it; on CPU it slows EfficientNet 6-10x)."""
+    return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, Any]:
+    """Freeze what ``phase`` keeps fixed (kerasnets.freeze: whole blocks, BN in inference mode)."""
+    if phase.trainable_from == TRAIN_ALL:
+        if phased:  # an earlier phase may have frozen layers
+            freeze(model, TRAIN_ALL)
+        return {"trainable_from": TRAIN_ALL, "frozen_blocks": []}
+    frozen = freeze(model, phase.trainable_from)
+    return {"trainable_from": phase.trainable_from, "frozen_blocks": list(frozen.frozen_blocks),
+            "trainable_blocks": list(frozen.trainable_blocks)}
+
+
+def _symbolic(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Checkpoint the iterator's position, not its buffers (a few KB instead of the prefetched
+    batches); restored buffers are recomputed, exactly, from the stateless per-image seeds."""
+    options = tf.data.Options()
+    options.experimental_symbolic_checkpoint = True
+    return dataset.with_options(options)
+
+
+class Trainer:
+    """One training run of ``recipe`` in three phases: :meth:`setup`, :meth:`fit`, :meth:`finalize`.
+
+    Every strategy runs the same ``strategy.run`` loop (:class:`~kerasnets.training.loop.StepFunctions`),
+    the same backups (model, optimizer, EMA, data iterator and step in one checkpoint per worker,
+    resumed exactly after ``kill -9``), the same EMA, metrics, ``history.csv`` and TensorBoard
+    logs (chief), and the same evaluation (every image; on the chief, with no collective ops,
+    under MultiWorkerMirroredStrategy) and export.
+    """
+
+    def __init__(self, recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_name: str | None = None):
+        self.recipe, self.resume, self.run_name = recipe, resume, run_name
+        self.verbose = 1 if verbose == "auto" else int(verbose)
+        self.started = time.time()
+        self.run: RunSetup | None = None
+        self.ema: WeightEMA | None = None
+        self.history: list[dict] = []
+        self.phase_reports: list[dict] = []
+        self.resumed = {"phase": 0, "step": 0}
+        self.steps_done = 0
+        self.timings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- setup
+    def setup(self) -> RunSetup:
+        """Strategy, precision, data, model; then the run folder and its backups."""
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        self.run = setup(self.recipe, self.run_name)
+        os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
+        self.backup = RunBackup(self.run.run_dir, self.run.task)
+        if not self.resume:
+            self.backup.clear()
+        self.timings["setup"] = time.time() - self.started
+        return self.run
+
+    def _agreed_start(self) -> dict | None:
+        """The save to resume from: this worker's latest, or under multi-worker the newest save
+        that every worker has (a worker killed mid-save is one save behind)."""
+        latest = self.backup.latest() if self.resume else None
+        if not self.run.multiworker:
+            return latest
+        key = -1 if latest is None else latest["phase"] * 10**12 + latest["step"]
+        strategy = self.run.strategy
+        keys = strategy.gather(strategy.run(lambda: tf.constant([key], tf.int64)), axis=0).numpy()
+        agreed = int(keys.min())
+        if agreed < 0:
+            return None
+        save = self.backup.find(agreed // 10**12, agreed % 10**12)
+        if save is None:
+            raise RuntimeError(f"worker {self.run.task} has no backup at step {agreed % 10**12} that the other workers "
+                               f"resume from (it has {self.backup.saves()}); restart with --no-resume")
+        return save
+
+    # ---------------------------------------------------------------- fit
+    def fit(self) -> None:
+        """Train every phase of the recipe, resuming from the last backup."""
+        run, recipe = self.run, self.recipe
+        start = self._agreed_start()
+        self._load_history(start)
+        first_epoch = 0
+        for index, phase in enumerate(run.phases):
+            phase_steps = run.steps_per_epoch * phase.epochs
+            if start is not None and index < start["phase"]:  # its weights are in the later phase's backup
+                self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
+                                           "resumed": "done"})
+                first_epoch += phase.epochs
+                self.steps_done += phase_steps
+                continue
+            save = start if start is not None and index == start["phase"] else None
+            done = self._fit_phase(index, phase, first_epoch, save)
+            first_epoch += phase.epochs
+            self.steps_done += done
+
+    def _fit_phase(self, index: int, phase: Phase, first_epoch: int, save: dict | None) -> int:
+        run, recipe = self.run, self.recipe
+        strategy, model = run.strategy, run.model
+        context = dataclasses.replace(run.context, learning_rate=run.context.learning_rate * phase.learning_rate_scale,
+                                      epochs=phase.epochs, phase=phase if recipe.phases else None)
+        frozen = _set_trainable(model, phase, bool(recipe.phases))
+        with strategy.scope(), precision_scope(run.policy):
+            optimizer = recipe.build_optimizer(recipe, context)
+            if getattr(optimizer, "use_ema", False):
+                raise ValueError(f"recipe {recipe.name!r}: the optimizer has use_ema=True; set Recipe.ema_decay instead "
+                                 "(the trainer keeps the TPU reference's EMA and evaluates and exports it)")
+            if run.policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(model.trainable_variables)
+            if recipe.ema_decay and self.ema is None:
+                self.ema = WeightEMA(model.weights, recipe.ema_decay)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_step")
+        checkpointable = not run.tpu and run.info.extras.get("checkpointable", True)
+        objects = {"model": model, "optimizer": optimizer, "step": step, **({"ema": self.ema} if self.ema else {})}
+        train_ds = _symbolic(run.train_ds)
+        if checkpointable:
+            iterator = iter(train_ds)
+            objects["iterator"] = iterator
+        checkpoint = tf.train.Checkpoint(**objects)
+        if save is not None:
+            self.backup.restore(checkpoint, save)
+            self.resumed = {"phase": index, "step": int(step.numpy())}
+            log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
+                        int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
+        if not checkpointable:  # TPU, or stateful augmentation layers: replay the stream to the step
+            distributed = strategy.experimental_distribute_dataset(train_ds.skip(int(step.numpy())))
+            iterator = iter(distributed)
+        if recipe.phases:
+            log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(run.phases),
+                        phase.name, phase.epochs, context.learning_rate, phase.trainable_from)
+        functions = StepFunctions(model, optimizer, recipe.label_smoothing, strategy, recipe.l2_regularization,
+                                  l2_variables(model, recipe.l2_on_batch_norm), self.ema,
+                                  jit_compile=accelerator_present() and not recipe.run_eagerly,
+                                  run_eagerly=recipe.run_eagerly)
+        self.functions = functions
+        phase_steps = run.steps_per_epoch * phase.epochs
+        while int(step.numpy()) < phase_steps:
+            self._epoch(index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer)
+        self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
+                                   "learning_rate": context.learning_rate,
+                                   "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+                                   **frozen})
+        return phase_steps
+
+    def _epoch(self, index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer) -> None:
+        run, recipe = self.run, self.recipe
+        per_epoch = run.steps_per_epoch
+        begin = int(step.numpy())
+        epoch = begin // per_epoch
+        started = time.time()
+        progress = keras.utils.Progbar(per_epoch, stateful_metrics=["loss", "accuracy"],
+                                       verbose=self.verbose if run.chief else 0)
+        totals = [0.0, 0.0, 0.0]
+        for current in range(begin, (epoch + 1) * per_epoch):
+            images, labels = next(iterator)
+            loss, correct, count = functions.train_step(images, labels)
+            step.assign_add(1)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                last = self.backup.latest()
+                raise TrainingDiverged(
+                    f"loss became {loss} at step {current + 1} of phase {phase.name!r} (epoch {first_epoch + epoch + 1}); "
+                    f"training stopped. The last good backup is {last and os.path.join(self.backup.dir, last['dir'])}. "
+                    f"Lower the learning rate (now {_learning_rate(optimizer):.4g}), check the data (images must be "
+                    "0..255), or use precision='float32'")
+            totals = [totals[0] + loss * float(count), totals[1] + float(correct), totals[2] + float(count)]
+            progress.update(current - epoch * per_epoch + 1, [("loss", totals[0] / totals[2]),
+                                                              ("accuracy", totals[1] / totals[2])])
+            every = recipe.backup_every_steps
+            if every and (current + 1) % every == 0 and (current + 1) % per_epoch:
+                self.backup.save(checkpoint, index, current + 1)
+        row = {"epoch": first_epoch + epoch, "phase": index, "loss": totals[0] / max(totals[2], 1.0),
+               "accuracy": totals[1] / max(totals[2], 1.0), "learning_rate": _learning_rate(optimizer)}
+        if not run.multiworker:  # multi-worker: validation once, on the chief, in finalize
+            row.update({f"val_{k}": v for k, v in self.validate(functions).items() if k != "examples"})
+        row["seconds"] = round(time.time() - started, 2)
+        self._record(row)
+        self.backup.save(checkpoint, index, int(step.numpy()))
+
+    # ---------------------------------------------------------------- evaluation
+    def validate(self, functions: StepFunctions) -> dict[str, float]:
+        """Loss and accuracy of the evaluated weights (the EMA's when the recipe keeps one) on
+        every image of the held-out split, under the strategy (padded, masked batches)."""
+        run = self.run
+        if self.ema is not None:
+            self.ema.swap()
+        try:
+            return functions.evaluate(run.eval_ds, run.global_batch, self.recipe.eval_steps)
+        finally:
+            if self.ema is not None:
+                self.ema.swap()
+
+    # ---------------------------------------------------------------- history
+    def _load_history(self, start: dict | None) -> None:
+        """Rows of the interrupted attempt, up to the epoch the run resumes in."""
+        path = os.path.join(self.run.run_dir, "history.csv")
+        if start is None or not os.path.exists(path):
+            return
+        with open(path) as handle:
+            rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        resumed_epoch = sum(p.epochs for p in self.run.phases[:start["phase"]]) + start["step"] // self.run.steps_per_epoch
+        self.history = [r for r in rows if int(r["epoch"]) < resumed_epoch]
+
+    def _record(self, row: dict) -> None:
+        """Append an epoch to ``history.csv`` (rewritten atomically) and TensorBoard (chief only)."""
+        self.history.append(row)
+        if not self.run.chief:
+            return
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.history)
+        atomic_write_text(os.path.join(self.run.run_dir, "history.csv"), buffer.getvalue())
+        logs = os.path.join(self.run.run_dir, "logs")
+        for kind, prefix in (("train", ""), ("validation", "val_")):
+            with tf.summary.create_file_writer(os.path.join(logs, kind)).as_default():
+                for metric in ("loss", "accuracy"):
+                    if prefix + metric in row:
+                        tf.summary.scalar(f"epoch_{metric}", row[prefix + metric], step=int(row["epoch"]))
+                if kind == "train":
+                    tf.summary.scalar("epoch_learning_rate", row["learning_rate"], step=int(row["epoch"]))
+
+    def history_dict(self) -> dict[str, list]:
+        """The history as Keras' ``History.history`` (metric -> values per epoch)."""
+        history: dict[str, list] = {}
+        for row in self.history:
+            for key, value in row.items():
+                history.setdefault(key, []).append(value)
+        return history
+
+    # ---------------------------------------------------------------- finalize
+    def finalize(self):
+        """Evaluate, summarise and export (see :mod:`kerasnets.training.finalize`)."""
+        from kerasnets.training.finalize import finalize
+
+        return finalize(self)
+
+    def train(self):
+        """``setup``, ``fit``, ``finalize``: the whole run; returns a :class:`RunResult`."""
+        self.setup()
+        self.fit()
+        return self.finalize()
+
+
+def _learning_rate(optimizer) -> float:
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    rate = inner.learning_rate
+    return float(rate.numpy() if hasattr(rate, "numpy") else rate)
