@@ -111,7 +111,7 @@ class Trainer:
     # ---------------------------------------------------------------- fit
     def fit(self) -> None:
         """Train every phase of the recipe, resuming from the last backup."""
-        run, recipe = self.run, self.recipe
+        run = self.run
         start = self._agreed_start()
         self._load_history(start)
         first_epoch = 0
