@@ -1,5 +1,6 @@
 """Input pipelines on real files the tests make: folders, TFRecords, digits, TFDS, transforms."""
 
+import json
 import logging
 import os
 
@@ -436,19 +437,32 @@ def test_repeated_training_folder_reshuffles_every_epoch_and_check_not_empty_pas
     assert len({tuple(epoch) for epoch in epochs}) > 1
 
 
-def test_shuffle_buffer_is_not_one_when_the_record_count_is_unknown(tmp_path):
-    # 65 shards (> 64: not counted) of two records: with a buffer of one, every shard's records stay in order
-    for shard in range(65):
-        with tf.io.TFRecordWriter(str(tmp_path / f"r-{shard:05d}-of-00065")) as writer:
-            for record in range(2):
-                value = np.full((8, 8, 1), 2 * shard + record, np.uint8)
-                writer.write(tf.train.Example(features=tf.train.Features(feature={
-                    "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
-                        value=[tf.io.encode_png(value).numpy()])),
-                    "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
-                })).SerializeToString())
+def _tiny_record(value, label=0):
+    """A serialized ImageNet-layout example of an 8 x 8 gray PNG whose every pixel is ``value``."""
+    png = tf.io.encode_png(np.full((8, 8, 1), value, np.uint8)).numpy()
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+    })).SerializeToString()
+
+
+def _write_shards(folder, prefix, per_shard):
+    """Foreign shards (no labels file, no dataset.json): shard i holds ``per_shard[i]`` records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = [_tiny_record(v) for v in range(256)]
+    total = len(per_shard)
+    for shard, count in enumerate(per_shard):
+        with tf.io.TFRecordWriter(str(folder / f"{prefix}-{shard:05d}-of-{total:05d}")) as writer:
+            for record in range(count):
+                writer.write(records[(2 * shard + record) % 256])
+
+
+def test_shuffle_buffer_spans_the_shards_of_a_counted_glob(tmp_path):
+    # 65 foreign shards of two records: counted (no more -1 over 64 shards), and with a buffer of all
+    # 130 records the two records of a shard come out in either order
+    _write_shards(tmp_path, "r", [2] * 65)
     ds, info = data.load(str(tmp_path / "r-*"), image_size=8, batch_size=130, training=True, num_classes=1, seed=1)
-    assert info.num_examples == -1
+    assert info.num_examples == 130 and info.extras["count_source"] == "counted"
     order = [int(round(v)) for v in next(iter(ds))[0].numpy().mean(axis=(1, 2, 3))]
     assert sorted(order) == list(range(130))
     position = {value: index for index, value in enumerate(order)}
@@ -546,3 +560,189 @@ def test_default_eval_crop_is_the_reference_from_224_and_87_5_percent_below(size
     # keeps at 224 (224 / 256 = 0.875): padding = round(size / 7)
     assert data.default_crop_padding(size) == padding
     assert size >= 224 or abs(size / (size + padding) - 0.875) < 0.015
+
+
+# --- dataset size, shard order, exact iterator checkpoints (issue 10) --------------------------------------
+
+
+def _shard_labels(path):
+    """Labels of a shard's records, in file order."""
+    return [tf.train.Example.FromString(r.numpy()).features.feature["image/class/label"].int64_list.value[0]
+            for r in tf.data.TFRecordDataset(str(path))]
+
+
+def test_write_tfrecords_mixes_classes_in_a_seeded_order(tmp_path):
+    _make_tree(tmp_path / "photos", {"": {"a": 8, "b": 8, "c": 8}})
+
+    def write(name, seed):
+        shards = data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / name / "train"), shards=2,
+                                      progress=False, seed=seed)
+        return [_shard_labels(shard) for shard in shards], [open(s, "rb").read() for s in shards]
+
+    (labels, files), (_, again), (other_labels, _) = write("one", 0), write("two", 0), write("three", 1)
+    first = labels[0]
+    assert sorted(first + labels[1]) == [0] * 8 + [1] * 8 + [2] * 8
+    assert set(first) == {0, 1, 2}, "the first shard must hold every class"
+    runs = sum(a != b for a, b in zip(first, first[1:]))
+    assert runs >= 4, f"class-ordered shard: {first}"  # 12 records of 3 classes in folder order change twice
+    assert files == again, "same seed, same shards"
+    assert other_labels != labels, "another seed, another order"
+
+
+def test_dataset_json_records_each_split_and_merges(tmp_path):
+    _make_tree(tmp_path / "photos", SPEC)
+    records = tmp_path / "rec"
+    data.write_tfrecords(str(tmp_path / "photos"), str(records / "train"), shards=2, progress=False, split="train")
+    data.write_tfrecords(str(tmp_path / "photos"), str(records / "test"), shards=1, progress=False, split="test")
+    document = json.loads((records / "dataset.json").read_text())
+    assert document == {
+        "class_names": ["bird", "cat", "dog"],
+        "splits": {"train": {"examples": 11, "shards": 2, "files": "train-*-of-00002"},
+                   "test": {"examples": 5, "shards": 1, "files": "test-*-of-00001"}},
+    }
+    assert data.read_metadata(str(records)) == document
+    assert not [p.name for p in records.iterdir() if ".tmp" in p.name]
+    (records / "train-labels.txt").unlink()  # shards copied without it: dataset.json names the classes
+    _, info = data.load(str(records / "train-*"), image_size=16, batch_size=4, training=False)
+    assert (info.num_examples, info.extras["count_source"]) == (11, "metadata")
+    assert info.class_names == ("bird", "cat", "dog")
+    # train rewritten as 3 shards next to the 2 old ones: the glob holds 5 shards, which no entry describes
+    data.write_tfrecords(str(tmp_path / "photos"), str(records / "train"), shards=3, progress=False, split="train")
+    _, both = data.load(str(records / "train-*"), image_size=16, batch_size=4, training=False)
+    assert (both.num_examples, both.extras["count_source"]) == (22, "counted")
+    _, new = data.load(str(records / "train-*-of-00003"), image_size=16, batch_size=4, training=False)
+    assert (new.num_examples, new.extras["count_source"]) == (11, "metadata")
+    assert json.loads((records / "dataset.json").read_text())["splits"]["test"]["examples"] == 5  # merged
+
+
+def test_tfrecord_count_of_1024_foreign_shards_is_counted_once_then_cached(tmp_path):
+    per_shard = [1 + (i % 3) for i in range(1024)]
+    _write_shards(tmp_path / "imagenet", "train", per_shard)
+    glob_, run = str(tmp_path / "imagenet" / "train-*"), tmp_path / "run"
+
+    def count(**options):
+        _, info = data.load(glob_, image_size=8, batch_size=8, num_classes=1, count_cache=str(run), **options)
+        return info.num_examples, info.extras["count_source"]
+
+    assert count() == (sum(per_shard), "counted")
+    assert json.loads((run / "tfrecord_counts.json").read_text()).popitem()[1]["examples"] == sum(per_shard)
+    assert count() == (sum(per_shard), "cache")
+    assert count(num_examples=1_281_167) == (1_281_167, "option")
+    with tf.io.TFRecordWriter(str(tmp_path / "imagenet" / "train-01023-of-01024")) as writer:  # rewritten
+        for value in range(5):
+            writer.write(_tiny_record(value))
+    assert count() == (sum(per_shard) - per_shard[-1] + 5, "counted")
+    with pytest.raises(ValueError, match="num_examples must be a positive integer"):
+        count(num_examples=0)
+
+
+def test_shard_splits_the_files_or_the_examples(tmp_path):
+    _write_shards(tmp_path, "r", [3] * 4)
+
+    def values(source, shard, **options):
+        ds, _ = data.load(source, image_size=8, batch_size=64, training=False, crop_padding=0, shard=shard, **options)
+        return sorted(int(round(v)) for x, _ in ds for v in x.numpy().mean(axis=(1, 2, 3)))
+
+    halves = [values(str(tmp_path / "r-*"), (2, i), num_classes=1) for i in (0, 1)]
+    assert len(halves[0]) == len(halves[1]) == 6
+    assert sorted(halves[0] + halves[1]) == values(str(tmp_path / "r-*"), None, num_classes=1)
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 8, 8, 3), np.uint8)
+    parts = [values((images, np.zeros(10)), (3, i)) for i in range(3)]
+    assert sorted(sum(parts, [])) == list(range(10)) and [len(p) for p in parts] == [4, 3, 3]
+    with pytest.raises(ValueError, match="at least 8 shards"):
+        data.load(str(tmp_path / "r-*"), num_classes=1, shard=(8, 0))
+    with pytest.raises(ValueError, match="0 <= index < count"):
+        data.load(str(tmp_path / "r-*"), num_classes=1, shard=(2, 2))
+
+
+def _sources(tmp_path):
+    """An image folder of 10 tiles (two classes) and the same as 3 TFRecord shards."""
+    _make_tree(tmp_path / "ds", {"": {"a": 5, "b": 5}})
+    data.write_tfrecords(str(tmp_path / "ds"), str(tmp_path / "rec" / "train"), shards=3, progress=False)
+    return {"folder": (str(tmp_path / "ds"), {"validation_split": 0.0}),
+            "tfrecords": (str(tmp_path / "rec" / "train-*"), {})}
+
+
+@pytest.mark.parametrize("kind", ["folder", "tfrecords"])
+def test_training_iterator_checkpoint_resumes_exactly(tmp_path, kind):
+    source, options = _sources(tmp_path)[kind]
+
+    def make():
+        return data.load(source, "train", image_size=16, batch_size=3, training=True, repeat=True, autoaugment=True,
+                         seed=5, **options)
+
+    ds, info = make()
+    assert info.extras["checkpointable"] is True
+    iterator = iter(ds)
+    for _ in range(7):  # 21 examples: into the third epoch of 10
+        next(iterator)
+    path = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "ckpt" / "it"))
+    expected = [next(iterator) for _ in range(5)]
+    restored = iter(make()[0])
+    tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
+    for (x, y), (x_want, y_want) in zip([next(restored) for _ in range(5)], expected):
+        assert np.array_equal(x.numpy(), x_want.numpy()) and np.array_equal(y.numpy(), y_want.numpy())
+
+
+def test_repeated_training_epochs_differ_and_the_same_seed_gives_the_same_stream(tmp_path):
+    source, options = _sources(tmp_path)["folder"]
+
+    def stream(seed, batches=3):
+        ds, _ = data.load(source, "train", image_size=16, batch_size=10, training=True, repeat=True, seed=seed,
+                          **options)
+        return [(x.numpy(), y.numpy()) for x, y in ds.take(batches)]
+
+    first = stream(5)
+    assert all(sorted(y.tolist()) == [0] * 5 + [1] * 5 for _, y in first)  # one epoch per batch
+    epoch_one, epoch_two = ({x.tobytes() for x in images} for images, _ in first[:2])
+    assert len(epoch_one) == 10 and not epoch_one & epoch_two, "an example got the same crop in two epochs"
+    again = stream(5)
+    assert all(np.array_equal(a, b) for (a, _), (b, _) in zip(first, again))
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, again))
+    assert not np.array_equal(stream(6, 1)[0][0], first[0][0])
+
+
+def test_keras_augmentation_layers_mark_the_pipeline_not_checkpointable(tmp_path):
+    images = np.random.RandomState(0).randint(0, 256, (8, 16, 16, 3)).astype(np.uint8)
+    for options in ({"randaugment": True}, {"mixup_alpha": 0.2}, {"cutmix_alpha": 1.0}):
+        _, info = data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=True, **options)
+        assert info.extras["checkpointable"] is False, options
+    ds, info = data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=True, randaugment=True)
+    iterator = iter(ds)
+    next(iterator)
+    with pytest.raises(tf.errors.FailedPreconditionError, match="stateful"):
+        tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "ckpt"))
+    assert data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=False,
+                     randaugment=True)[1].extras["checkpointable"] is True
+
+
+def test_stateless_crop_flip_and_autoaugment_depend_only_on_the_seed():
+    jpeg = tf.io.encode_jpeg(_photo(48, 64))
+    seed = tf.constant([3, 4], tf.int64)
+    crops = [transforms.random_resized_crop(jpeg, 16, scale=(0.1, 0.3), seed=seed) for _ in range(2)]
+    assert np.array_equal(crops[0].numpy(), crops[1].numpy())
+    other = transforms.random_resized_crop(jpeg, 16, scale=(0.1, 0.3), seed=tf.constant([3, 5], tf.int64))
+    assert not np.array_equal(crops[0].numpy(), other.numpy())
+    transform = transforms.train_transform(16, scale=(0.1, 0.3))
+    assert np.array_equal(transform(jpeg, 0, seed)[0].numpy(), transform(jpeg, 0, seed)[0].numpy())
+    image = tf.constant(_photo(24, 24).astype(np.float32))
+    outputs = [augment.autoaugment(image, seed=tf.constant([i, 0], tf.int64)).numpy() for i in range(12)]
+    assert all(np.array_equal(augment.autoaugment(image, seed=tf.constant([i, 0], tf.int64)).numpy(), out)
+               for i, out in enumerate(outputs[:3]))
+    assert len({o.tobytes() for o in outputs}) >= 4
+    with pytest.raises(TypeError, match="shape-\\[2\\] integer tensor"):
+        augment.autoaugment(image, seed=tf.constant([0.5, 1.0]))
+
+
+@pytest.mark.parametrize("level, pixels", [(10, 250), (4, 100), (1, 25)])
+def test_autoaugment_translate_constant_is_250(level, pixels):
+    # tensorflow/tpu distort_image_with_autoaugment: translate_const=250 (100 is RandAugment's); level/10 * 250 px
+    assert augment.TRANSLATE_CONST == 250
+    image = np.tile(np.arange(300, dtype=np.float32)[:, None, None] % 251, (1, 4, 3))
+    for seed in (tf.constant([0, 0], tf.int64), tf.constant([0, 1], tf.int64), tf.constant([1, 7], tf.int64)):
+        out = augment.AUTOAUGMENT_OPS["TranslateY"](tf.constant(image), level, seed).numpy()
+        up = np.array_equal(out[: 300 - pixels], image[pixels:])
+        down = np.array_equal(out[pixels:], image[: 300 - pixels])
+        assert up or down, f"TranslateY level {level} is not a {pixels} px shift"
+        filled = out[300 - pixels:] if up else out[:pixels]
+        assert (filled == augment.FILL_VALUE).all()

@@ -2,7 +2,11 @@
 Keras MixUp / CutMix. All operate on float32 RGB in 0..255 inside tf.data.
 
 AutoAugment has no Keras layer, so its 25 sub-policies are written here with TensorFlow image ops,
-with the reference's level-to-argument rules (``_MAX_LEVEL = 10``).
+with the reference's level-to-argument rules (``_MAX_LEVEL = 10``) and its constants for policy v0
+(``distort_image_with_autoaugment``: ``translate_const=250``; 100 is RandAugment's). Given a
+per-example seed its every random choice is a stateless op, so a tf.data iterator over it can be
+checkpointed. The Keras layers (RandAugment, MixUp, CutMix) draw from a stateful SeedGenerator:
+a pipeline that uses them is not checkpointable.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import math
 import keras
 import tensorflow as tf
 
-__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "autoaugment", "randaugment_layer", "batch_mixer"]
+from kerasnets.data.transforms import stateless_seed
+
+__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "TRANSLATE_CONST", "autoaugment", "randaugment_layer", "batch_mixer"]
 
 MAX_LEVEL = 10.0
 FILL_VALUE = 128
-TRANSLATE_CONST = 100
+#: AutoAugment's translate constant (tensorflow/tpu ``distort_image_with_autoaugment``); RandAugment uses 100.
+TRANSLATE_CONST = 250
 
 #: AutoAugment ImageNet policy v0 used to train EfficientNet (tensorflow/tpu autoaugment.py).
 POLICY_V0 = (
@@ -66,13 +73,20 @@ def _transform(image: tf.Tensor, matrix) -> tf.Tensor:
     )[0]
 
 
-def _signed(value: float) -> tf.Tensor:
+def _uniform(seed: tf.Tensor | None) -> tf.Tensor:
+    """A float in [0, 1): stateless when ``seed`` (shape [2]) is given, else from the stateful RNG."""
+    if seed is None:
+        return tf.random.uniform([])
+    return tf.random.stateless_uniform([], seed=seed)
+
+
+def _signed(value: float, seed: tf.Tensor | None = None) -> tf.Tensor:
     """``value`` with a random sign, as the reference's ``_randomly_negate_tensor``."""
-    return tf.where(tf.random.uniform([]) < 0.5, -value, value)
+    return tf.where(_uniform(seed) < 0.5, -value, value)
 
 
-def _rotate(image, level):
-    radians = _signed(level / MAX_LEVEL * 30.0) * math.pi / 180.0
+def _rotate(image, level, seed=None):
+    radians = _signed(level / MAX_LEVEL * 30.0, seed) * math.pi / 180.0
     height, width = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
     cos, sin = tf.cos(radians), tf.sin(radians)
     x_offset = ((width - 1) - (cos * (width - 1) - sin * (height - 1))) / 2.0
@@ -80,48 +94,48 @@ def _rotate(image, level):
     return _transform(image, tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0]))
 
 
-def _shear_x(image, level):
-    s = _signed(level / MAX_LEVEL * 0.3)
+def _shear_x(image, level, seed=None):
+    s = _signed(level / MAX_LEVEL * 0.3, seed)
     return _transform(image, tf.stack([1.0, s, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]))
 
 
-def _shear_y(image, level):
-    s = _signed(level / MAX_LEVEL * 0.3)
+def _shear_y(image, level, seed=None):
+    s = _signed(level / MAX_LEVEL * 0.3, seed)
     return _transform(image, tf.stack([1.0, 0.0, 0.0, s, 1.0, 0.0, 0.0, 0.0]))
 
 
-def _translate_y(image, level):
-    pixels = _signed(level / MAX_LEVEL * TRANSLATE_CONST)
+def _translate_y(image, level, seed=None):
+    pixels = _signed(level / MAX_LEVEL * TRANSLATE_CONST, seed)
     return _transform(image, tf.stack([1.0, 0.0, 0.0, 0.0, 1.0, -pixels, 0.0, 0.0]))
 
 
-def _color(image, level):
+def _color(image, level, seed=None):
     gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(image))
     return _blend(gray, image, level / MAX_LEVEL * 1.8 + 0.1)
 
 
-def _posterize(image, level):
+def _posterize(image, level, seed=None):
     shift = 8 - int(level / MAX_LEVEL * 4)
     pixels = tf.cast(image, tf.uint8)
     return tf.cast(tf.bitwise.left_shift(tf.bitwise.right_shift(pixels, shift), shift), tf.float32)
 
 
-def _solarize(image, level):
+def _solarize(image, level, seed=None):
     threshold = float(int(level / MAX_LEVEL * 256))
     return tf.where(image < threshold, image, 255.0 - image)
 
 
-def _solarize_add(image, level):
+def _solarize_add(image, level, seed=None):
     added = tf.clip_by_value(image + float(int(level / MAX_LEVEL * 110)), 0.0, 255.0)
     return tf.where(image < 128.0, added, image)
 
 
-def _invert(image, level):
+def _invert(image, level, seed=None):
     del level
     return 255.0 - image
 
 
-def _autocontrast(image, level):
+def _autocontrast(image, level, seed=None):
     del level
     low = tf.reduce_min(image, axis=[0, 1], keepdims=True)
     high = tf.reduce_max(image, axis=[0, 1], keepdims=True)
@@ -135,21 +149,18 @@ def _equalize_channel(channel: tf.Tensor) -> tf.Tensor:
     histogram = tf.histogram_fixed_width(values, [0, 255], nbins=256)
     nonzero = tf.boolean_mask(histogram, histogram > 0)
     step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
-
-    def equalized():
-        lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
-        lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
-        return tf.cast(tf.gather(lut, values), tf.float32)
-
-    return tf.cond(step > 0, equalized, lambda: tf.cast(values, tf.float32))
+    lut = (tf.cumsum(histogram) + step // 2) // tf.maximum(step, 1)
+    lut = tf.clip_by_value(tf.concat([[0], lut[:-1]], 0), 0, 255)
+    return tf.cast(tf.where(step > 0, tf.gather(lut, values), values), tf.float32)  # no tf.cond: cheap to trace
 
 
-def _equalize(image, level):
+def _equalize(image, level, seed=None):
     del level
     return tf.stack([_equalize_channel(image[..., c]) for c in range(3)], axis=-1)
 
 
-#: op name -> fn(float image 0..255 HxWx3, level 0..10) -> image.
+#: op name -> fn(float image 0..255 HxWx3, level 0..10, seed=None) -> image; ``seed`` (shape [2]) makes the
+#: random sign of Rotate/Shear/Translate stateless, None draws it from the stateful RNG.
 AUTOAUGMENT_OPS = {
     "AutoContrast": _autocontrast,
     "Equalize": _equalize,
@@ -165,25 +176,35 @@ AUTOAUGMENT_OPS = {
 }
 
 
-def autoaugment(image: tf.Tensor, policy=POLICY_V0) -> tf.Tensor:
-    """Apply one uniformly chosen sub-policy: each of its ops with its probability, at its level."""
+def autoaugment(image: tf.Tensor, policy=POLICY_V0, seed: tf.Tensor | None = None) -> tf.Tensor:
+    """Apply one uniformly chosen sub-policy: each of its ops with its probability, at its level.
+
+    ``seed``: a shape-[2] integer tensor (one per image) makes every choice (sub-policy, whether each
+    op applies, its sign) a stateless op keyed by it: same seed, same output, and a tf.data iterator
+    over it can be checkpointed. None: the stateful RNG (not checkpointable).
+    """
     image = tf.round(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0))
+    if seed is not None:
+        seed = stateless_seed(seed)
+
+    def sub_seed(index: int) -> tf.Tensor | None:
+        return None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)
 
     def branch(sub_policy):
         def apply():
             out = image
-            for name, probability, level in sub_policy:
-                op = AUTOAUGMENT_OPS[name]
-                out = tf.cond(
-                    tf.random.uniform([]) < probability,
-                    lambda o=out, op=op, level=level: op(o, level),
-                    lambda o=out: o,
-                )
+            for position, (name, probability, level) in enumerate(sub_policy):
+                # both ops of the chosen sub-policy are computed and selected: cheaper to trace than tf.cond
+                applied = AUTOAUGMENT_OPS[name](out, level, sub_seed(2 + 2 * position))
+                out = tf.where(_uniform(sub_seed(1 + 2 * position)) < probability, applied, out)
             return out
 
         return apply
 
-    index = tf.random.uniform([], 0, len(policy), dtype=tf.int32)
+    if seed is None:
+        index = tf.random.uniform([], 0, len(policy), dtype=tf.int32)
+    else:
+        index = tf.random.stateless_uniform([], seed=sub_seed(0), minval=0, maxval=len(policy), dtype=tf.int32)
     out = tf.switch_case(index, [branch(p) for p in policy])
     out.set_shape(image.shape)
     return out

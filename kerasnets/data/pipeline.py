@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
 from kerasnets.data.files import canonical_split, folder_layout, folder_splits, select_split, split_indices
-from kerasnets.data.tfrecords import check_tfrecords, parse_example
+from kerasnets.data.tfrecords import check_tfrecords, metadata_entry, parse_example, tfrecord_count
 from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
@@ -33,7 +33,11 @@ class DatasetInfo:
     ``{"image_size", "crop_padding", "resize_method", "flip", "training"}`` (an eval one is the
     serving contract). ``splits`` lists the splits the source offers, None when unknown.
     ``extras`` holds ``kind`` ("folder", "tfrecords", "digits", "tfds", "arrays"), ``batch_size``,
-    ``drop_remainder`` and, for folders, the ``skipped`` file paths.
+    ``drop_remainder``, ``count_source`` (where ``num_examples`` came from: for TFRecords "option",
+    "metadata", "cache" or "counted", see :func:`kerasnets.data.tfrecords.tfrecord_count`; "source"
+    for the others, which know their size), ``checkpointable`` (whether ``tf.train.Checkpoint(
+    iterator=iter(dataset))`` can save the iterator; see :func:`load`) and, for folders, the
+    ``skipped`` file paths.
     """
 
     source: str
@@ -59,9 +63,9 @@ class _Raw:
     kind: str
     split: str
     splits: tuple[str, ...] | None = None
-    sharded_files: bool = False
     encoded: bool = False  # elements are encoded files that may still fail to decode
     read: Callable | None = None  # (path, label) -> (bytes, label), mapped after the shuffle
+    sharded: bool = False  # the source applied the load(shard=...) itself (TFRecords: a share of the files)
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
@@ -161,8 +165,17 @@ def _folder(root: str, split: str, validation_split: float | None, seed: int) ->
                 extras={"skipped": [p for p, _ in found.skipped]})
 
 
-def _tfrecords(pattern: str, split: str, class_names, num_classes, label_offset: int, training: bool, seed: int) -> _Raw:
-    files = sorted(f for f in glob.glob(pattern) if not f.endswith("-labels.txt"))  # "out-*" also matches those
+def _is_record_file(path: str) -> bool:
+    """False for what a glob like ``out-*`` also matches: labels/metadata files, temporary files being written."""
+    name = os.path.basename(path)
+    return not name.endswith(("-labels.txt", ".json", ".tmp")) and ".tmp-" not in name and os.path.isfile(path)
+
+
+def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: int, deterministic: bool,
+               num_examples: int | None, count_cache: str | None, shard: tuple[int, int] | None) -> _Raw:
+    class_names, num_classes = options.pop("class_names", None), options.pop("num_classes", None)
+    label_offset = options.pop("label_offset", 0)
+    files = sorted(f for f in glob.glob(pattern) if _is_record_file(f))
     if not files:
         raise ValueError(f"no TFRecord files match {pattern!r}")
     if class_names is None:
@@ -170,25 +183,36 @@ def _tfrecords(pattern: str, split: str, class_names, num_classes, label_offset:
         if os.path.isfile(labels_file):
             with open(labels_file) as handle:
                 class_names = [line.strip() for line in handle if line.strip()]
+    if class_names is None:
+        document, _ = metadata_entry(files)  # dataset.json of write_tfrecords, shards copied without labels file
+        class_names = (document or {}).get("class_names") or None
     if class_names is None and num_classes is None:
-        raise ValueError(f"TFRecord source {pattern!r}: pass class_names=[...] or num_classes=N (no labels file found)")
+        raise ValueError(f"TFRecord source {pattern!r}: pass class_names=[...] or num_classes=N (no labels file "
+                         f"or dataset.json found)")
     names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
     check_tfrecords(files, len(names), label_offset)
+    count, count_source = tfrecord_count(files, num_examples, count_cache)
     ds = tf.data.Dataset.from_tensor_slices(files)
+    if shard is not None:
+        if len(files) < shard[0]:
+            raise ValueError(f"shard={shard} splits the files of {pattern!r} between {shard[0]} pipelines, but "
+                             f"there are {len(files)} files; write at least {shard[0]} shards, or drop shard")
+        ds = ds.shard(*shard)
     if training:
-        ds = ds.shuffle(len(files), seed=seed)
+        ds = ds.shuffle(len(files), seed=seed)  # file names shuffled before the records are read
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
         cycle_length=min(len(files), 16),
         num_parallel_calls=AUTOTUNE,
-        deterministic=not training,
+        deterministic=deterministic or not training,
     )
     ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
-    count = sum(1 for f in files for _ in tf.data.TFRecordDataset(f)) if len(files) <= 64 else -1
-    return _Raw(ds, names, count, "tfrecords", split, sharded_files=True, encoded=True)
+    return _Raw(ds, names, count, "tfrecords", split, encoded=True, sharded=shard is not None,
+                extras={"count_source": count_source})
 
 
-def _resolve(source, split, training, seed, options) -> _Raw:
+def _resolve(source, split, training, seed, options, deterministic=True, num_examples=None, count_cache=None,
+             shard=None) -> _Raw:
     if isinstance(source, tuple) and len(source) == 2:
         return _from_arrays(*source, class_names=options.pop("class_names", None), split=split,
                             validation_split=options.pop("validation_split", None), seed=seed)
@@ -202,8 +226,7 @@ def _resolve(source, split, training, seed, options) -> _Raw:
     if os.path.isdir(source):
         return _folder(source, split, options.pop("validation_split", None), seed)
     if any(ch in source for ch in "*?[") or os.path.isfile(source):
-        return _tfrecords(source, split, options.pop("class_names", None), options.pop("num_classes", None),
-                          options.pop("label_offset", 0), training, seed)
+        return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
 
 
@@ -299,7 +322,7 @@ def load(
     training: bool | None = None,
     *,
     seed: int = 0,
-    deterministic: bool = False,
+    deterministic: bool = True,
     shuffle_buffer: int = 10_000,
     cache: bool = False,
     repeat: bool = False,
@@ -313,6 +336,9 @@ def load(
     mixup_alpha: float = 0.0,
     cutmix_alpha: float = 0.0,
     one_hot: bool | None = None,
+    num_examples: int | None = None,
+    count_cache: str | os.PathLike | None = None,
+    shard: tuple[int, int] | None = None,
     **options: Any,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
@@ -325,10 +351,16 @@ def load(
             casing (see :func:`available_splits`); TFDS: any TFDS split; TFRecord globs: ignored.
         image_size: output height and width.
         training: random crop/flip/augment and shuffle (default: ``split == "train"``).
-        seed, deterministic: seeded shuffling; ``deterministic=True`` also keeps element order
-            (slower). shuffle_buffer: bounded shuffle buffer (folders shuffle file paths, read after).
-            cache: cache the read examples (encoded bytes of files and records) in memory.
-        repeat, drop_remainder: repeat forever / fixed batch shapes (TPU).
+        seed: seeds the shuffles and every random crop, flip and AutoAugment choice (same seed, same
+            stream). deterministic: keep the element order of parallel maps (the default: the stream
+            is reproducible and an iterator checkpoint replays it exactly); False lets them yield out
+            of order (faster on slow storage, not reproducible).
+        shuffle_buffer: bounded shuffle buffer in examples, ``min(shuffle_buffer, num_examples)``
+            (folders shuffle file paths and read the files after; TFRecord shard names are
+            shuffled before their records are read too).
+        cache: cache the read examples (encoded bytes of files and records) in memory.
+        repeat, drop_remainder: repeat forever (each epoch reshuffled, with new crops) / fixed batch
+            shapes (TPU).
         crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
             (default :func:`default_crop_padding`: 32 = the EfficientNet reference from 224 px up,
             87.5% of the short side below; digits default 0). flip: random horizontal flip.
@@ -337,6 +369,19 @@ def load(
         autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
         mixup_alpha, cutmix_alpha: Keras MixUp / CutMix on batches (labels become one-hot).
         one_hot: one-hot float labels (default: only when mixing).
+        num_examples: the number of examples the source holds, when known (ImageNet: 1,281,167
+            train / 50,000 validation). TFRecord globs take it as their count; other sources know
+            theirs (a different number is logged and ignored). Without it, TFRecords written by
+            :func:`~kerasnets.data.write_tfrecords` are sized by their ``dataset.json``, others are
+            counted once, every shard read in parallel (``info.extras["count_source"]``).
+        count_cache: a folder (e.g. the run folder) where the record count of counted TFRecords is
+            kept, so that the next load does not read them again. Other sources ignore it.
+        shard: ``(count, index)``: keep only this pipeline's share, for input pipelines that run
+            one per worker (``tf.distribute.InputContext.num_input_pipelines`` and
+            ``input_pipeline_id``): TFRecords split their files (there must be at least ``count``),
+            other sources their examples, before the shuffle; tf.distribute's auto-sharding is
+            then off. ``num_examples`` stays the whole source's. Without it the dataset is
+            auto-sharded by examples (DATA policy).
         **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
             ``num_classes``, ``label_offset`` (TFRecords), ``validation_split`` (folders, digits,
             arrays): a seeded carve of the train data into "train" (the rest) and "validation"
@@ -345,41 +390,60 @@ def load(
 
     Images leave the pipeline as float32 RGB in 0..255; the models normalize inside. Files that
     fail to decode are dropped (before ``repeat``): see :func:`check_not_empty`.
+
+    Checkpointing: with crop, flip and AutoAugment (and no Keras layer) every random choice of a
+    training pipeline is a stateless op keyed by a per-example seed drawn from
+    ``tf.data.Dataset.random(seed)``, so ``tf.train.Checkpoint(iterator=it)`` saves the iterator
+    and a restored one (of a dataset loaded with the same arguments) yields exactly the batches
+    the saved one would have yielded next. RandAugment, MixUp and CutMix are Keras layers with a
+    stateful SeedGenerator that TF cannot serialize: with any of them on,
+    ``info.extras["checkpointable"]`` is False (saving raises ``FailedPreconditionError``). The
+    checkpoint holds the shuffle buffer's contents (for TFRecords, up to ``shuffle_buffer``
+    encoded images) and the prefetched batches.
     """
     training = (str(split).lower() == "train") if training is None else training
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    raw = _resolve(source, split, training, seed, options)
+    if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
+        raise ValueError(f"shuffle_buffer must be a positive integer (examples), got {shuffle_buffer!r}")
+    shard = _check_shard(shard)
+    count_cache = os.fspath(count_cache) if count_cache is not None else None
+    raw = _resolve(source, split, training, seed, options, deterministic, num_examples, count_cache, shard)
     if options:
         raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
+    if num_examples is not None and raw.kind != "tfrecords" and num_examples != raw.num_examples:
+        log.warning("num_examples=%s given, but %s split %r has %d examples: using %d", num_examples,
+                    source if isinstance(source, str) else "arrays", raw.split, raw.num_examples, raw.num_examples)
     settings = {"crop_padding": default_crop_padding(image_size), "flip": True, **raw.defaults}
     crop_padding = settings["crop_padding"] if crop_padding is None else crop_padding
     flip = settings["flip"] if flip is None else flip
     resize_method = resize_method or ("bilinear" if training else "bicubic")
     if resize_method not in RESIZE_METHODS:
         raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
+    ordered = deterministic or not training
 
     ds = raw.dataset
+    if shard is not None and not raw.sharded:
+        ds = ds.shard(*shard)
     if cache:
         ds = (ds.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else ds).cache()
     if training:
         buffer = shuffle_buffer if raw.num_examples < 0 else min(shuffle_buffer, max(raw.num_examples, 1))
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if raw.read and not cache:  # the shuffle buffer held paths; read the files now
-        ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
-    transform = (train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding) if training
-                 else eval_transform(image_size, crop_padding, resize_method))
-    ds = ds.map(transform, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
+        ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    if training:
+        ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding),
+                        autoaugment, seed, ordered)
+    else:
+        ds = ds.map(eval_transform(image_size, crop_padding, resize_method), num_parallel_calls=AUTOTUNE,
+                    deterministic=True)
     if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat(), so that
         ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
     if repeat:
         ds = ds.repeat()
-    if training and autoaugment:
-        from kerasnets.data.augment import autoaugment as auto_augment
-
-        ds = ds.map(lambda x, y: (auto_augment(x), y), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     if one_hot or mixing:
         depth = len(raw.class_names)
@@ -397,20 +461,59 @@ def load(
         mix = batch_mixer(mixup_alpha, cutmix_alpha, seed)
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
     opts = tf.data.Options()
-    opts.deterministic = deterministic or not training
+    opts.deterministic = ordered
+    # ignore_errors() stops tf.distribute's FILE auto-sharding (it cannot walk past it): shard by
+    # examples, or not at all when the pipeline was given its share (shard=...).
     opts.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if raw.sharded_files else tf.data.experimental.AutoShardPolicy.DATA
+        tf.data.experimental.AutoShardPolicy.OFF if shard is not None else tf.data.experimental.AutoShardPolicy.DATA
     )
     ds = ds.with_options(opts).prefetch(AUTOTUNE)
+    checkpointable = not (training and (randaugment or mixing))
     info = DatasetInfo(
         source=str(source) if isinstance(source, (str, os.PathLike)) else "arrays",
         split=raw.split,
         class_names=raw.class_names,
         num_examples=raw.num_examples,
         image_size=image_size,
-        extras={**raw.extras, "kind": raw.kind, "batch_size": batch_size, "drop_remainder": drop_remainder},
+        extras={"count_source": "source", **raw.extras, "kind": raw.kind, "batch_size": batch_size,
+                "drop_remainder": drop_remainder, "checkpointable": checkpointable},
         preprocessing={"image_size": image_size, "crop_padding": crop_padding, "resize_method": resize_method,
                        "flip": flip, "training": training},
         splits=raw.splits,
     )
     return ds, info
+
+
+def _check_shard(shard: Any) -> tuple[int, int] | None:
+    """``shard`` as ``(count, index)`` with ``0 <= index < count``; ValueError naming the fix otherwise."""
+    if shard is None:
+        return None
+    try:
+        count, index = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (count, index), e.g. (num_workers, task_index), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard=(count, index) needs count >= 1 and 0 <= index < count, got {shard!r}")
+    return count, index
+
+
+def _train_map(ds: tf.data.Dataset, transform: Callable, autoaugment: bool, seed: int,
+               ordered: bool) -> tf.data.Dataset:
+    """Crop, flip and (optionally) AutoAugment each example with stateless ops keyed by its own seed.
+
+    The seeds come from ``tf.data.Dataset.random(seed)`` zipped after the shuffle: a checkpointable
+    source that draws new seeds every epoch under ``repeat()`` (new crops each epoch, same stream
+    for the same ``seed``).
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def per_example(example, element_seed):
+        crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        image, label = transform(*example, crop_seed)
+        if autoaugment:
+            from kerasnets.data.augment import autoaugment as auto_augment
+
+            image = auto_augment(image, seed=augment_seed)
+        return image, label
+
+    return tf.data.Dataset.zip((ds, seeds)).map(per_example, num_parallel_calls=AUTOTUNE, deterministic=ordered)

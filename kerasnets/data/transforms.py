@@ -1,18 +1,42 @@
 """Image transforms of the published recipes, as tf.data map functions.
 
 Train: Inception-style random-resized crop (on the encoded JPEG with ``decode_and_crop_jpeg`` when
-the input is bytes), random horizontal flip. Eval: center crop with ``crop_padding`` (the
-EfficientNet reference eval: crop ``size / (size + 32)`` of the short side), resize. Every image
+the input is bytes), random horizontal flip. Given a per-example seed tensor (shape [2]) every random
+choice is a stateless op keyed by it, so a ``tf.data`` iterator over the transformed data can be
+checkpointed (TF refuses to serialize stateful random ops) and replays exactly. Eval: center crop
+with ``crop_padding`` (the EfficientNet reference eval: crop ``size / (size + 32)`` of the short
+side), resize. Every image
 leaves as float32 RGB in 0..255: normalization stays inside the model.
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["decode_rgb", "random_resized_crop", "center_crop", "train_transform", "eval_transform", "RESIZE_METHODS"]
+__all__ = ["decode_rgb", "random_resized_crop", "center_crop", "train_transform", "eval_transform", "RESIZE_METHODS",
+           "is_stateless_seed", "stateless_seed"]
 
 RESIZE_METHODS = ("bilinear", "bicubic")
+
+#: A Python int (op-level seed of stateful ops, as before), None, or a stateless seed: a shape-[2] integer tensor.
+Seed = Any
+
+
+def is_stateless_seed(seed: Seed) -> bool:
+    """True for a per-example seed (a shape-[2] integer tensor or array); False for None or an integer."""
+    return seed is not None and not isinstance(seed, (int, np.integer))
+
+
+def stateless_seed(seed: Seed) -> tf.Tensor:
+    """``seed`` as a shape-[2] int64 tensor; TypeError when it is no such pair."""
+    tensor = tf.convert_to_tensor(seed)
+    if not tensor.dtype.is_integer or (tensor.shape.rank is not None and tensor.shape.as_list() not in ([2], [None])):
+        raise TypeError(f"a stateless seed is a shape-[2] integer tensor (e.g. tf.data.Dataset.random().batch(2)), "
+                        f"got {tensor.dtype.name} of shape {tensor.shape}; pass a Python int for a stateful op seed")
+    return tf.cast(tensor, tf.int64)
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
@@ -89,30 +113,37 @@ def random_resized_crop(
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     method: str = "bilinear",
-    seed: int | None = None,
+    seed: Seed = None,
     crop_padding: int = 32,
 ) -> tf.Tensor:
     """Inception random-resized crop (``sample_distorted_bounding_box``), center-crop fallback.
 
     As the TPU reference, when no acceptable box was found in 10 attempts (the sampler then returns
     the whole image) the eval center crop (with the same ``crop_padding``) is used instead.
+    ``seed``: a shape-[2] integer tensor picks the box with the stateless sampler (same seed, same
+    box; checkpointable in tf.data); a Python int or None seeds the stateful sampler as an op seed.
     """
+    if is_stateless_seed(seed):
+        seed = stateless_seed(seed)
     return _on_pixels_or_jpeg(
         image_or_bytes, lambda image: _random_resized_crop(image, size, scale, ratio, method, seed, crop_padding))
 
 
 def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_padding) -> tf.Tensor:
     shape = _image_shape(image_or_bytes)
-    begin, box_size, _ = tf.image.sample_distorted_bounding_box(
-        tf.concat([shape, [3]], axis=0),
+    sampler = dict(
+        image_size=tf.concat([shape, [3]], axis=0),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
         min_object_covered=0.1,
         aspect_ratio_range=ratio,
         area_range=scale,
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
-        seed=seed or 0,
     )
+    if is_stateless_seed(seed):
+        begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(seed=seed, **sampler)
+    else:
+        begin, box_size, _ = tf.image.sample_distorted_bounding_box(seed=seed or 0, **sampler)
     whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
     return tf.cond(
         whole_image,
@@ -128,19 +159,32 @@ def train_transform(
     method: str = "bilinear",
     seed: int | None = None,
     crop_padding: int = 32,
-):
-    """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for training."""
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+    """Map function ``(image_or_bytes, label, element_seed=None) -> (float32 image 0..255, label)`` for training.
 
-    def transform(image, label):
-        image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding)
+    With ``element_seed`` (a shape-[2] integer tensor, one per example, e.g. zipped from
+    ``tf.data.Dataset.random(seed).batch(2)``) the crop and the flip are stateless ops keyed by
+    sub-seeds of it: the same seed gives the same image, and the pipeline's iterator can be
+    checkpointed. Without it they are stateful ops with the op-level ``seed`` (not checkpointable).
+    """
+
+    def transform(image, label, element_seed: Seed = None):
+        if element_seed is None:
+            image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding)
+            if flip:
+                image = tf.image.random_flip_left_right(image, seed=seed)
+            return image, label
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(element_seed), 2))
+        image = random_resized_crop(image, size, scale=scale, method=method, seed=crop_seed, crop_padding=crop_padding)
         if flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return image, label
 
     return transform
 
 
-def eval_transform(size: int, crop_padding: int = 32, method: str = "bicubic"):
+def eval_transform(size: int, crop_padding: int = 32,
+                   method: str = "bicubic") -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation."""
 
     def transform(image, label):

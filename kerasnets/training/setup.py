@@ -162,9 +162,9 @@ def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder
     train_ds, info = kdata.load(train_source, recipe.train_split, training=True, repeat=True,
                                 drop_remainder=drop_remainder, image_size=recipe.image_size, batch_size=worker_batch,
                                 seed=recipe.seed, one_hot=True, **_size_options(train_source, recipe.train_examples,
-                                                                                 run_dir), **train_options)
-    if shard[1] > 1:  # each worker reads its own part (batches of global batch / workers)
-        train_ds = train_ds.shard(shard[1], shard[0])
+                                                                                 run_dir),
+                                **({"shard": (shard[1], shard[0])} if shard[1] > 1 else {}),  # each worker its part
+                                **train_options)
     eval_source = _source(recipe.eval_data if recipe.eval_data is not None else recipe.data, run_dir)
     eval_split = _eval_split(recipe, eval_source, eval_options)
     eval_ds, eval_info = kdata.load(eval_source, eval_split, training=False, image_size=recipe.image_size,
