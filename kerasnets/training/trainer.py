@@ -48,9 +48,14 @@ def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, 
             "trainable_blocks": list(frozen.trainable_blocks)}
 
 
-def _symbolic(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _symbolic(dataset: tf.data.Dataset, kind: str) -> tf.data.Dataset:
     """Checkpoint the iterator's position, not its buffers (a few KB instead of the prefetched
-    batches); restored buffers are recomputed, exactly, from the stateless per-image seeds."""
+    batches); restored buffers are recomputed, exactly, from the stateless per-image seeds.
+    Encoded sources (folders, TFRecords) drop undecodable files with ``ignore_errors``, which TF
+    cannot checkpoint symbolically: their backups hold the buffers (for ImageNet TFRecords the
+    10,000 shuffled records, about 1 GB)."""
+    if kind in ("folder", "tfrecords"):
+        return dataset
     options = tf.data.Options()
     options.experimental_symbolic_checkpoint = True
     return dataset.with_options(options)
@@ -146,8 +151,14 @@ class Trainer:
                 self.ema = WeightEMA(model.weights, recipe.ema_decay)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_step")
         checkpointable = not run.tpu and run.info.extras.get("checkpointable", True)
-        objects = {"model": model, "optimizer": optimizer, "step": step, **({"ema": self.ema} if self.ema else {})}
-        train_ds = _symbolic(run.train_ds)
+        weights = {id(w) for w in model.weights}
+        # the random state of dropout and stochastic depth (Keras SeedGenerators) is not a weight
+        # and tf.train.Checkpoint(model) does not see it: saved explicitly, or a resumed run would
+        # draw other masks than the uninterrupted one
+        random_state = [getattr(v, "value", v) for v in model.variables if id(v) not in weights]
+        objects = {"model": model, "optimizer": optimizer, "step": step, "random_state": random_state,
+                   **({"ema": self.ema} if self.ema else {})}
+        train_ds = _symbolic(run.train_ds, run.info.extras.get("kind", ""))
         if checkpointable:
             iterator = iter(train_ds)
             objects["iterator"] = iterator
