@@ -177,17 +177,22 @@ def test_finetune_resumes_across_the_phase_boundary(tmp_path):
     command = kerasnets_cmd("train", FINETUNE, "--data", str(target), "--image-size", "32", "--batch-size", "16",
                             "--epochs", "4", "--backup-every-steps", "1", "--export", "keras", "--output",
                             str(tmp_path))
-    state = tmp_path / "finetune" / "backup" / "state.json"
+    saves = tmp_path / "finetune" / "backup" / "task-0" / "saves.json"
+
+    def latest():
+        try:
+            return json.loads(saves.read_text())[-1]
+        except (OSError, ValueError, IndexError):
+            return {"phase": 0, "step": 0}
+
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["phase"] == 1:
-            break
+    while time.time() < deadline and proc.poll() is None and latest()["phase"] != 1:
         time.sleep(0.02)
     assert proc.poll() is None, "training ended before it could be interrupted in phase 2"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed = json.loads(state.read_text())
+    killed = latest()
     resumed = subprocess.run(command, env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "finetune" / "summary.json").read_text())
