@@ -66,6 +66,8 @@ class _Raw:
     encoded: bool = False  # elements are encoded files that may still fail to decode
     read: Callable | None = None  # (path, label) -> (bytes, label), mapped after the shuffle
     sharded: bool = False  # the source applied the load(shard=...) itself (TFRecords: a share of the files)
+    epoch_dataset: Callable | None = None  # int64 epoch tensor -> one pass, its file order seeded by the epoch
+    epoch_permutes: bool = False  # epoch_dataset already yields every example in a random order (no buffer needed)
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
@@ -159,10 +161,17 @@ def _read(path: tf.Tensor, label: tf.Tensor):
 def _folder(root: str, split: str, validation_split: float | None, seed: int) -> _Raw:
     layout = folder_layout(root)
     found = select_split(layout, split, validation_split, seed)
-    ds = tf.data.Dataset.from_tensor_slices((list(found.paths), np.array(found.labels, np.int64)))
-    return _Raw(ds, found.class_names, len(found.paths), "folder", canonical_split(split),
-                folder_splits(layout, validation_split), encoded=True, read=_read,
-                extras={"skipped": [p for p, _ in found.skipped]})
+    paths, labels = tf.constant(list(found.paths), tf.string), tf.constant(np.array(found.labels, np.int64))
+
+    def epoch_paths(epoch: tf.Tensor) -> tf.data.Dataset:
+        """Every path once, in an order seeded by (seed, epoch): classes mixed before any byte is read."""
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(paths)[0]),
+                                                         seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order)))
+
+    return _Raw(tf.data.Dataset.from_tensor_slices((paths, labels)), found.class_names, len(found.paths), "folder",
+                canonical_split(split), folder_splits(layout, validation_split), encoded=True, read=_read,
+                epoch_dataset=epoch_paths, epoch_permutes=True, extras={"skipped": [p for p, _ in found.skipped]})
 
 
 def _is_record_file(path: str) -> bool:
@@ -192,22 +201,30 @@ def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: in
     names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
     check_tfrecords(files, len(names), label_offset)
     count, count_source = tfrecord_count(files, num_examples, count_cache)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if shard is not None:
-        if len(files) < shard[0]:
-            raise ValueError(f"shard={shard} splits the files of {pattern!r} between {shard[0]} pipelines, but "
-                             f"there are {len(files)} files; write at least {shard[0]} shards, or drop shard")
-        ds = ds.shard(*shard)
-    if training:
-        ds = ds.shuffle(len(files), seed=seed)  # file names shuffled before the records are read
-    ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-        cycle_length=min(len(files), 16),
-        num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic or not training,
-    )
-    ds = ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
-    return _Raw(ds, names, count, "tfrecords", split, encoded=True, sharded=shard is not None,
+    if shard is not None and len(files) < shard[0]:
+        raise ValueError(f"shard={shard} splits the files of {pattern!r} between {shard[0]} pipelines, but "
+                         f"there are {len(files)} files; write at least {shard[0]} shards, or drop shard")
+
+    def records(epoch=None) -> tf.data.Dataset:
+        if epoch is None:
+            ds = tf.data.Dataset.from_tensor_slices(files)
+        else:  # epoch's file order: a stateless permutation seeded by (seed, epoch)
+            ds = tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(
+                tf.constant(files), seed=tf.stack([tf.constant(seed, tf.int64), epoch])))
+        if shard is not None:
+            ds = ds.shard(*shard)
+        if training and epoch is None:  # file names shuffled before the records are read
+            ds = ds.shuffle(len(files), seed=seed)
+        ds = ds.interleave(
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic or not training,
+        )
+        return ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
+
+    return _Raw(records(), names, count, "tfrecords", split, encoded=True, sharded=shard is not None,
+                epoch_dataset=records,
                 extras={"count_source": count_source})
 
 
@@ -424,26 +441,52 @@ def load(
         raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
     ordered = deterministic or not training
 
-    ds = raw.dataset
+    base = raw.dataset
     if shard is not None and not raw.sharded:
-        ds = ds.shard(*shard)
+        base = base.shard(*shard)
     if cache:
-        ds = (ds.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else ds).cache()
-    if training:
-        buffer = shuffle_buffer if raw.num_examples < 0 else min(shuffle_buffer, max(raw.num_examples, 1))
-        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if raw.read and not cache:  # the shuffle buffer held paths; read the files now
-        ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    if training:
-        ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding),
-                        autoaugment, seed, ordered)
+        base = (base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base).cache()
+    buffer = shuffle_buffer if raw.num_examples < 0 else min(shuffle_buffer, max(raw.num_examples, 1))
+
+    def examples(ds: tf.data.Dataset, shuffle_seed, reshuffle: bool, shuffle: bool = True) -> tf.data.Dataset:
+        """Shuffle, read, transform: one pass over the source."""
+        if training and shuffle:
+            ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        if raw.read and not cache:  # the shuffle buffer held paths; read the files now
+            ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        if training:  # each worker its own augmentation draws
+            augment_seed = shuffle_seed if shard is None else shuffle_seed + 1_000_003 * (shard[1] + 1)
+            ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding),
+                            autoaugment, augment_seed, ordered, rerandomize=reshuffle)
+        else:
+            ds = ds.map(eval_transform(image_size, crop_padding, resize_method), num_parallel_calls=AUTOTUNE,
+                        deterministic=True)
+        if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat, so that
+            ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
+        return ds
+
+    if training and repeat:
+        # one endless stream, never re-iterated, so no hidden per-iteration reshuffle state, which a
+        # restored iterator checkpoint does not reproduce past the next epoch boundary
+        # (tensorflow#48178). Folders: epoch e is a permutation of every path seeded by (seed, e),
+        # each file once per epoch. TFRecords: epoch e's shard order is seeded by (seed, e) and one
+        # record buffer shuffles the stream (spanning epoch boundaries, as the TPU reference's
+        # shuffle after repeat); arrays, digits, TFDS: that buffer alone.
+        def epoch(index):
+            if not raw.epoch_dataset or cache:
+                return base
+            source = raw.epoch_dataset(index)
+            return source.shard(*shard) if shard is not None and not raw.sharded else source
+
+        if raw.encoded and not _decodes_any(raw, base):  # endless retries of files that never decode
+            ds = examples(base, seed, reshuffle=False)  # one empty pass instead: check_not_empty says why
+        else:
+            ds = examples(tf.data.Dataset.counter().flat_map(epoch), seed, reshuffle=False,
+                          shuffle=not (raw.epoch_permutes and not cache))
     else:
-        ds = ds.map(eval_transform(image_size, crop_padding, resize_method), num_parallel_calls=AUTOTUNE,
-                    deterministic=True)
-    if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat(), so that
-        ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
-    if repeat:
-        ds = ds.repeat()
+        ds = examples(base, seed, reshuffle=True)
+        if repeat:
+            ds = ds.repeat()
     mixing = training and (mixup_alpha > 0 or cutmix_alpha > 0)
     if one_hot or mixing:
         depth = len(raw.class_names)
@@ -484,6 +527,14 @@ def load(
     return ds, info
 
 
+def _decodes_any(raw: _Raw, base: tf.data.Dataset) -> bool:
+    """Whether any example of an encoded source decodes (reads in order until the first one does;
+    a full pass only when none does)."""
+    ds = base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base
+    ds = ds.map(lambda encoded, label: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False)))
+    return bool(list(ds.ignore_errors().take(1).as_numpy_iterator()))
+
+
 def _check_shard(shard: Any) -> tuple[int, int] | None:
     """``shard`` as ``(count, index)`` with ``0 <= index < count``; ValueError naming the fix otherwise."""
     if shard is None:
@@ -497,15 +548,15 @@ def _check_shard(shard: Any) -> tuple[int, int] | None:
     return count, index
 
 
-def _train_map(ds: tf.data.Dataset, transform: Callable, autoaugment: bool, seed: int,
-               ordered: bool) -> tf.data.Dataset:
+def _train_map(ds: tf.data.Dataset, transform: Callable, autoaugment: bool, seed: Any,
+               ordered: bool, rerandomize: bool = True) -> tf.data.Dataset:
     """Crop, flip and (optionally) AutoAugment each example with stateless ops keyed by its own seed.
 
     The seeds come from ``tf.data.Dataset.random(seed)`` zipped after the shuffle: a checkpointable
     source that draws new seeds every epoch under ``repeat()`` (new crops each epoch, same stream
     for the same ``seed``).
     """
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=rerandomize).batch(2)
 
     def per_example(example, element_seed):
         crop_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
