@@ -2,7 +2,6 @@
 formula, hand-computed L2 updates, padded evaluation, atomic backups."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -76,7 +75,7 @@ def test_weight_ema_follows_the_tpu_reference_decay_warmup():
     variable = keras.Variable(np.zeros(3, np.float32))
     ema = WeightEMA([variable], decay=0.9)
     shadow, rng = np.zeros(3), np.random.RandomState(0)
-    for n in range(1, 40):
+    for n in range(1, 120):  # past n = 80, where (1 + n) / (10 + n) reaches the 0.9 cap
         value = rng.normal(size=3).astype(np.float32)
         variable.assign(value)
         ema.update()
@@ -187,4 +186,3 @@ def test_trainer_loop_on_two_mirrored_replicas_is_the_single_device_fit():
     assert result["weight_diff"] < 1e-3  # and as the single-device steps, up to all-reduce order
     assert result["ema_updates"] == 2 and result["examples"] == 30  # every image, 30 = 3 x 8 + 6 padded
     assert "not divisible by the 2 replicas" in result["errors"][0]
-    assert math.isfinite(result["weight_diff"])

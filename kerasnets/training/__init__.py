@@ -1,6 +1,6 @@
 """Training: recipes, the ``model.fit`` engine, mixed precision, distribution, resumable runs."""
 
-from kerasnets.training.callbacks import TrainingDiverged
+from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.distribute import STRATEGIES, resolve_strategy
 from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train
 from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision

@@ -54,17 +54,28 @@ def _final_weights(trainer) -> list:
 
 def finalize(trainer) -> RunResult:
     """Evaluate, profile, summarise and export a fitted :class:`~kerasnets.training.trainer.Trainer`."""
-    run, recipe = trainer.run, trainer.recipe
+    run = trainer.run
     fit_done = time.time()
     weights = _final_weights(trainer)
-    if run.multiworker:
-        task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-        run.model.save_weights(os.path.join(run.run_dir, f"final-{task.get('type', 'worker')}-{task.get('index', 0)}"
-                                                         ".weights.h5"))  # lets their equality be checked
+    if run.multiworker:  # every worker leaves its final weights, so that their equality can be checked
+        run.model.save_weights(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"))
         if not run.chief:
-            trainer.backup.clear()
-            _barrier(run.strategy)
+            _barrier(run.strategy)  # the chief has evaluated, exported and written the summary
+            if os.path.exists(os.path.join(run.run_dir, "summary.json")):  # else the backups stay for a rerun
+                trainer.backup.clear()
             return RunResult({}, run.model, trainer.history_dict())
+        try:
+            return _finalize_chief(trainer, fit_done, weights)
+        finally:  # the workers leave together; backups go only once the summary is written
+            _barrier(run.strategy)
+            if os.path.exists(os.path.join(run.run_dir, "summary.json")):
+                trainer.backup.clear()
+    return _finalize_chief(trainer, fit_done, weights)
+
+
+def _finalize_chief(trainer, fit_done: float, weights: list) -> RunResult:
+    run, recipe = trainer.run, trainer.recipe
+    if run.multiworker:
         model = single_device_copy(run.model, weights)
         functions = StepFunctions(model, None, recipe.label_smoothing, tf.distribute.get_strategy())
         results = functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
@@ -103,6 +114,7 @@ def finalize(trainer) -> RunResult:
         "epochs": recipe.epochs,
         "phases": trainer.phase_reports if recipe.phases else [],
         "steps": trainer.steps_done,
+        "steps_run": trainer.steps_run,
         "steps_per_epoch": run.steps_per_epoch,
         "global_batch": run.global_batch,
         "learning_rate": run.context.learning_rate,
@@ -113,20 +125,19 @@ def finalize(trainer) -> RunResult:
         "seed": recipe.seed,
         "resumed_from_step": trainer.resumed["step"],
         "resumed_from_phase": trainer.resumed["phase"],
-        "train_seconds": round(fit_done - trainer.started, 1),
+        "train_seconds": round(fit_done - trainer.started - trainer.timings.get("setup", 0.0), 1),
         "paths": {},
     }
     history = trainer.history_dict()
     summary["paths"] = _write_outputs(model, recipe, run.run_dir, history, summary, run.eval_ds, contract)
-    trainer.backup.clear()
     summary["timings"] = {"setup": round(trainer.timings.get("setup", 0.0), 1),
                           "fit": round(fit_done - trainer.started - trainer.timings.get("setup", 0.0), 1),
                           "final_evaluation": round(evaluated - fit_done, 1),
                           "outputs": round(time.time() - evaluated, 1)}
     summary["total_seconds"] = round(time.time() - trainer.started, 1)
     atomic_write_text(os.path.join(run.run_dir, "summary.json"), json.dumps(summary, indent=2))
-    if run.multiworker:
-        _barrier(run.strategy)
+    if not run.multiworker:
+        trainer.backup.clear()
     return RunResult(summary, model, history)
 
 

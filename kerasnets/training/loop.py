@@ -111,7 +111,7 @@ class StepFunctions:
             predictions = self.model(images, training=True)
             loss = tf.nn.compute_average_loss(self.loss(labels, predictions))
             penalties = list(self.model.losses)
-            if self.l2:
+            if self.l2 and self.l2_weights:
                 penalties.append(self.l2 * tf.add_n([tf.nn.l2_loss(tf.cast(w, tf.float32)) for w in self.l2_weights]))
             if penalties:
                 loss += tf.nn.scale_regularization_loss(tf.add_n([tf.cast(p, tf.float32) for p in penalties]))
@@ -160,9 +160,7 @@ class StepFunctions:
     def evaluate(self, dataset: tf.data.Dataset, batch: int, steps: int | None = None) -> dict[str, float]:
         """Loss and accuracy over every image of ``dataset`` (batches padded to ``batch``, masked)."""
         totals = [0.0, 0.0, 0.0]
-        for index, (images, labels, mask) in enumerate(pad_batches(dataset, batch)):
-            if steps is not None and index >= steps:
-                break
+        for images, labels, mask in pad_batches(dataset if steps is None else dataset.take(steps), batch):
             for i, value in enumerate(self.eval_step(images, labels, mask)):
                 totals[i] += float(value)
         loss, correct, count = totals

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from typing import Any
 
 import keras
@@ -20,7 +19,7 @@ import tensorflow as tf
 from kerasnets.atomic import atomic_write_text
 from kerasnets.models.freeze import freeze
 from kerasnets.training.backup import RunBackup
-from kerasnets.training.callbacks import TrainingDiverged
+from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe
@@ -81,12 +80,13 @@ class Trainer:
         self.phase_reports: list[dict] = []
         self.resumed = {"phase": 0, "step": 0}
         self.steps_done = 0
+        self.steps_run = 0  # steps this process executed (a resumed run: the remaining ones)
+        self._writers: dict = {}
         self.timings: dict[str, float] = {}
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> RunSetup:
         """Strategy, precision, data, model; then the run folder and its backups."""
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
         self.run = setup(self.recipe, self.run_name)
         os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
         self.backup = RunBackup(self.run.run_dir, self.run.task)
@@ -169,14 +169,19 @@ class Trainer:
             log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
                         int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
         if not checkpointable:  # TPU, or stateful augmentation layers: replay the stream to the step
-            distributed = strategy.experimental_distribute_dataset(train_ds.skip(int(step.numpy())))
-            iterator = iter(distributed)
+            replay = train_ds.skip(int(step.numpy()))
+            iterator = iter(strategy.experimental_distribute_dataset(replay) if run.tpu else replay)
         if recipe.phases:
             log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(run.phases),
                         phase.name, phase.epochs, context.learning_rate, phase.trainable_from)
         functions = StepFunctions(model, optimizer, recipe.label_smoothing, strategy, recipe.l2_regularization,
                                   l2_variables(model, recipe.l2_on_batch_norm), self.ema,
-                                  jit_compile=accelerator_present() and not recipe.run_eagerly,
+                                  # as Keras: XLA without tf.distribute only (under MirroredStrategy it
+                                  # disables merge_call: LossScaleOptimizer's per-replica finite check
+                                  # would then branch around the all-reduce)
+                                  jit_compile=accelerator_present() and not recipe.run_eagerly
+                                  and not tf.distribute.has_strategy() and strategy.num_replicas_in_sync == 1
+                                  and not run.tpu,
                                   run_eagerly=recipe.run_eagerly)
         self.functions = functions
         phase_steps = run.steps_per_epoch * phase.epochs
@@ -201,6 +206,7 @@ class Trainer:
             images, labels = next(iterator)
             loss, correct, count = functions.train_step(images, labels)
             step.assign_add(1)
+            self.steps_run += 1
             loss = float(loss)
             if not math.isfinite(loss):
                 last = self.backup.latest()
@@ -243,7 +249,8 @@ class Trainer:
         if start is None or not os.path.exists(path):
             return
         with open(path) as handle:
-            rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+            rows = [{k: (int(float(v)) if k in ("epoch", "phase") else float(v)) for k, v in row.items() if v != ""}
+                    for row in csv.DictReader(handle)]
         resumed_epoch = sum(p.epochs for p in self.run.phases[:start["phase"]]) + start["step"] // self.run.steps_per_epoch
         self.history = [r for r in rows if int(r["epoch"]) < resumed_epoch]
 
@@ -259,7 +266,9 @@ class Trainer:
         atomic_write_text(os.path.join(self.run.run_dir, "history.csv"), buffer.getvalue())
         logs = os.path.join(self.run.run_dir, "logs")
         for kind, prefix in (("train", ""), ("validation", "val_")):
-            with tf.summary.create_file_writer(os.path.join(logs, kind)).as_default():
+            if kind not in self._writers:
+                self._writers[kind] = tf.summary.create_file_writer(os.path.join(logs, kind))
+            with self._writers[kind].as_default():
                 for metric in ("loss", "accuracy"):
                     if prefix + metric in row:
                         tf.summary.scalar(f"epoch_{metric}", row[prefix + metric], step=int(row["epoch"]))
