@@ -30,8 +30,8 @@ Reference settings, as here:
 Deviations (named):
 - steps per epoch are ``ceil(examples / global batch)``, the reference's ``examples / batch`` is
   fractional: warmup and decay boundaries move by under one step per epoch (< 0.4% at batch 4096);
-- the EMA's treatment of BatchNorm's moving statistics (the reference averages them too) is the
-  trainer's; the reference's TPU BatchNorm groups replicas, here all replicas are synchronized.
+- the reference's TPU BatchNorm groups replicas; here all replicas are synchronized. (The EMA
+  averages BatchNorm's moving statistics with the weights, as the reference does: no deviation.)
 
 Data: TFRecords in the ImageNet layout (``image/encoded``, ``image/class/label``). The TPU
 converter writes labels 1..1000, hence ``label_offset=-1``; use 0 for 0-based shards. The

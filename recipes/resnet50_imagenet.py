@@ -31,7 +31,10 @@ Deviations (named):
 - the model normalizes inside with caffe preprocessing (BGR mean subtraction, keras.applications'
   contract) instead of torchvision's RGB mean/std (the stem's BatchNorm removes the scale from
   the forward pass);
-- BatchNorm is synchronized across replicas (torchvision: per GPU, unless ``--sync-bn``).
+- BatchNorm is synchronized across replicas (torchvision: per GPU, unless ``--sync-bn``);
+- Keras' SGD keeps the learning rate inside the momentum buffer (``v = m v - lr g``), PyTorch
+  outside (``v = m v + g; w -= lr v``): identical at a constant rate, but at each x0.1 drop the
+  PyTorch step shrinks at once and the Keras one over ~1/(1 - m) = 10 steps.
 
 Data: TFRecords in the ImageNet layout with labels 1..1000 (``label_offset=-1``). The
 TFRecord-only options (``label_offset``, ``num_classes``) are dropped, with a log line, when

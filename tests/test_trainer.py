@@ -186,3 +186,31 @@ def test_trainer_loop_on_two_mirrored_replicas_is_the_single_device_fit():
     assert result["weight_diff"] < 1e-3  # and as the single-device steps, up to all-reduce order
     assert result["ema_updates"] == 2 and result["examples"] == 30  # every image, 30 = 3 x 8 + 6 padded
     assert "not divisible by the 2 replicas" in result["errors"][0]
+
+
+def test_mixed_float16_step_skips_overflow_halves_the_scale_and_the_backup_keeps_it(tmp_path):
+    """Under mixed_float16 the loop scales the loss (LossScaleOptimizer): a step whose float16
+    gradients overflow changes no weight and halves the scale; a finite step trains; a backup
+    restores the scale."""
+    from kerasnets.training.precision import precision_scope
+
+    with precision_scope("mixed_float16"):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                                  keras.layers.Dense(3, activation="softmax", dtype="float32")])
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1))
+    optimizer.build(model.trainable_variables)
+    steps = StepFunctions(model, optimizer, 0.0, tf.distribute.get_strategy())
+    labels = tf.constant(keras.utils.to_categorical([0, 1, 2, 0], 3))
+    before, scale = [np.asarray(w).copy() for w in model.weights], float(optimizer.dynamic_scale.numpy())
+    steps.train_step(tf.constant(np.full((4, 4), 6e4, np.float32)), labels)  # float16 overflows
+    assert float(optimizer.dynamic_scale.numpy()) == scale / 2
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(np.asarray(w), b)
+    steps.train_step(tf.constant(np.random.RandomState(0).uniform(0, 1, (4, 4)).astype(np.float32)), labels)
+    assert not np.array_equal(np.asarray(model.weights[0]), before[0])
+    checkpoint = tf.train.Checkpoint(optimizer=optimizer)
+    path = checkpoint.write(str(tmp_path / "ckpt"))
+    optimizer.dynamic_scale.assign(1.0)
+    checkpoint.read(path).assert_existing_objects_matched()
+    assert float(optimizer.dynamic_scale.numpy()) == scale / 2
