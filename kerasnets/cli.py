@@ -127,6 +127,21 @@ _KIND_WORDS = {"folder": "an image folder", "digits": "digits", "tfds": "a TFDS 
                "tfrecords": "TFRecords", "arrays": "arrays"}
 
 
+def _self_described(pattern: object) -> bool:
+    """True for TFRecords written by ``write_tfrecords`` (a ``dataset.json`` or ``-labels.txt``
+    beside them): their labels are 0-based indices into their own class names."""
+    import glob
+    import re
+
+    from kerasnets.data.tfrecords import metadata_entry
+
+    files = sorted(f for f in glob.glob(str(pattern)) if not f.endswith((".json", ".txt", ".tmp")))
+    if not files:
+        return False
+    labels_file = re.sub(r"-\d+-of-\d+$", "", files[0]) + "-labels.txt"
+    return os.path.isfile(labels_file) or metadata_entry(files)[0] is not None
+
+
 def _own_options(options: dict, source: object, role: str, recipe_name: str) -> dict:
     """``options`` without the source-specific options another kind of source takes (a folder knows
     its classes: ``label_offset`` / ``num_classes`` / ``class_names`` are TFRecords'), logged."""
@@ -134,6 +149,12 @@ def _own_options(options: dict, source: object, role: str, recipe_name: str) -> 
     if kind not in _SOURCE_OPTIONS:
         return dict(options)
     dropped = sorted(k for k in options if k in _ANY_SOURCE_OPTION and k not in _SOURCE_OPTIONS[kind])
+    if kind == "tfrecords" and _self_described(source):  # write_tfrecords' shards: 0-based labels, named classes
+        described = sorted(k for k in ("label_offset", "num_classes") if k in options)
+        if described:
+            log.warning("recipe %r: %s %s was written by write_tfrecords (0-based labels, its own class names): "
+                        "%s_options %s dropped", recipe_name, role, source, role.split()[0], ", ".join(described))
+        options = {k: v for k, v in options.items() if k not in described}
     if dropped:
         log.warning("recipe %r: %s %s is %s, which takes none of %s_options %s: dropped", recipe_name, role,
                     source, _KIND_WORDS[kind], role.split()[0], ", ".join(dropped))

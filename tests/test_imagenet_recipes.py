@@ -232,3 +232,27 @@ def test_folder_or_digits_data_drops_the_tfrecord_options(recipe_path, image_fol
     assert cli.main(["train", recipe_path, "--data", str(image_folder)]) == 2
     assert "Traceback" not in capsys.readouterr().err
     assert reached and reached[0].data == str(image_folder) and "num_classes" not in reached[0].train_options
+
+
+def test_imagenet_recipe_on_the_users_own_write_tfrecords_shards_drops_the_imagenet_label_options(tmp_path):
+    """Shards written by write_tfrecords describe themselves (0-based labels, dataset.json): the
+    recipe's ImageNet label_offset=-1 / num_classes=1000 would misread them, so they are dropped."""
+    import numpy as np
+    from PIL import Image
+
+    from kerasnets import data
+
+    for name in ("cat", "dog"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / "photos" / name / f"{i}.jpg")
+    for split in ("train", "validation"):
+        data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / "records" / split), shards=2, progress=False)
+    recipe = load_recipe(os.path.join(RECIPES, "resnet50_imagenet.py"))
+    args = cli.build_parser().parse_args(["train", "x", "--data", str(tmp_path / "records" / "train-*")])
+    resolved = cli.train_overrides(args, recipe)
+    assert "label_offset" not in resolved.train_options and "num_classes" not in resolved.train_options
+    assert resolved.eval_data == str(tmp_path / "records" / "validation-*-of-*")
+    assert "label_offset" not in resolved.eval_options
+    _, info = data.load(resolved.data, "train", 16, 2, **resolved.train_options)
+    assert info.class_names == ("cat", "dog") and info.num_examples == 6
