@@ -1,8 +1,11 @@
-"""Training: recipes, the ``model.fit`` engine, mixed precision, distribution, resumable runs."""
+"""Training: recipes, the Trainer (one ``strategy.run`` loop for every strategy), mixed precision,
+distribution, exactly resumable runs."""
 
 from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.distribute import STRATEGIES, resolve_strategy
 from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train
+from kerasnets.training.optimizers import TF1RMSprop
+from kerasnets.training.trainer import Trainer
 from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision
 from kerasnets.training.finetune import build_preset, saved_architecture
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext, apply_overrides, load_recipe, smoke_overrides
@@ -10,6 +13,8 @@ from kerasnets.training.schedules import WarmupExponentialDecay, exclude_norm_an
 
 __all__ = [
     "Recipe",
+    "Trainer",
+    "TF1RMSprop",
     "Phase",
     "TRAIN_ALL",
     "TrainContext",
