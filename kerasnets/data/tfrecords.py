@@ -288,9 +288,17 @@ def tfrecord_count(files: list[str], num_examples: int | None = None,
              f"; cached in {cache_path}" if cache_path else "; pass count_cache=DIR to keep the count")
     count = count_records(files)
     if cache_path:
-        def remember(cache: dict) -> None:
-            cache[key] = {"examples": count, "files": len(files), "first": os.path.abspath(sorted(files)[0])}
-
-        os.makedirs(count_cache, exist_ok=True)
-        _update_json(cache_path, remember)
+        store_count(files, count, count_cache)
     return count, "counted"
+
+
+def store_count(files: list[str], count: int, count_cache: str) -> None:
+    """Remember ``count`` records for ``files`` in ``count_cache/tfrecord_counts.json`` (what
+    :func:`tfrecord_count` reads back while the files are unchanged)."""
+    key = _cache_key(files)
+
+    def remember(cache: dict) -> None:
+        cache[key] = {"examples": int(count), "files": len(files), "first": os.path.abspath(sorted(files)[0])}
+
+    os.makedirs(count_cache, exist_ok=True)
+    _update_json(os.path.join(count_cache, COUNT_CACHE_FILE), remember)

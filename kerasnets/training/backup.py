@@ -104,5 +104,7 @@ class RunBackup:
     def clear(self) -> None:
         """Remove every backup of the run (training finished; the model is saved elsewhere)."""
         shutil.rmtree(self.dir, ignore_errors=True)
-        if os.path.isdir(self.root) and not os.listdir(self.root):
-            os.rmdir(self.root)
+        try:  # other workers clear their folders at the same time
+            os.rmdir(self.root)  # only when empty
+        except OSError:
+            pass

@@ -137,10 +137,27 @@ def _eval_split(recipe: Recipe, eval_source: Any, eval_options: dict) -> str:
 
 
 def _size_options(source: Any, examples: int | None, run_dir: str) -> dict:
-    """TFRecords: the recipe's stated size, else a count cached in the run folder."""
+    """TFRecords: the recipe's stated size, else a count cached in the run folder (read when the
+    folder exists; a new run's count is stored by :func:`store_counts` once the run is valid)."""
     if not is_tfrecord_source(source):
         return {}
-    return {"num_examples": examples} if examples else {"count_cache": run_dir}
+    if examples:
+        return {"num_examples": examples}
+    return {"count_cache": run_dir} if os.path.isdir(run_dir) else {}
+
+
+def store_counts(run: "RunSetup") -> None:
+    """Cache the TFRecord counts this run made in its folder, so that a resumed run reads them."""
+    import glob
+
+    from kerasnets.data.pipeline import _is_record_file
+    from kerasnets.data.tfrecords import store_count
+
+    for info in (run.info, run.eval_info):
+        if info.extras.get("count_source") == "counted" and info.extras.get("kind") == "tfrecords":
+            files = sorted(f for f in glob.glob(info.source) if _is_record_file(f))
+            if files:
+                store_count(files, info.num_examples, run.run_dir)
 
 
 def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder: bool, run_dir: str,

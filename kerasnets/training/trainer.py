@@ -23,7 +23,7 @@ from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe
-from kerasnets.training.setup import RunSetup, setup
+from kerasnets.training.setup import RunSetup, setup, store_counts
 
 __all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
 
@@ -89,6 +89,7 @@ class Trainer:
         """Strategy, precision, data, model; then the run folder and its backups."""
         self.run = setup(self.recipe, self.run_name)
         os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
+        store_counts(self.run)
         self.backup = RunBackup(self.run.run_dir, self.run.task)
         if not self.resume:
             self.backup.clear()
