@@ -214,3 +214,57 @@ def test_mixed_float16_step_skips_overflow_halves_the_scale_and_the_backup_keeps
     optimizer.dynamic_scale.assign(1.0)
     checkpoint.read(path).assert_existing_objects_matched()
     assert float(optimizer.dynamic_scale.numpy()) == scale / 2
+
+
+class _Interrupted(BaseException):
+    """Stands for kill -9 inside the process (not an Exception: nothing catches it)."""
+
+
+def test_resume_under_mixed_float16_loss_scaling_gives_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """Interrupted after 5 steps (last backup at step 3, loss scale and iterator inside), run again:
+    the final weights equal an uninterrupted run's, across the epoch boundary, under mixed_float16.
+    --steps-per-epoch 8 --epochs 2: two short epochs (the boundary is what is tested); --export
+    keras: only the weights are compared; --deterministic: bit-for-bit comparable runs."""
+    from kerasnets import cli
+    from kerasnets.training import loop
+
+    command = ["train", os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.py"), "--epochs", "2",
+               "--steps-per-epoch", "8", "--precision", "mixed_float16", "--output", str(tmp_path), "--deterministic",
+               "--export", "keras", "--backup-every-steps", "3"]
+    from tensorflow.python.framework import config as tf_config
+
+    try:
+        _interrupt_and_resume(command, tmp_path, monkeypatch, loop, cli)
+    finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
+        tf_config.disable_op_determinism()
+
+
+def _interrupt_and_resume(command, tmp_path, monkeypatch, loop, cli):
+    assert cli.main(command + ["--name", "whole"]) == 0
+    original, calls = loop.StepFunctions.__init__, [0]
+
+    def interrupting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        step = self.train_step
+
+        def counted(images, labels):
+            calls[0] += 1
+            if calls[0] == 6:
+                raise _Interrupted()
+            return step(images, labels)
+
+        self.train_step = counted
+
+    monkeypatch.setattr(loop.StepFunctions, "__init__", interrupting)
+    with pytest.raises(_Interrupted):
+        cli.main(command + ["--name", "resumed"])
+    monkeypatch.setattr(loop.StepFunctions, "__init__", original)
+    keras.backend.clear_session()
+    assert cli.main(command + ["--name", "resumed"]) == 0
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["precision"] == "mixed_float16" and summary["resumed_from_step"] == 3
+    assert summary["steps_run"] == 13
+    whole = keras.saving.load_model(tmp_path / "whole" / "model.keras", compile=False)
+    resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras", compile=False)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
