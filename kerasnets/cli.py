@@ -130,16 +130,12 @@ _KIND_WORDS = {"folder": "an image folder", "digits": "digits", "tfds": "a TFDS 
 def _self_described(pattern: object) -> bool:
     """True for TFRecords written by ``write_tfrecords`` (a ``dataset.json`` or ``-labels.txt``
     beside them): their labels are 0-based indices into their own class names."""
-    import glob
-    import re
+    from kerasnets.data.tfrecords import labels_file, metadata_entry, record_files
 
-    from kerasnets.data.tfrecords import metadata_entry
-
-    files = sorted(f for f in glob.glob(str(pattern)) if not f.endswith((".json", ".txt", ".tmp")))
+    files = record_files(str(pattern))
     if not files:
         return False
-    labels_file = re.sub(r"-\d+-of-\d+$", "", files[0]) + "-labels.txt"
-    return os.path.isfile(labels_file) or metadata_entry(files)[0] is not None
+    return os.path.isfile(labels_file(files[0])) or metadata_entry(files)[0] is not None
 
 
 def _own_options(options: dict, source: object, role: str, recipe_name: str) -> dict:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -14,7 +12,8 @@ import tensorflow as tf
 
 from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
 from kerasnets.data.files import canonical_split, folder_layout, folder_splits, select_split, split_indices
-from kerasnets.data.tfrecords import check_tfrecords, metadata_entry, parse_example, tfrecord_count
+from kerasnets.data.tfrecords import (check_tfrecords, labels_file, metadata_entry, parse_example, record_files,
+                                      tfrecord_count)
 from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
@@ -174,23 +173,17 @@ def _folder(root: str, split: str, validation_split: float | None, seed: int) ->
                 epoch_dataset=epoch_paths, epoch_permutes=True, extras={"skipped": [p for p, _ in found.skipped]})
 
 
-def _is_record_file(path: str) -> bool:
-    """False for what a glob like ``out-*`` also matches: labels/metadata files, temporary files being written."""
-    name = os.path.basename(path)
-    return not name.endswith(("-labels.txt", ".json", ".tmp")) and ".tmp-" not in name and os.path.isfile(path)
-
-
 def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: int, deterministic: bool,
                num_examples: int | None, count_cache: str | None, shard: tuple[int, int] | None) -> _Raw:
     class_names, num_classes = options.pop("class_names", None), options.pop("num_classes", None)
     label_offset = options.pop("label_offset", 0)
-    files = sorted(f for f in glob.glob(pattern) if _is_record_file(f))
+    files = record_files(pattern)
     if not files:
         raise ValueError(f"no TFRecord files match {pattern!r}")
     if class_names is None:
-        labels_file = re.sub(r"-\d+-of-\d+$", "", files[0]) + "-labels.txt"  # written by write_tfrecords
-        if os.path.isfile(labels_file):
-            with open(labels_file) as handle:
+        labels_path = labels_file(files[0])  # written by write_tfrecords
+        if os.path.isfile(labels_path):
+            with open(labels_path) as handle:
                 class_names = [line.strip() for line in handle if line.strip()]
     if class_names is None:
         document, _ = metadata_entry(files)  # dataset.json of write_tfrecords, shards copied without labels file

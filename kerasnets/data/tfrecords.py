@@ -27,7 +27,7 @@ from kerasnets.data.files import folder_layout, scan_folder
 
 __all__ = [
     "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "parse_example", "check_tfrecords", "write_tfrecords",
-    "read_metadata", "metadata_entry", "count_records", "tfrecord_count",
+    "read_metadata", "metadata_entry", "count_records", "tfrecord_count", "store_count", "record_files", "labels_file",
 ]
 
 log = logging.getLogger("kerasnets.data")
@@ -200,6 +200,21 @@ def read_metadata(folder: str) -> dict | None:
 def _prefix(path: str) -> str:
     """``/data/train-00001-of-01024`` -> ``train`` (the ``out`` basename given to write_tfrecords)."""
     return _SHARD_SUFFIX.sub("", os.path.basename(path))
+
+
+def record_files(pattern: str) -> list[str]:
+    """The TFRecord shards a glob names, sorted: without what a glob like ``out-*`` also matches
+    (labels and metadata files, temporary files being written)."""
+    def is_record(path: str) -> bool:
+        name = os.path.basename(path)
+        return not name.endswith(("-labels.txt", ".json", ".tmp")) and ".tmp-" not in name and os.path.isfile(path)
+
+    return sorted(f for f in glob.glob(os.fspath(pattern)) if is_record(f))
+
+
+def labels_file(shard: str) -> str:
+    """The ``{out}-labels.txt`` that :func:`write_tfrecords` writes beside the shard ``{out}-00000-of-00008``."""
+    return re.sub(r"-\d+-of-\d+$", "", shard) + "-labels.txt"
 
 
 def metadata_entry(files: list[str]) -> tuple[dict | None, dict | None]:

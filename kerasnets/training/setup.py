@@ -148,14 +148,11 @@ def _size_options(source: Any, examples: int | None, run_dir: str) -> dict:
 
 def store_counts(run: "RunSetup") -> None:
     """Cache the TFRecord counts this run made in its folder, so that a resumed run reads them."""
-    import glob
-
-    from kerasnets.data.pipeline import _is_record_file
-    from kerasnets.data.tfrecords import store_count
+    from kerasnets.data.tfrecords import record_files, store_count
 
     for info in (run.info, run.eval_info):
         if info.extras.get("count_source") == "counted" and info.extras.get("kind") == "tfrecords":
-            files = sorted(f for f in glob.glob(info.source) if _is_record_file(f))
+            files = record_files(info.source)
             if files:
                 store_count(files, info.num_examples, run.run_dir)
 
