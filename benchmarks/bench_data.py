@@ -1,10 +1,13 @@
-"""Input-pipeline throughput on a folder of full-size JPEGs, against keras.utils.image_dataset_from_directory.
+"""Input-pipeline throughput against keras.utils.image_dataset_from_directory and B0's appetite.
 
-    python benchmarks/bench_data.py [--images 256] [--batch 32] [--epochs 3]
+    python benchmarks/bench_data.py [--images 256] [--phone-images 32] [--batch 32] [--epochs 3] [--b0-steps 4]
 
-The folder is made from scikit-learn's two sample photos (china.jpg, flower.jpg, 427x640),
-randomly cropped and resized to typical ImageNet sizes (short side 333-500 px), saved as JPEG q90.
-Every pipeline yields 224x224 batches; images/s is the best of ``--epochs`` full passes.
+Two folders made from scikit-learn's two sample photos (china.jpg, flower.jpg, 427x640), saved as
+JPEG q90: ImageNet-like (random crops resized to a short side of 333-500 px) and 12-MP phone
+photos (4032x3024). Every pipeline yields 224x224 float batches with the same parallelism
+(tf.data AUTOTUNE on every core); images/s is the best of ``--epochs`` full passes. The last
+column divides by the images/s EfficientNet-B0 training consumes on this machine (batch 32,
+224 px, float32, measured here over ``--b0-steps`` steps after the first).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from sklearn.datasets import load_sample_images  # noqa: E402
 from kerasnets import data  # noqa: E402
 
 
-def make_folder(root: str, count: int, seed: int = 0) -> str:
-    """``count`` JPEGs in two class folders, ImageNet-like sizes, from the sample photos."""
+def make_folder(root: str, count: int, seed: int = 0, phone: bool = False) -> str:
+    """``count`` JPEGs in two class folders, from the sample photos: ImageNet-like sizes (short
+    side 333-500 px), or 12-MP phone photos (4032x3024) when ``phone``."""
     rng = np.random.RandomState(seed)
     photos = load_sample_images().images
     for index in range(count):
@@ -33,10 +37,12 @@ def make_folder(root: str, count: int, seed: int = 0) -> str:
         h, w = photo.shape[:2]
         ch, cw = rng.randint(h // 2, h), rng.randint(w // 2, w)
         top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
-        short = rng.randint(333, 501)
         crop = Image.fromarray(photo[top:top + ch, left:left + cw])
-        scale = short / min(ch, cw)
-        crop = crop.resize((int(cw * scale), int(ch * scale)), Image.BILINEAR)
+        if phone:
+            crop = crop.resize((4032, 3024), Image.BILINEAR)
+        else:
+            scale = rng.randint(333, 501) / min(ch, cw)
+            crop = crop.resize((int(cw * scale), int(ch * scale)), Image.BILINEAR)
         folder = os.path.join(root, f"class{index % 2}")
         os.makedirs(folder, exist_ok=True)
         crop.save(os.path.join(folder, f"{index:05d}.jpg"), quality=90)
@@ -54,35 +60,77 @@ def throughput(dataset, epochs: int) -> float:
     return best
 
 
+def b0_training_rate(batch: int, steps: int) -> float:
+    """Images/s of EfficientNet-B0 training steps (224 px, float32, SGD) on this machine."""
+    import tensorflow as tf
+
+    from kerasnets import EfficientNet
+
+    model = EfficientNet(0, classes=1000)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    images = tf.random.uniform((batch, 224, 224, 3), 0, 255)
+    labels = tf.zeros((batch,), tf.int32)
+    model.train_on_batch(images, labels)  # traces
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, labels)
+    return batch * steps / (time.perf_counter() - start)
+
+
+def _bare_decode(root: str, batch: int):
+    """Every file read and fully decoded, nothing else (a 1x1 corner leaves): what no pipeline
+    that decodes every pixel at full resolution can beat."""
+    import tensorflow as tf
+
+    paths = tf.io.gfile.glob(os.path.join(root, "*", "*.jpg"))
+
+    def decode(path):
+        return tf.io.decode_jpeg(tf.io.read_file(path), channels=3)[:1, :1], 0
+
+    return (tf.data.Dataset.from_tensor_slices(paths).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch).prefetch(tf.data.AUTOTUNE))
+
+
+KERAS = "keras image_dataset_from_directory (decode + resize)"
+
+
+def pipelines(root: str, batch: int, augmentations: bool) -> dict:
+    """The datasets compared on one folder."""
+    found = {
+        KERAS: keras.utils.image_dataset_from_directory(
+            root, image_size=(224, 224), batch_size=batch, shuffle=True, seed=0, verbose=False),
+        "kerasnets train (Inception crop + flip)": data.load(root, "all", 224, batch, training=True)[0],
+        "kerasnets eval (center crop, bicubic)": data.load(root, "all", 224, batch, training=False)[0],
+    }
+    found["decode_jpeg alone, no resize (the decoder's floor)"] = _bare_decode(root, batch)
+    if augmentations:
+        found["kerasnets train + RandAugment"] = data.load(root, "all", 224, batch, training=True, randaugment=True)[0]
+        found["kerasnets train + AutoAugment"] = data.load(root, "all", 224, batch, training=True, autoaugment=True)[0]
+    return found
+
+
 def main() -> None:
-    """Build the folder, time each pipeline, print a table with ratios to image_dataset_from_directory."""
+    """Build the folders, time each pipeline and B0 training, print the table with both ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--phone-images", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--b0-steps", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root:
-        make_folder(root, args.images)
-        baseline = keras.utils.image_dataset_from_directory(
-            root, image_size=(224, 224), batch_size=args.batch, shuffle=True, seed=0, verbose=False)
-        pipelines = {
-            "keras image_dataset_from_directory (decode + resize)": baseline,
-            "kerasnets train (decode_and_crop + flip)": data.load(
-                root, "all", 224, args.batch, training=True)[0],
-            "kerasnets train + RandAugment": data.load(
-                root, "all", 224, args.batch, training=True, randaugment=True)[0],
-            "kerasnets train + AutoAugment": data.load(
-                root, "all", 224, args.batch, training=True, autoaugment=True)[0],
-            "kerasnets eval (center crop 32, bicubic)": data.load(
-                root, "all", 224, args.batch, training=False)[0],
-        }
-        rates = {name: throughput(ds, args.epochs) for name, ds in pipelines.items()}
-    base = rates["keras image_dataset_from_directory (decode + resize)"]
-    print(f"{args.images} JPEGs (short side 333-500 px), batch {args.batch}, 224x224, {os.cpu_count()} CPU cores")
-    print("| pipeline | images/s | ratio to image_dataset_from_directory |")
-    print("|---|---|---|")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:.0f} | {rate / base:.2f} |")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, count, phone in (("ImageNet-like, short side 333-500 px", args.images, False),
+                                    ("12-MP phone photos, 4032x3024", args.phone_images, True)):
+            root = make_folder(os.path.join(tmp, "phone" if phone else "imagenet"), count, phone=phone)
+            rates = {name: throughput(ds, args.epochs) for name, ds in pipelines(root, args.batch, not phone).items()}
+            rows += [(f"{label} ({count} JPEGs)", name, rate, rate / rates[KERAS]) for name, rate in rates.items()]
+    b0 = b0_training_rate(args.batch, args.b0_steps)
+    print(f"224x224, batch {args.batch}, {os.cpu_count()} CPU cores; EfficientNet-B0 training consumes {b0:.1f} images/s")
+    print("| folder | pipeline | images/s | ratio to image_dataset_from_directory | ratio to B0 training |")
+    print("|---|---|---|---|---|")
+    for folder, name, rate, ratio in rows:
+        print(f"| {folder} | {name} | {rate:.0f} | {ratio:.2f} | {rate / b0:.0f} |")
 
 
 if __name__ == "__main__":

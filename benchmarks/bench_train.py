@@ -84,11 +84,17 @@ def main() -> None:
           f"jit={args.jit}")
     print("| model | policy | kerasnets | keras.applications | ratio |")
     print("|---|---|---|---|---|")
+    rates: dict = {}
     for pair in PAIRS:
         for policy in args.policies:
             r = measure(pair, policy, args.batch, args.size, args.steps, args.rounds, args.jit)
+            rates[pair, policy] = r["kerasnets"]
             print(f"| {pair} | {policy} | {r['kerasnets']:.1f} | {r['keras.applications']:.1f} | {r['ratio']:.3f} |",
                   flush=True)
+    if {"float32", "mixed_bfloat16"} <= set(args.policies):
+        print("\nprecision='auto' table (kerasnets.training.precision.CPU_BF16_SPEEDUP): mixed_bfloat16 / float32")
+        for pair, family in (("efficientnet_b0", "efficientnet"), ("resnet50_v1", "resnet")):
+            print(f"  {family}: {rates[pair, 'mixed_bfloat16'] / rates[pair, 'float32']:.2f}")
     if args.quickstart:
         print(f"| quickstart (phi=-3, 32 px, batch 64) | float32 | {quickstart_rate(args.steps):.0f} | | |")
 

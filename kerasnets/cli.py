@@ -187,6 +187,7 @@ def train_overrides(args: argparse.Namespace, recipe: Recipe) -> Recipe:
         seed=args.seed, model=args.model, weights=args.weights, epochs=args.epochs, batch_size=args.batch_size,
         precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
         steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps,
+        backup_every_epochs=args.backup_every_epochs, validation_freq=args.validation_freq,
         train_examples=args.train_examples, eval_examples=args.eval_examples,
         export=tuple(args.export) if args.export is not None else None,
     )
@@ -214,6 +215,7 @@ def train_overrides(args: argparse.Namespace, recipe: Recipe) -> Recipe:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from kerasnets.training import TrainingDiverged, load_recipe, train
+    from kerasnets.training.timings import describe, process_start_time
 
     try:
         recipe = train_overrides(args, load_recipe(args.recipe))
@@ -221,7 +223,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()  # the same seed gives the same weights, bit for bit
-        result = train(recipe, resume=args.resume, run_name=args.name)
+        result = train(recipe, resume=args.resume, run_name=args.name, started=process_start_time())
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, TrainingDiverged) as error:
         return _fail(error)
     s = result.summary
@@ -243,7 +245,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']} images of split {s['eval_split']!r} "
           f"of {s['eval_data']}")
     print(f"model         {s['params']:,} params, {s['flops'] / 1e6:.1f}M FLOPs at {s['input_size'][0]}x{s['input_size'][1]}")
-    print(f"time          {s['total_seconds']:.0f} s (train + eval + export), {s['strategy']}, {s['precision']}")
+    print(f"run           {s['strategy']}, {s['precision']}")
+    print(f"time          {describe(s['timings'])}")
     for key, path in s["paths"].items():
         print(f"{key:<13} {path}")
     return 0
@@ -481,7 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", help="run name (default: the recipe's name)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                        help="resume from the run's last backup (default) or start over")
-    train.add_argument("--backup-every-steps", type=int, help="resumable backup period in steps (0 = each epoch)")
+    train.add_argument("--backup-every-steps", type=int,
+                       help="also back up every this many steps within epochs (0 = at epoch ends only)")
+    train.add_argument("--backup-every-epochs", type=int, help="back up at every N-th epoch end (and each phase's last)")
+    train.add_argument("--validation-freq", type=int, help="validate every N epochs (and after each phase's last)")
     train.add_argument("--deterministic", action="store_true",
                        help="deterministic ops (slower): the same seed gives the same weights, resumed or not")
     train.add_argument("--smoke", action="store_true", help="a couple of steps with the recipe's smoke overrides")

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,7 +28,7 @@ from kerasnets.models.weights import transfer_weights
 from kerasnets.serving import PreprocessingContract, write_contract_file, write_labels
 
 __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "center_softmax_classifier",
-           "ExportError"]
+           "float32_model", "ExportError"]
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("float32", "int8", "uint8")
@@ -46,6 +48,50 @@ def _input_size(model: keras.Model) -> tuple[int, int, int]:
             "rebuild it with input_shape=(size, size, 3)"
         )
     return shape  # type: ignore[return-value]
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model`` itself when it computes in float32, else a float32 copy with the same weights.
+
+    A model trained under mixed_bfloat16 / mixed_float16 keeps float32 variables but computes in
+    16 bits; servers and phones run float32 (TFLite quantizes from float32), so every export is
+    of the float32 computation, and is verified against it."""
+    if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.compute_dtype == "float32"
+           for layer in model._flatten_layers(include_self=False, recursive=True)):
+        return model
+
+    def as_float32(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=as_float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+_FORWARD: "weakref.WeakKeyDictionary[keras.Model, Any]" = weakref.WeakKeyDictionary()
+
+
+def _forward(model: keras.Model):
+    """The model's inference as one ``tf.function`` over float32 ``[batch, H, W, C]``, traced once
+    per model and shared by the SavedModel's endpoints and by every verification (tracing an
+    EfficientNet costs seconds; Keras' ``predict`` would trace it again)."""
+    if model not in _FORWARD:
+        height, width, channels = _input_size(model)
+        reference = weakref.ref(model)  # the cache must not keep the model alive
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)])
+        def forward(images):
+            return reference()(images, training=False)
+
+        _FORWARD[model] = forward
+    return _FORWARD[model]
+
+
+def _keras_outputs(model: keras.Model, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The Keras model's outputs on ``images`` (float32), in batches, through :func:`_forward`."""
+    forward = _forward(model)
+    return np.concatenate([np.asarray(forward(tf.constant(images[i:i + batch], tf.float32)), np.float32)
+                           for i in range(0, len(images), batch)])
 
 
 def _outputs_probabilities(model: keras.Model) -> bool:
@@ -138,6 +184,7 @@ def saved_model(
     Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;
     returns ``{"path", "max_abs_diff"}``.
     """
+    model = float32_model(model)
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])
     contract = _contract(model, contract, class_names, crop_padding, resize_method)
@@ -152,8 +199,11 @@ def saved_model(
     names_table = tf.Variable(names, dtype=tf.string, trainable=False, name="class_names")
     archive.add_variable_collection("class_names", [names_table])  # loaded.class_names[0]
 
-    def predict(images):
-        return model(tf.cast(images, tf.float32), training=False)
+    # the model is traced once (``forward``); the other endpoints call that concrete function
+    forward = _forward(model)
+
+    def predict_uint8(images):
+        return forward(tf.cast(images, tf.float32))
 
     def from_bytes(encoded):
         def decode(one):
@@ -162,28 +212,32 @@ def saved_model(
         images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
         if channels == 1:
             images = tf.image.rgb_to_grayscale(images)
-        scores = model(images, training=False)
+        scores = forward(images)
         probabilities = scores if probabilities_out else tf.nn.softmax(scores, axis=-1)
         top = tf.math.top_k(probabilities, k=top_k)
         return {"class_ids": top.indices, "class_names": tf.gather(names_table, top.indices),
                 "probabilities": top.values}
 
-    archive.add_endpoint("serving_default", predict, [tf.TensorSpec([None, height, width, channels], tf.float32)])
-    archive.add_endpoint("serve_uint8", predict, [tf.TensorSpec([None, height, width, channels], tf.uint8)])
+    archive.add_endpoint("serving_default", forward)
+    archive.add_endpoint("serve_uint8", predict_uint8, [tf.TensorSpec([None, height, width, channels], tf.uint8)])
     archive.add_endpoint("serve_bytes", from_bytes, [tf.TensorSpec([None], tf.string)])
 
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=".saved_model-", dir=parent)
+    began = time.perf_counter()
     try:
         export_dir = os.path.join(tmp, "model")
-        archive.write_out(export_dir, verbose=False)
+        # no gradient functions: serving never differentiates, and tracing them doubled the export time
+        archive.write_out(export_dir, options=tf.saved_model.SaveOptions(experimental_custom_gradients=False),
+                          verbose=False)
         write_contract_file(export_dir, contract)
+        written = time.perf_counter()
         images = verify if verify is not None else np.random.RandomState(0).uniform(0, 255, (4, height, width, channels))
         images = np.asarray(images, np.float32)
         loaded = tf.saved_model.load(export_dir)
         served = loaded.signatures["serving_default"](tf.constant(images))
         served = next(iter(served.values())).numpy()
-        expected = np.asarray(model(images, training=False))
+        expected = _keras_outputs(model, images)
         diff = float(np.abs(served - expected).max())
         checked = diff if _outputs_probabilities(model) else float(np.abs(_softmax(served) - _softmax(expected)).max())
         if checked > TOLERANCE["none"]:
@@ -191,7 +245,8 @@ def saved_model(
         _replace_dir(export_dir, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"path": path, "max_abs_diff": diff, "preprocessing": contract.to_dict()}
+    return {"path": path, "max_abs_diff": diff, "preprocessing": contract.to_dict(),
+            "seconds": {"export": round(written - began, 2), "verify": round(time.perf_counter() - written, 2)}}
 
 
 def _batches(data: Any, limit: int) -> Iterable[tuple[np.ndarray, np.ndarray | None]]:
@@ -287,18 +342,20 @@ def tflite(
         raise ValueError(f"io_dtype={io_dtype!r} needs quantization='int8'")
     if quantization == "int8" and representative is None:
         raise ValueError("quantization='int8' needs representative data (e.g. the eval pipeline of the training data)")
+    model = float32_model(model)
     height, width, channels = _input_size(model)
     contract = _contract(model, contract, class_names, None, None)
     _prepare_target(path, overwrite)
 
     centered = center_softmax_classifier(model) if quantization == "int8" else None
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if saved_model_dir is None or centered is not None:
             export_dir = os.path.join(tmp, "saved_model")
             (centered or model).export(export_dir, format="tf_saved_model", verbose=False)
             converter = tf.lite.TFLiteConverter.from_saved_model(export_dir)
         else:
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+            converter = _saved_model_converter(saved_model_dir)
         if quantization != "none":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
@@ -322,8 +379,10 @@ def tflite(
         except Exception as error:
             raise ExportError(f"TFLite conversion ({quantization}) of {model.name!r} failed: {error}") from error
 
+    converted = time.perf_counter()
     report = _verify_tflite(model, flatbuffer, quantization, eval_data if eval_data is not None else representative,
                             eval_examples, (height, width, channels))
+    report["seconds"] = {"export": round(converted - began, 2), "verify": round(time.perf_counter() - converted, 2)}
     tmp_path = f"{path}.tmp-{os.getpid()}"
     with open(tmp_path, "wb") as handle:
         handle.write(flatbuffer)
@@ -336,6 +395,19 @@ def tflite(
                "preprocessing": contract.to_dict(), "report": report}
     atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps(sidecar, indent=2))
     return report
+
+
+def _saved_model_converter(saved_model_dir: str):
+    """A converter of the SavedModel's ``serving_default``. ``TFLiteConverter.from_saved_model``
+    loads the whole SavedModel into Python only to list its signatures (about a second for an
+    EfficientNet, and the conversion loads it again); the signature is known here, so the
+    converter is built directly, with the public path as the fallback."""
+    try:
+        from tensorflow.lite.python.lite import TFLiteSavedModelConverterV2
+
+        return TFLiteSavedModelConverterV2(saved_model_dir, {tf.saved_model.SERVING}, ["serving_default"])
+    except (ImportError, TypeError):  # the internal class moved or changed: the public path
+        return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -352,7 +424,7 @@ def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[
         images, labels = [np.random.RandomState(0).uniform(0, 255, (8, *shape)).astype(np.float32)], [None]
     x = np.concatenate(images)[:limit]
     y = None if any(lab is None for lab in labels) else np.concatenate(labels)[:limit]
-    expected = np.asarray(model.predict(x, batch_size=32, verbose=0), np.float32)
+    expected = _keras_outputs(model, x)
     got = run_tflite(flatbuffer, x)
     report: dict[str, Any] = {
         "examples": int(len(x)),
@@ -377,10 +449,15 @@ def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[
 
 
 def export_run(model, run_dir: str, formats: Sequence[str], contract: PreprocessingContract, metadata: dict,
-               calibration: Any = None, quantizations: Sequence[str] = ("none",)) -> dict[str, str]:
+               calibration: Any = None, quantizations: Sequence[str] = ("none",)
+               ) -> tuple[dict[str, str], dict[str, Any]]:
     """The training engine's export step: SavedModel and TFLite into ``run_dir``, plus metadata.json,
-    each carrying ``contract`` (the preprocessing the model was evaluated with)."""
+    each carrying ``contract`` (the preprocessing the model was evaluated with).
+
+    Returns ``(paths, reports)``: the files written, and each export's verification report (with
+    its ``seconds`` of export and verification)."""
     class_names = contract.class_names
+    model = float32_model(model)
     paths: dict[str, str] = {}
     reports: dict[str, Any] = {}
     verify = next(iter(_batches(calibration, 8)), (None, None))[0]
@@ -404,4 +481,4 @@ def export_run(model, run_dir: str, formats: Sequence[str], contract: Preprocess
                 "preprocessing": contract.to_dict(), "exports": reports}
     atomic_write_text(os.path.join(run_dir, "metadata.json"), json.dumps(document, indent=2))
     paths["metadata"] = os.path.join(run_dir, "metadata.json")
-    return paths
+    return paths, reports

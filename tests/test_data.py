@@ -191,6 +191,32 @@ def test_random_resized_crop_on_jpeg_bytes_matches_decoded_crop():
     assert diff.mean() < 1.0 and diff.max() < 16
 
 
+def test_large_jpeg_windows_decode_downscaled_in_the_dct_domain():
+    """A phone-sized photo (2400x1800) center-cropped to 224: the 1575 px window is at least 4x but
+    under 8x the output, so libjpeg decodes it at 1/4 (the inverse DCT of the dropped resolution
+    never runs). Equal to decode_jpeg(ratio=4) cropped at the scaled window; close to the full
+    decode's crop."""
+    from sklearn.datasets import load_sample_images
+
+    photo = Image.fromarray(load_sample_images().images[1]).resize((2400, 1800), Image.BILINEAR)
+    jpeg = tf.io.encode_jpeg(np.asarray(photo), quality=90)
+    out = transforms.center_crop(jpeg, 224, crop_padding=32, method="bicubic").numpy()
+    crop = int(224 / 256 * 1800)  # 1575
+    top, left = (1800 - crop + 1) // 2, (2400 - crop + 1) // 2
+    quarter = tf.io.decode_jpeg(jpeg, ratio=4).numpy()
+    assert quarter.shape[:2] == (450, 600)
+    window = quarter[top // 4:top // 4 + crop // 4, left // 4:left // 4 + crop // 4].astype(np.float32)
+    expected = np.clip(tf.image.resize(window, [224, 224], method="bicubic").numpy(), 0, 255)
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+    full = tf.io.decode_jpeg(jpeg).numpy()[top:top + crop, left:left + crop].astype(np.float32)
+    reference = np.clip(tf.image.resize(full, [224, 224], method="bicubic", antialias=True).numpy(), 0, 255)
+    # against the full-resolution decode with an antialiased resize: 3.5 of 255 on average here
+    # (resizing the full decode without DCT scaling: 1.4); a misplaced window is tens off
+    assert np.abs(out - reference).mean() < 4.0
+    ratios = transforms.dct_ratio(tf.constant([447, 448, 1791, 1792, 5000]), tf.constant(10_000), 224).numpy()
+    assert [transforms.DCT_RATIOS[i] for i in ratios] == [1, 2, 4, 8, 8]
+
+
 def test_randaugment_picks_different_ops_for_different_batches_in_tf_data():
     """keras#21169: op choice must not be frozen when the dataset map is traced."""
     layer = augment.randaugment_layer(True, seed=1)

@@ -45,6 +45,31 @@ def test_main_job_reaches_97_percent_and_exports(quickstart):
     assert metadata["exports"]["tflite_fp32"]["max_abs_diff"] <= 1e-4
 
 
+def test_main_job_timings_add_up_to_its_wall_time(quickstart):
+    """summary.json breaks the run's wall time into named parts: they add up to the total, the total
+    is the wall time this test measured around the process (within the few seconds of process
+    start and exit), and the counted parts match the recipe (one first step, every other step,
+    validation every validation_freq epochs and the last, a backup every backup_every_epochs)."""
+    summary = quickstart["summary"]
+    timings, recipe = summary["timings"], load_recipe(os.path.join(RECIPES, "quickstart.py"))
+    spans, counts = timings["spans"], timings["counts"]
+    assert sum(spans.values()) + timings["other"] == pytest.approx(timings["total"], abs=0.2)
+    assert abs(quickstart["wall"] - timings["total"]) <= 5.0 and abs(timings["other"]) <= 5.0
+    assert counts["first_step"] == 1 and counts["train_steps"] == summary["steps"] - 1
+    epochs = range(1, recipe.epochs + 1)
+    validated = [e for e in epochs if e % recipe.validation_freq == 0 or e == recipe.epochs]
+    assert counts["validation"] == len(validated) < recipe.epochs
+    assert counts["backup"] == len([e for e in epochs if e % recipe.backup_every_epochs == 0 or e == recipe.epochs])
+    for part in ("startup", "setup", "final_evaluation", "export_keras", "export_saved_model", "verify_saved_model",
+                 "export_tflite_fp32", "verify_tflite_fp32"):
+        assert spans[part] > 0, part
+    history = (quickstart["dir"] / "history.csv").read_text().splitlines()
+    header = history[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in history[1:]]
+    assert [int(r["epoch"]) + 1 for r in rows if r["val_accuracy"]] == validated
+    assert f"{summary['steps'] - 1} steps" in quickstart["stdout"]  # the printed breakdown
+
+
 def test_evaluate_command_agrees_with_the_summary(quickstart, capsys):
     run = quickstart["dir"]
     assert cli.main(["evaluate", str(run / "model.keras"), "--data", "digits", "--resize", "bilinear"]) == 0
@@ -87,8 +112,21 @@ def test_imagenet_recipe_is_the_tpu_reference():
     assert model.get_layer("top_dropout").rate == 0.2 and model.get_layer("block7a_project_bn").synchronized
 
 
-def test_precision_auto_is_float32_on_cpu_and_bad_names_fail():
-    assert resolve_precision("auto") == "float32"
+def test_precision_auto_follows_the_measured_cpu_table_and_bad_names_fail(monkeypatch):
+    from kerasnets.training import precision
+
+    assert resolve_precision("auto") == "float32"  # family unknown
+    assert resolve_precision("float32", family="resnet") == "float32"  # asked for: kept
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+        for family, speedup in precision.CPU_BF16_SPEEDUP.items():
+            expected = "mixed_bfloat16" if has_bf16 and speedup > 1.05 else "float32"
+            assert resolve_precision("auto", family=family) == expected, (family, has_bf16)
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    monkeypatch.undo()
+    assert precision.cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    with pytest.raises(ValueError, match="family must be one of"):
+        resolve_precision("auto", family="vgg")
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp8")
     with pytest.raises(ValueError, match="strategy must be one of"):

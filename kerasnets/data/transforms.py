@@ -1,7 +1,8 @@
 """Image transforms of the published recipes, as tf.data map functions.
 
 Train: Inception-style random-resized crop (on the encoded JPEG with ``decode_and_crop_jpeg`` when
-the input is bytes), random horizontal flip. Given a per-example seed tensor (shape [2]) every random
+the input is bytes, downscaled by 2, 4 or 8 in the DCT domain when the window is at least that
+many times the output: a 12-MP photo is never decoded at full resolution), random horizontal flip. Given a per-example seed tensor (shape [2]) every random
 choice is a stateless op keyed by it, so a ``tf.data`` iterator over the transformed data can be
 checkpointed (TF refuses to serialize stateful random ops) and replays exactly. Eval: center crop
 with ``crop_padding`` (the EfficientNet reference eval: crop ``size / (size + 32)`` of the short
@@ -66,11 +67,41 @@ def _image_shape(image_or_bytes: tf.Tensor) -> tf.Tensor:
     return tf.shape(image_or_bytes)[:2]
 
 
-def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width) -> tf.Tensor:
-    """Crop a window; JPEG bytes are decoded only inside the window (decode_and_crop_jpeg)."""
+#: JPEG DCT-domain downscaling factors libjpeg offers (``decode_jpeg(ratio=...)``).
+DCT_RATIOS = (1, 2, 4, 8)
+
+
+def dct_ratio(height: tf.Tensor, width: tf.Tensor, size: int) -> tf.Tensor:
+    """Index into :data:`DCT_RATIOS` of the largest factor that keeps the window's short side at
+    least ``size`` pixels (a 12-MP photo's 3,000 px crop to 224 decodes at 1/8: 375 px)."""
+    short = tf.minimum(height, width)
+    return tf.add_n([tf.cast(short >= r * size, tf.int32) for r in DCT_RATIOS[1:]])
+
+
+def _decode_window(encoded: tf.Tensor, offset_y, offset_x, height, width, size: int) -> tf.Tensor:
+    """Decode only a window of a JPEG, downscaled in the DCT domain by the largest power of two
+    that leaves at least ``size`` pixels on its short side (what DALI and FFCV exploit: the
+    inverse DCT, colour conversion and resize of the skipped resolution never run). libjpeg
+    scales the whole image to ``ceil(dim / r)``; the window is given in those scaled pixels."""
+
+    def branch(ratio: int):
+        def decode():
+            window = tf.stack([offset_y // ratio, offset_x // ratio,
+                               tf.maximum(height // ratio, 1), tf.maximum(width // ratio, 1)])
+            return tf.image.decode_and_crop_jpeg(encoded, window, channels=3, ratio=ratio)
+
+        return decode
+
+    image = tf.switch_case(dct_ratio(height, width, size), [branch(r) for r in DCT_RATIOS])
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width, size: int) -> tf.Tensor:
+    """Crop a window that will be resized to ``size``; JPEG bytes are decoded only inside the
+    window, DCT-downscaled when it is at least twice ``size`` (:func:`_decode_window`)."""
     if image_or_bytes.dtype == tf.string:
-        window = tf.stack([offset_y, offset_x, height, width])
-        return tf.image.decode_and_crop_jpeg(image_or_bytes, window, channels=3)
+        return _decode_window(image_or_bytes, offset_y, offset_x, height, width, size)
     return tf.image.crop_to_bounding_box(_to_rgb(image_or_bytes), offset_y, offset_x, height, width)
 
 
@@ -104,7 +135,7 @@ def _center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int, method
     crop = tf.maximum(crop, 1)
     offset_y = (height - crop + 1) // 2
     offset_x = (width - crop + 1) // 2
-    return _resize(_crop(image_or_bytes, offset_y, offset_x, crop, crop), size, method)
+    return _resize(_crop(image_or_bytes, offset_y, offset_x, crop, crop, size), size, method)
 
 
 def random_resized_crop(
@@ -148,7 +179,7 @@ def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_
     return tf.cond(
         whole_image,
         lambda: _center_crop(image_or_bytes, size, crop_padding, method),
-        lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1]), size, method),
+        lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1], size), size, method),
     )
 
 

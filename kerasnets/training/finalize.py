@@ -55,7 +55,6 @@ def _final_weights(trainer) -> list:
 def finalize(trainer) -> RunResult:
     """Evaluate, profile, summarise and export a fitted :class:`~kerasnets.training.trainer.Trainer`."""
     run = trainer.run
-    fit_done = time.time()
     weights = _final_weights(trainer)
     if run.multiworker:  # every worker leaves its final weights, so that their equality can be checked
         run.model.save_weights(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"))
@@ -65,26 +64,27 @@ def finalize(trainer) -> RunResult:
                 trainer.backup.clear()
             return RunResult({}, run.model, trainer.history_dict())
         try:
-            return _finalize_chief(trainer, fit_done, weights)
+            return _finalize_chief(trainer, weights)
         finally:  # the workers leave together; backups go only once the summary is written
             _barrier(run.strategy)
             if os.path.exists(os.path.join(run.run_dir, "summary.json")):
                 trainer.backup.clear()
-    return _finalize_chief(trainer, fit_done, weights)
+    return _finalize_chief(trainer, weights)
 
 
-def _finalize_chief(trainer, fit_done: float, weights: list) -> RunResult:
-    run, recipe = trainer.run, trainer.recipe
-    if run.multiworker:
-        model = single_device_copy(run.model, weights)
-        functions = StepFunctions(model, None, recipe.label_smoothing, tf.distribute.get_strategy())
-        results = functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
-    else:
-        if trainer.ema is not None:
-            trainer.ema.swap()  # training is over: the model keeps the averaged weights
-        model = run.model
-        results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
-    evaluated = time.time()
+def _finalize_chief(trainer, weights: list) -> RunResult:
+    run, recipe, timings = trainer.run, trainer.recipe, trainer.timings
+    with timings.span("final_evaluation"):
+        if run.multiworker:
+            model = single_device_copy(run.model, weights)
+            functions = StepFunctions(model, None, recipe.label_smoothing, tf.distribute.get_strategy())
+            results = functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
+        else:
+            if trainer.ema is not None:
+                trainer.ema.swap()  # training is over: the model keeps the averaged weights
+            model = run.model
+            results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
+    summary_began = time.perf_counter()
     stats = profile(model)
     info, eval_info = run.info, run.eval_info
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
@@ -125,16 +125,14 @@ def _finalize_chief(trainer, fit_done: float, weights: list) -> RunResult:
         "seed": recipe.seed,
         "resumed_from_step": trainer.resumed["step"],
         "resumed_from_phase": trainer.resumed["phase"],
-        "train_seconds": round(fit_done - trainer.started - trainer.timings.get("setup", 0.0), 1),
         "paths": {},
     }
     history = trainer.history_dict()
-    summary["paths"] = _write_outputs(model, recipe, run.run_dir, history, summary, run.eval_ds, contract)
-    summary["timings"] = {"setup": round(trainer.timings.get("setup", 0.0), 1),
-                          "fit": round(fit_done - trainer.started - trainer.timings.get("setup", 0.0), 1),
-                          "final_evaluation": round(evaluated - fit_done, 1),
-                          "outputs": round(time.time() - evaluated, 1)}
-    summary["total_seconds"] = round(time.time() - trainer.started, 1)
+    timings.add("summary", time.perf_counter() - summary_began)
+    summary["paths"] = _write_outputs(model, recipe, run.run_dir, trainer.history, summary, run.eval_ds, contract,
+                                      timings)
+    summary["timings"] = timings.report()  # the parts and "other" add up to "total"
+    summary["total_seconds"] = summary["timings"]["total"]
     atomic_write_text(os.path.join(run.run_dir, "summary.json"), json.dumps(summary, indent=2))
     if not run.multiworker:
         trainer.backup.clear()
@@ -149,18 +147,19 @@ def _jsonable(report: Any) -> Any:
     return str(report)
 
 
-def _plot_curves(history: dict[str, list], path: str) -> None:
+def _plot_curves(rows: list[dict], path: str) -> None:
+    """Loss and accuracy per epoch; validation only at the epochs validated (``validation_freq``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [int(e) + 1 for e in history.get("epoch", [])]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-"), ("val_", "--")):
-            if prefix + metric in history:
-                axis.plot(epochs, history[prefix + metric], style, marker="o", label=prefix + metric)
+            points = [(int(row["epoch"]) + 1, row[prefix + metric]) for row in rows if prefix + metric in row]
+            if points:
+                axis.plot(*zip(*points), style, marker="o", label=prefix + metric)
         axis.set_xlabel("epoch")
         axis.set_title(metric)
         axis.grid(alpha=0.3)
@@ -184,20 +183,26 @@ def _save_keras_atomically(model: keras.Model, path: str, contract: Preprocessin
             os.remove(tmp)
 
 
-def _write_outputs(model, recipe, run_dir: str, history, summary, eval_ds, contract) -> dict[str, str]:
+def _write_outputs(model, recipe, run_dir: str, history: list[dict], summary, eval_ds, contract,
+                   timings) -> dict[str, str]:
     paths = {"run_dir": run_dir, "summary": os.path.join(run_dir, "summary.json"),
              "tensorboard": os.path.join(run_dir, "logs")}
-    if history.get("epoch"):
+    if history:
         paths["curves"] = os.path.join(run_dir, "curves.png")
-        _plot_curves(history, paths["curves"])
+        with timings.span("curves"):
+            _plot_curves(history, paths["curves"])
     if "keras" in recipe.export:
         paths["keras"] = os.path.join(run_dir, "model.keras")
-        _save_keras_atomically(model, paths["keras"], contract)
+        with timings.span("export_keras"):
+            _save_keras_atomically(model, paths["keras"], contract)
     formats = [f for f in recipe.export if f in ("saved_model", "tflite")]
     if formats:
         from kerasnets import export
 
         metadata = {k: summary[k] for k in ("recipe", "recipe_file", "data", "test_accuracy", "params", "flops")}
-        written = export.export_run(model, run_dir, formats, contract, metadata, calibration=eval_ds)
+        written, reports = export.export_run(model, run_dir, formats, contract, metadata, calibration=eval_ds)
         paths.update(written)
+        for name, report in reports.items():  # e.g. export_saved_model, verify_saved_model
+            for part, seconds in report.get("seconds", {}).items():
+                timings.add(f"{part}_{name}", seconds)
     return paths

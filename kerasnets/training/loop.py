@@ -105,6 +105,7 @@ class StepFunctions:
         wrap = (lambda f: f) if run_eagerly else (lambda f: tf.function(f, jit_compile=jit_compile))
         self.train_step = wrap(self._train_step)
         self.eval_step = wrap(self._eval_step)
+        self.steps = 0  # train steps run (the trainer times the first, which traces, apart)
 
     def _replica_train(self, images, labels):
         with tf.GradientTape() as tape:

@@ -8,20 +8,44 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-__all__ = ["PRECISIONS", "resolve_precision", "precision_scope"]
+__all__ = ["PRECISIONS", "FAMILIES", "CPU_BF16_SPEEDUP", "cpu_has_bf16", "resolve_precision", "precision_scope"]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+FAMILIES = ("efficientnet", "resnet")
+
+#: Training images/s of mixed_bfloat16 over float32 on a CPU with native bfloat16 (AVX-512 BF16),
+#: per family, measured by ``benchmarks/bench_train.py`` (2 cores, batch 16, 224 px, kerasnets'
+#: models; the README has the table). "auto" picks mixed_bfloat16 on such a CPU where this is
+#: above 1.05: bfloat16 convolutions pay on ResNet's dense 3x3 and 1x1 convolutions, while
+#: EfficientNet's depthwise convolutions and squeeze-excite have no fast bfloat16 kernels and
+#: lose to the casts.
+CPU_BF16_SPEEDUP = {"resnet": 1.80, "efficientnet": 0.78}
 
 
-def resolve_precision(precision: str = "auto", strategy: tf.distribute.Strategy | None = None) -> str:
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = set(handle.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str = "auto", strategy: tf.distribute.Strategy | None = None,
+                      family: str | None = None) -> str:
     """The dtype policy name for ``precision``.
 
     "auto": mixed_bfloat16 on TPU; on NVIDIA GPUs mixed_float16 from compute capability 7.0 (tensor
     cores; float16 with loss scaling is the fastest there and is what NVIDIA's reference numbers
-    use), float32 below 7.0; float32 on CPU (bfloat16 slows EfficientNet-B0 training on CPU).
+    use), float32 below 7.0; on CPU, mixed_bfloat16 for a ``family`` ("resnet", "efficientnet")
+    that :data:`CPU_BF16_SPEEDUP` measured faster in bfloat16 when the CPU has native bfloat16,
+    float32 otherwise (an unknown family too).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES} or None, got {family!r}")
     if precision != "auto":
         return precision
     if strategy is not None and isinstance(strategy, tf.distribute.TPUStrategy):
@@ -31,6 +55,8 @@ def resolve_precision(precision: str = "auto", strategy: tf.distribute.Strategy 
         details = tf.config.experimental.get_device_details(gpus[0])
         major, _ = details.get("compute_capability", (0, 0))
         return "mixed_float16" if major >= 7 else "float32"
+    if family is not None and CPU_BF16_SPEEDUP[family] > 1.05 and cpu_has_bf16():
+        return "mixed_bfloat16"
     return "float32"
 
 

@@ -76,11 +76,19 @@ class Recipe:
         label_smoothing: of the categorical cross-entropy.
         train_options / eval_options: extra :func:`kerasnets.data.load` options (augmentation, crops).
         precision, strategy: see :mod:`kerasnets.training.precision` / ``distribute``.
-        backup_every_steps: resumable backup period in steps (0 = every epoch).
+        backup_every_steps: a resumable backup every this many steps within epochs (0: none
+            within epochs).
+        backup_every_epochs: a backup at the end of every this many epochs, and of each phase's
+            last epoch (1: every epoch).
+        validation_freq: validate on the held-out split every this many epochs (as Keras'
+            ``fit(validation_freq=...)``), and after each phase's last epoch.
         export: formats written after training ("keras", "saved_model", "tflite").
         smoke: field overrides for ``--smoke`` (a couple of steps on a small stand-in dataset).
         run_eagerly: skip tf.function tracing (worth it only for runs of a few steps).
         seed: seeds Python, NumPy, TF and the data pipeline.
+        family: "efficientnet" or "resnet", for ``precision="auto"``'s per-family CPU table
+            (:data:`~kerasnets.training.precision.CPU_BF16_SPEEDUP`); default: the ``model``
+            preset's family, else none (float32 on CPU).
         model: a preset name (``kerasnets info`` lists them) built instead of ``build_model``
             (CLI ``--model``), with ``model_options`` that the preset's builder accepts.
         weights: ``"imagenet"`` or the path of a ``.weights.h5`` / ``.keras`` file copied by structure
@@ -121,11 +129,14 @@ class Recipe:
     precision: str = "auto"
     strategy: str = "auto"
     backup_every_steps: int = 0
+    backup_every_epochs: int = 1
+    validation_freq: int = 1
     export: tuple[str, ...] = ("keras", "saved_model", "tflite")
     output: str = "saved_models"
     smoke: dict = dataclasses.field(default_factory=dict)
     run_eagerly: bool = False
     seed: int = 0
+    family: str | None = None
     model: str | None = None
     model_options: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
@@ -138,7 +149,7 @@ class Recipe:
     source_file: str | None = None
 
     def __post_init__(self) -> None:
-        for field in ("image_size", "batch_size", "epochs"):
+        for field in ("image_size", "batch_size", "epochs", "backup_every_epochs", "validation_freq"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"recipe {self.name!r}: {field} must be a positive integer, got {value!r}")
@@ -153,6 +164,8 @@ class Recipe:
         if not (isinstance(self.l2_regularization, (int, float)) and self.l2_regularization >= 0):
             raise ValueError(f"recipe {self.name!r}: l2_regularization must be a number >= 0, "
                              f"got {self.l2_regularization!r}")
+        if self.family not in (None, "efficientnet", "resnet"):
+            raise ValueError(f"recipe {self.name!r}: family must be 'efficientnet', 'resnet' or None, got {self.family!r}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"recipe {self.name!r}: ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         if self.phases and sum(p.epochs for p in self.phases) != self.epochs:

@@ -204,6 +204,16 @@ def steps_per_epoch(recipe: Recipe, num_examples: int, global_batch: int) -> int
     return math.ceil(num_examples / global_batch)
 
 
+def model_family(recipe: Recipe) -> str | None:
+    """The recipe's model family for ``precision="auto"``: ``recipe.family``, else its ``model``
+    preset's ("resnet..." presets are ResNets, the others EfficientNets), else None."""
+    if recipe.family is not None:
+        return recipe.family
+    if recipe.model:
+        return "resnet" if recipe.model.lower().replace("-", "").startswith("resnet") else "efficientnet"
+    return None
+
+
 def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, Any]:
     """The recipe's model (or ``--model``'s preset) with ``--weights`` copied in; and the copy report."""
     if recipe.model:
@@ -224,7 +234,7 @@ def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
     """Strategy, precision, datasets, steps per epoch, model and weights of a run; nothing written."""
     keras.utils.set_random_seed(recipe.seed)
     strategy = resolve_strategy(recipe.strategy)
-    policy = resolve_precision(recipe.precision, strategy)
+    policy = resolve_precision(recipe.precision, strategy, model_family(recipe))
     replicas = strategy.num_replicas_in_sync
     global_batch = global_batch_size(recipe.batch_size, strategy)
     check_divisible(global_batch, strategy)

@@ -24,6 +24,7 @@ from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe
 from kerasnets.training.setup import RunSetup, setup, store_counts
+from kerasnets.training.timings import Timings
 
 __all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
 
@@ -70,10 +71,16 @@ class Trainer:
     under MultiWorkerMirroredStrategy) and export.
     """
 
-    def __init__(self, recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_name: str | None = None):
+    def __init__(self, recipe: Recipe, resume: bool = True, verbose: int | str = "auto", run_name: str | None = None,
+                 started: float | None = None):
+        """``started``: the wall-clock time the run's timings count from (the CLI passes its
+        process start, so that start-up and imports are counted as ``startup``); default now."""
         self.recipe, self.resume, self.run_name = recipe, resume, run_name
         self.verbose = 1 if verbose == "auto" else int(verbose)
-        self.started = time.time()
+        self.timings = Timings(started)
+        if started is not None:
+            self.timings.add("startup", time.time() - started)
+        self.started = self.timings.started
         self.run: RunSetup | None = None
         self.ema: WeightEMA | None = None
         self.history: list[dict] = []
@@ -82,18 +89,17 @@ class Trainer:
         self.steps_done = 0
         self.steps_run = 0  # steps this process executed (a resumed run: the remaining ones)
         self._writers: dict = {}
-        self.timings: dict[str, float] = {}
 
     # ---------------------------------------------------------------- setup
     def setup(self) -> RunSetup:
         """Strategy, precision, data, model; then the run folder and its backups."""
-        self.run = setup(self.recipe, self.run_name)
-        os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
-        store_counts(self.run)
-        self.backup = RunBackup(self.run.run_dir, self.run.task)
-        if not self.resume:
-            self.backup.clear()
-        self.timings["setup"] = time.time() - self.started
+        with self.timings.span("setup"):
+            self.run = setup(self.recipe, self.run_name)
+            os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
+            store_counts(self.run)
+            self.backup = RunBackup(self.run.run_dir, self.run.task)
+            if not self.resume:
+                self.backup.clear()
         return self.run
 
     def _agreed_start(self) -> dict | None:
@@ -135,6 +141,20 @@ class Trainer:
             self.steps_done += done
 
     def _fit_phase(self, index: int, phase: Phase, first_epoch: int, save: dict | None) -> int:
+        with self.timings.span("phase_setup"):  # optimizer, EMA, checkpoint, data iterator, restore
+            functions, iterator, step, checkpoint, optimizer, context, frozen = self._prepare_phase(index, phase, save)
+        run = self.run
+        phase_steps = run.steps_per_epoch * phase.epochs
+        while int(step.numpy()) < phase_steps:
+            self._epoch(index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer)
+        self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
+                                   "learning_rate": context.learning_rate,
+                                   "trainable_params": int(sum(int(np.prod(w.shape)) for w in run.model.trainable_weights)),
+                                   **frozen})
+        return phase_steps
+
+    def _prepare_phase(self, index: int, phase: Phase, save: dict | None):
+        """The phase's optimizer, step functions, checkpoint and data iterator (restored from ``save``)."""
         run, recipe = self.run, self.recipe
         strategy, model = run.strategy, run.model
         context = dataclasses.replace(run.context, learning_rate=run.context.learning_rate * phase.learning_rate_scale,
@@ -185,14 +205,7 @@ class Trainer:
                                   and not run.tpu,
                                   run_eagerly=recipe.run_eagerly)
         self.functions = functions
-        phase_steps = run.steps_per_epoch * phase.epochs
-        while int(step.numpy()) < phase_steps:
-            self._epoch(index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer)
-        self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
-                                   "learning_rate": context.learning_rate,
-                                   "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
-                                   **frozen})
-        return phase_steps
+        return functions, iterator, step, checkpoint, optimizer, context, frozen
 
     def _epoch(self, index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer) -> None:
         run, recipe = self.run, self.recipe
@@ -204,11 +217,16 @@ class Trainer:
                                        verbose=self.verbose if run.chief else 0)
         totals = [0.0, 0.0, 0.0]
         for current in range(begin, (epoch + 1) * per_epoch):
+            step_began = time.perf_counter()
             images, labels = next(iterator)
             loss, correct, count = functions.train_step(images, labels)
             step.assign_add(1)
-            self.steps_run += 1
             loss = float(loss)
+            # a phase's first step traces and optimises the graph: timed apart from the steady steps
+            self.timings.add("first_step" if current == begin and functions.steps == 0 else "train_steps",
+                             time.perf_counter() - step_began)
+            functions.steps += 1
+            self.steps_run += 1
             if not math.isfinite(loss):
                 last = self.backup.latest()
                 raise TrainingDiverged(
@@ -221,14 +239,21 @@ class Trainer:
                                                               ("accuracy", totals[1] / totals[2])])
             every = recipe.backup_every_steps
             if every and (current + 1) % every == 0 and (current + 1) % per_epoch:
-                self.backup.save(checkpoint, index, current + 1)
+                with self.timings.span("backup"):
+                    self.backup.save(checkpoint, index, current + 1)
         row = {"epoch": first_epoch + epoch, "phase": index, "loss": totals[0] / max(totals[2], 1.0),
                "accuracy": totals[1] / max(totals[2], 1.0), "learning_rate": _learning_rate(optimizer)}
-        if not run.multiworker:  # multi-worker: validation once, on the chief, in finalize
-            row.update({f"val_{k}": v for k, v in self.validate(functions).items() if k != "examples"})
+        last = epoch + 1 == phase.epochs
+        # multi-worker: validation once, on the chief, in finalize
+        if not run.multiworker and (last or (first_epoch + epoch + 1) % recipe.validation_freq == 0):
+            with self.timings.span("validation"):
+                row.update({f"val_{k}": v for k, v in self.validate(functions).items() if k != "examples"})
         row["seconds"] = round(time.time() - started, 2)
-        self._record(row)
-        self.backup.save(checkpoint, index, int(step.numpy()))
+        with self.timings.span("history"):
+            self._record(row)
+        if last or (first_epoch + epoch + 1) % recipe.backup_every_epochs == 0:
+            with self.timings.span("backup"):
+                self.backup.save(checkpoint, index, int(step.numpy()))
 
     # ---------------------------------------------------------------- evaluation
     def validate(self, functions: StepFunctions) -> dict[str, float]:
