@@ -67,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     print(f"batch {args.batch}, {args.size}x{args.size}, best of {args.rounds} rounds x {args.steps} steps, images/s")
-    print(f"| model | kerasnets infer | keras.app infer | ratio | kerasnets train | keras.app train | ratio |")
+    print("| model | kerasnets infer | keras.app infer | ratio | kerasnets train | keras.app train | ratio |")
     print("|---|---|---|---|---|---|---|")
     for name in PAIRS:
         r = bench_pair(name, args.batch, args.size, args.steps, args.rounds)

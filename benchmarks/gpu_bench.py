@@ -11,7 +11,6 @@ cannot be carried there). Images/s per GPU, same batch, resolution, policy and o
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import keras

@@ -9,6 +9,7 @@ produced NaN outputs on this stack) and run back with ``ai_edge_litert``'s inter
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from kerasnets.serving import PreprocessingContract, write_contract_file, write_
 
 __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "center_softmax_classifier",
            "float32_model", "ExportError"]
+
+log = logging.getLogger("kerasnets.export")
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_DTYPES = ("float32", "int8", "uint8")
@@ -54,8 +57,11 @@ def float32_model(model: keras.Model) -> keras.Model:
     """``model`` itself when it computes in float32, else a float32 copy with the same weights.
 
     A model trained under mixed_bfloat16 / mixed_float16 keeps float32 variables but computes in
-    16 bits; servers and phones run float32 (TFLite quantizes from float32), so every export is
-    of the float32 computation, and is verified against it."""
+    16 bits; servers and phones run float32 (TFLite quantizes from float32), so the SavedModel and
+    TFLite exports are of the float32 computation, and are verified against it. Nested models are
+    copied layer by layer; weights are copied by structure (:func:`transfer_weights`, which also
+    refreshes Normalization's state). A model that cannot be cloned (subclassed, custom layers
+    without ``dtype``) is returned as it is, with a warning."""
     if all(getattr(layer, "dtype_policy", None) is None or layer.dtype_policy.compute_dtype == "float32"
            for layer in model._flatten_layers(include_self=False, recursive=True)):
         return model
@@ -63,9 +69,12 @@ def float32_model(model: keras.Model) -> keras.Model:
     def as_float32(layer):
         return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
 
-    copy = keras.models.clone_model(model, clone_function=as_float32)
-    copy.set_weights(model.get_weights())
-    return copy
+    try:
+        copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
+    except (TypeError, ValueError) as error:
+        log.warning("exporting %r with its mixed-precision computation (a float32 copy failed: %s)", model.name, error)
+        return model
+    return transfer_weights(model, copy)
 
 
 _FORWARD: "weakref.WeakKeyDictionary[keras.Model, Any]" = weakref.WeakKeyDictionary()
@@ -88,9 +97,9 @@ def _forward(model: keras.Model):
 
 
 def _keras_outputs(model: keras.Model, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The Keras model's outputs on ``images`` (float32), in batches, through :func:`_forward`."""
-    forward = _forward(model)
-    return np.concatenate([np.asarray(forward(tf.constant(images[i:i + batch], tf.float32)), np.float32)
+    """The Keras model's outputs on ``images`` (float32), in batches, called eagerly: the reference
+    that exports are verified against shares no traced graph with them (and costs no tracing)."""
+    return np.concatenate([np.asarray(model(tf.constant(images[i:i + batch], tf.float32), training=False), np.float32)
                            for i in range(0, len(images), batch)])
 
 
@@ -199,6 +208,7 @@ def saved_model(
     names_table = tf.Variable(names, dtype=tf.string, trainable=False, name="class_names")
     archive.add_variable_collection("class_names", [names_table])  # loaded.class_names[0]
 
+    began = time.perf_counter()
     # the model is traced once (``forward``); the other endpoints call that concrete function
     forward = _forward(model)
 
@@ -224,7 +234,6 @@ def saved_model(
 
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=".saved_model-", dir=parent)
-    began = time.perf_counter()
     try:
         export_dir = os.path.join(tmp, "model")
         # no gradient functions: serving never differentiates, and tracing them doubled the export time

@@ -23,7 +23,6 @@ from typing import Any
 
 import keras
 import keras_tuner as kt
-import numpy as np
 
 from kerasnets.models.efficientnet import EfficientNet
 from kerasnets.profile import profile

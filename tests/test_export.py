@@ -234,3 +234,27 @@ def test_export_and_predict_commands_on_real_files(quickstart, tmp_path, capsys)
     whole = np.stack([np.repeat(np.kron(raw[i], np.ones((4, 4, 1), np.uint8)), 3, -1) for i in range(3)])
     expected = np.asarray(keras.saving.load_model(run / "model.keras")(whole.astype(np.float32))).argmax(-1)
     assert tops["model.keras"] == [str(d) for d in expected]  # served with the model's eval crop (none)
+
+
+def test_float32_copy_of_a_mixed_precision_model_computes_its_weights_in_float32():
+    """Exports of a model trained under mixed_bfloat16 are of its float32 computation: the copy
+    equals a float32 build of the same architecture holding the same weights (EfficientNet's
+    Normalization included, whose mean and variance a plain clone would leave at 0 and 1)."""
+    from kerasnets.training import precision_scope
+
+    def build():
+        return kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
+                                      classes=10, classifier_activation=None)  # logits: a random model's softmax is flat
+
+    reference = build()
+    with precision_scope("mixed_bfloat16"):
+        mixed = build()
+    mixed.set_weights(reference.get_weights())
+    copy = export.float32_model(mixed)
+    assert all(layer.dtype_policy.compute_dtype == "float32" for layer in copy._flatten_layers(include_self=False))
+    images = np.random.RandomState(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    expected = np.asarray(reference(images, training=False))
+    scale = np.abs(expected).max()  # a fresh classifier's logits are ~1e-5: compare relative to them
+    assert np.abs(np.asarray(copy(images, training=False)) - expected).max() <= 1e-4 * scale
+    assert np.abs(np.asarray(mixed(images, training=False), np.float32) - expected).max() > 1e-3 * scale  # bf16
+    assert export.float32_model(reference) is reference

@@ -1,7 +1,6 @@
 """A user's own images, end to end: folder layouts, CLI overrides, fine-tuning, the serving contract,
 and bad input that fails with one line and leaves nothing behind."""
 
-import io
 import json
 import os
 import signal

@@ -205,13 +205,12 @@ def steps_per_epoch(recipe: Recipe, num_examples: int, global_batch: int) -> int
 
 
 def model_family(recipe: Recipe) -> str | None:
-    """The recipe's model family for ``precision="auto"``: ``recipe.family``, else its ``model``
-    preset's ("resnet..." presets are ResNets, the others EfficientNets), else None."""
-    if recipe.family is not None:
-        return recipe.family
+    """The family of the model the run builds, for ``precision="auto"``: the ``model`` preset's when
+    one is given (``--model``; "resnet..." presets are ResNets, the others EfficientNets), else
+    ``recipe.family`` (None: unknown)."""
     if recipe.model:
         return "resnet" if recipe.model.lower().replace("-", "").startswith("resnet") else "efficientnet"
-    return None
+    return recipe.family
 
 
 def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, Any]:
