@@ -539,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recipe_main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
+    """``python recipes/x.py [options]``: ``kerasnets train recipes/x.py [options]``."""
+    return main(["train", recipe.source_file or sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kerasnets`` console script."""
     _quiet_tensorflow()

@@ -10,7 +10,7 @@ RandAugment (2 ops, factor 0.5) and MixUp/CutMix, AdamW with warmup + cosine, la
 import keras
 
 import kerasnets
-from kerasnets.training import Recipe, smoke_overrides, exclude_norm_and_bias_from_weight_decay, train_main, warmup_cosine
+from kerasnets.training import Recipe, smoke_overrides, exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
 
 def build_model(recipe, context):
@@ -57,4 +57,6 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    raise SystemExit(train_main(RECIPE))
+    from kerasnets.cli import recipe_main
+
+    raise SystemExit(recipe_main(RECIPE))

@@ -46,7 +46,6 @@ from kerasnets.training import (
     Recipe,
     smoke_overrides,
     WarmupExponentialDecay,
-    train_main,
 )
 from kerasnets.training.optimizers import TF1RMSprop
 
@@ -109,4 +108,6 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    raise SystemExit(train_main(RECIPE))
+    from kerasnets.cli import recipe_main
+
+    raise SystemExit(recipe_main(RECIPE))

@@ -35,7 +35,6 @@ from kerasnets.training import (
     build_preset,
     saved_architecture,
     smoke_overrides,
-    train_main,
     warmup_cosine,
 )
 
@@ -79,4 +78,6 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    raise SystemExit(train_main(RECIPE))
+    from kerasnets.cli import recipe_main
+
+    raise SystemExit(recipe_main(RECIPE))

@@ -13,7 +13,7 @@ phi = -3 trains faster per step and reaches ~98%. BatchNorm momentum 0.9 instead
 import keras
 
 import kerasnets
-from kerasnets.training import Recipe, exclude_norm_and_bias_from_weight_decay, train_main, warmup_cosine
+from kerasnets.training import Recipe, exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
 
 def build_model(recipe, context):
@@ -58,4 +58,6 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    raise SystemExit(train_main(RECIPE))
+    from kerasnets.cli import recipe_main
+
+    raise SystemExit(recipe_main(RECIPE))

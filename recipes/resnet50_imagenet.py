@@ -49,7 +49,6 @@ from kerasnets.training import (
     Recipe,
     WarmupExponentialDecay,
     smoke_overrides,
-    train_main,
 )
 
 
@@ -104,4 +103,6 @@ RECIPE = Recipe(
 )
 
 if __name__ == "__main__":
-    raise SystemExit(train_main(RECIPE))
+    from kerasnets.cli import recipe_main
+
+    raise SystemExit(recipe_main(RECIPE))

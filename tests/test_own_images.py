@@ -132,7 +132,7 @@ def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path,
 DIGITS_FINETUNE = """
 import dataclasses, runpy
 base = runpy.run_path({path!r})["RECIPE"]
-from kerasnets.training import Phase, train_main
+from kerasnets.training import Phase
 RECIPE = dataclasses.replace(
     base, epochs=18, base_learning_rate=2e-2, reference_batch=64,
     phases=(Phase("head", 6, trainable_from=None), Phase("all_blocks", 12, trainable_from="stem", learning_rate_scale=0.5)),

@@ -1,48 +1,54 @@
 """Training: recipes, the Trainer (one ``strategy.run`` loop for every strategy), mixed precision,
-distribution, exactly resumable runs."""
+distribution, exactly resumable runs.
 
-from kerasnets.training.errors import TrainingDiverged
-from kerasnets.training.distribute import STRATEGIES, resolve_strategy
-from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train
-from kerasnets.training.optimizers import TF1RMSprop
-from kerasnets.training.trainer import Trainer
-from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision
-from kerasnets.training.finetune import build_preset, saved_architecture
-from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext, apply_overrides, load_recipe, smoke_overrides
-from kerasnets.training.schedules import WarmupExponentialDecay, exclude_norm_and_bias_from_weight_decay, warmup_cosine
+The names below load their module on first use (PEP 562), so that importing one light module of
+the package (``kerasnets.training.precision`` for the CLI's choices) does not import the engine,
+the data pipelines or TensorFlow Datasets. The package never imports the CLI; recipe files run
+themselves with :func:`kerasnets.cli.recipe_main`.
+"""
 
-__all__ = [
-    "Recipe",
-    "Trainer",
-    "TF1RMSprop",
-    "Phase",
-    "TRAIN_ALL",
-    "TrainContext",
-    "build_preset",
-    "saved_architecture",
-    "train",
-    "train_main",
-    "RunResult",
-    "TrainingDiverged",
-    "load_recipe",
-    "apply_overrides",
-    "smoke_overrides",
-    "resolve_strategy",
-    "resolve_precision",
-    "precision_scope",
-    "PRECISIONS",
-    "STRATEGIES",
-    "STANDIN_TFRECORDS",
-    "WarmupExponentialDecay",
-    "warmup_cosine",
-    "exclude_norm_and_bias_from_weight_decay",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, eagerly, for readers and type checkers
+    from kerasnets.training.distribute import STRATEGIES, resolve_strategy  # noqa: F401
+    from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train  # noqa: F401
+    from kerasnets.training.errors import TrainingDiverged  # noqa: F401
+    from kerasnets.training.finetune import build_preset, saved_architecture  # noqa: F401
+    from kerasnets.training.optimizers import TF1RMSprop  # noqa: F401
+    from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision  # noqa: F401
+    from kerasnets.training.recipe import (TRAIN_ALL, Phase, Recipe, TrainContext, apply_overrides, load_recipe,  # noqa: F401
+                                           smoke_overrides)
+    from kerasnets.training.schedules import (WarmupExponentialDecay, exclude_norm_and_bias_from_weight_decay,  # noqa: F401
+                                              warmup_cosine)
+    from kerasnets.training.trainer import Trainer  # noqa: F401
+
+#: public name -> the module that defines it
+_MODULES = {
+    "Recipe": "recipe", "Phase": "recipe", "TRAIN_ALL": "recipe", "TrainContext": "recipe",
+    "apply_overrides": "recipe", "load_recipe": "recipe", "smoke_overrides": "recipe",
+    "Trainer": "trainer", "train": "engine", "RunResult": "engine", "STANDIN_TFRECORDS": "engine",
+    "TF1RMSprop": "optimizers", "TrainingDiverged": "errors",
+    "build_preset": "finetune", "saved_architecture": "finetune",
+    "resolve_strategy": "distribute", "STRATEGIES": "distribute",
+    "resolve_precision": "precision", "precision_scope": "precision", "PRECISIONS": "precision",
+    "WarmupExponentialDecay": "schedules", "warmup_cosine": "schedules",
+    "exclude_norm_and_bias_from_weight_decay": "schedules",
+}
+
+__all__ = list(_MODULES)
 
 
-def train_main(recipe: Recipe, argv=None) -> int:
-    """``python recipes/x.py [options]``: the same options as ``kerasnets train``."""
-    from kerasnets.cli import main
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kerasnets.training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"kerasnets.training.{module}"), name)
+    globals()[name] = value
+    return value
 
-    import sys
 
-    return main(["train", recipe.source_file or sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

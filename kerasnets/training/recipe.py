@@ -1,7 +1,7 @@
 """Recipes: a frozen dataclass of hyper-parameters plus the recipe's own model and optimizer builders.
 
 A recipe file (``recipes/*.py``) defines ``RECIPE = Recipe(...)`` and ends with
-``if __name__ == "__main__": train_main(RECIPE)``, so it runs as ``python recipes/x.py`` and as
+``if __name__ == "__main__": raise SystemExit(kerasnets.cli.recipe_main(RECIPE))``, so it runs as ``python recipes/x.py`` and as
 ``kerasnets train recipes/x.py``; command-line options override its fields.
 """
 
