@@ -5,19 +5,23 @@ live in submodules that import TensorFlow lazily.
 """
 
 from kerasnets.layers.preprocessing import CaffePreprocessing, caffe_preprocess
-from kerasnets.models.efficientnet import PRESETS as EFFICIENTNET_PRESETS
+from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS
 from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
 from kerasnets.models.resnet import ResNet, ResNetVariant
 from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
 from kerasnets.models.pretrained import PretrainedReport, load_pretrained
 from kerasnets.models.weights import transfer_weights
-from kerasnets.presets import ALIASES, PRESETS, build
+from kerasnets.presets import (  # keras.applications-style constructors
+    PRESETS,
+    EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3, EfficientNetB4, EfficientNetB5, EfficientNetB6,
+    EfficientNetB7, EfficientNetLite0, EfficientNetLite1, EfficientNetLite2, EfficientNetLite3, EfficientNetLite4,
+    ResNet18, ResNet34, ResNet50, ResNet101, ResNet152,
+    build,
+)
 from kerasnets.profile import profile
 from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale
 
 __version__ = "0.1.0"
-
-globals().update(ALIASES)
 
 __all__ = [
     "EfficientNet",
@@ -38,5 +42,8 @@ __all__ = [
     "compound_scale",
     "CaffePreprocessing",
     "caffe_preprocess",
-    *ALIASES,
+    "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4", "EfficientNetB5",
+    "EfficientNetB6", "EfficientNetB7",
+    "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4",
 ]

@@ -8,19 +8,18 @@ from typing import Any
 
 import keras
 
-from kerasnets.models.efficientnet import PRESETS as EFFICIENTNET_PRESETS
+from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS
 from kerasnets.models.efficientnet import EfficientNet
-from kerasnets.models.resnet import RESNET_SPECS, VARIANTS, ResNet
+from kerasnets.models.resnet import RESNET_SPECS, VARIANT_SUFFIXES, VARIANTS, ResNet
 
-__all__ = ["PRESETS", "build", "ALIASES"]
+__all__ = ["PRESETS", "build", "ALIASES", "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4", "EfficientNetB5", "EfficientNetB6", "EfficientNetB7", "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4"]
 
 
 def _resnet_presets() -> dict[str, tuple[Callable[..., keras.Model], dict[str, Any]]]:
     table = {}
     for depth in RESNET_SPECS:
         for variant in VARIANTS:
-            suffix = {"v1.5": "", "v1": "_v1", "d": "d"}[variant]
-            table[f"resnet{depth}{suffix}"] = (ResNet, {"depth": depth, "variant": variant})
+            table[f"resnet{depth}{VARIANT_SUFFIXES[variant]}"] = (ResNet, {"depth": depth, "variant": variant})
     return table
 
 
@@ -53,10 +52,30 @@ def _alias(alias: str, preset: str) -> Callable[..., keras.Model]:
     return make
 
 
-#: keras.applications-style constructors: ResNet18..ResNet152 (default variant v1.5; pass
-#: variant="v1" for the keras.applications layout), EfficientNetB0..B7, EfficientNetLite0..4.
-ALIASES: dict[str, Callable[..., keras.Model]] = {
-    **{f"ResNet{d}": _alias(f"ResNet{d}", f"resnet{d}") for d in RESNET_SPECS},
-    **{f"EfficientNetB{i}": _alias(f"EfficientNetB{i}", f"efficientnetb{i}") for i in range(8)},
-    **{f"EfficientNetLite{i}": _alias(f"EfficientNetLite{i}", f"efficientnet-lite{i}") for i in range(5)},
-}
+#: keras.applications-style constructors: ResNet18..ResNet152 (v1.5, the ``resnet<depth>`` presets),
+#: EfficientNetB0..B7, EfficientNetLite0..4.
+ResNet18 = _alias("ResNet18", "resnet18")
+ResNet34 = _alias("ResNet34", "resnet34")
+ResNet50 = _alias("ResNet50", "resnet50")
+ResNet101 = _alias("ResNet101", "resnet101")
+ResNet152 = _alias("ResNet152", "resnet152")
+EfficientNetB0 = _alias("EfficientNetB0", "efficientnetb0")
+EfficientNetB1 = _alias("EfficientNetB1", "efficientnetb1")
+EfficientNetB2 = _alias("EfficientNetB2", "efficientnetb2")
+EfficientNetB3 = _alias("EfficientNetB3", "efficientnetb3")
+EfficientNetB4 = _alias("EfficientNetB4", "efficientnetb4")
+EfficientNetB5 = _alias("EfficientNetB5", "efficientnetb5")
+EfficientNetB6 = _alias("EfficientNetB6", "efficientnetb6")
+EfficientNetB7 = _alias("EfficientNetB7", "efficientnetb7")
+EfficientNetLite0 = _alias("EfficientNetLite0", "efficientnet-lite0")
+EfficientNetLite1 = _alias("EfficientNetLite1", "efficientnet-lite1")
+EfficientNetLite2 = _alias("EfficientNetLite2", "efficientnet-lite2")
+EfficientNetLite3 = _alias("EfficientNetLite3", "efficientnet-lite3")
+EfficientNetLite4 = _alias("EfficientNetLite4", "efficientnet-lite4")
+
+#: alias name -> constructor (the names above)
+ALIASES: dict[str, Callable[..., keras.Model]] = {f.__name__: f for f in (
+    ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, EfficientNetB0, EfficientNetB1, EfficientNetB2,
+    EfficientNetB3, EfficientNetB4, EfficientNetB5, EfficientNetB6, EfficientNetB7, EfficientNetLite0,
+    EfficientNetLite1, EfficientNetLite2, EfficientNetLite3, EfficientNetLite4,
+)}

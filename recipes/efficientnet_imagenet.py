@@ -40,7 +40,7 @@ TFRecord-only options (``label_offset``, ``num_classes``) are dropped, with a lo
 """
 
 import kerasnets
-from kerasnets.models.efficientnet import PRESETS
+from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS
 from kerasnets.training import (
     STANDIN_TFRECORDS,
     Recipe,
@@ -50,7 +50,7 @@ from kerasnets.training import (
 from kerasnets.training.optimizers import TF1RMSprop
 
 PHI = 0  # EfficientNet-B{PHI}; the resolution and dropout come from the official preset table
-PRESET = PRESETS[f"efficientnetb{PHI}"]
+PRESET = EFFICIENTNET_PRESETS[f"efficientnetb{PHI}"]
 
 
 def build_model(recipe, context):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kerasnets
-from kerasnets.models.efficientnet import BASE_STAGES, PRESETS, scaled_stages
+from kerasnets.models.efficientnet import BASE_STAGES, EFFICIENTNET_PRESETS, scaled_stages
 
 # keras.applications 3.15 count_params() with weights=None (shared/ANCHORS.md).
 KERAS_EFFICIENTNET_PARAMS = [5_330_571, 7_856_239, 9_177_569, 12_320_535, 19_466_823, 30_562_527, 43_265_143, 66_658_687]
@@ -241,7 +241,7 @@ def test_keras_applications_variance_quirk_is_handled_from_files_too(monkeypatch
 
 
 def test_official_table_is_not_compound_formula():
-    b1 = PRESETS["efficientnetb1"]
+    b1 = EFFICIENTNET_PRESETS["efficientnetb1"]
     assert (b1.width, b1.depth, b1.resolution) == (1.0, 1.1, 240)
     formula = kerasnets.compound_scale(1, kerasnets.PAPER_COEFFICIENTS)
     assert (formula.width, formula.depth) == pytest.approx((1.1, 1.2))
@@ -276,7 +276,7 @@ def test_lite_follows_tpu_lite_builder():
     assert round(trainable(lite0) / 1e4) == 465
     lite4 = kerasnets.EfficientNetLite4()
     assert lite4.get_layer("stem_conv").filters == 32 and lite4.get_layer("top_conv").filters == 1280
-    stages = scaled_stages(PRESETS["efficientnet-lite4"])
+    stages = scaled_stages(EFFICIENTNET_PRESETS["efficientnet-lite4"])
     assert stages[0].repeats == BASE_STAGES[0].repeats and stages[-1].repeats == BASE_STAGES[-1].repeats
     assert stages[3].repeats == math.ceil(3 * 1.8)
 
@@ -339,3 +339,11 @@ def test_aliases_build_the_named_presets():
     assert kerasnets.ResNet18().count_params() == kerasnets.ResNet(18).count_params()
     assert kerasnets.EfficientNetB1().input_shape[1] == 240
     assert kerasnets.build("resnet50_v1").count_params() == KERAS_RESNET_PARAMS[50]
+
+
+@pytest.mark.parametrize("preset", ["resnet18", "resnet18_v1", "resnet18d"])
+def test_a_resnet_preset_builds_a_model_of_its_own_name(preset):
+    """``resnet18`` is v1.5, ``resnet18_v1`` the keras.applications layout, ``resnet18d`` ResNet-D:
+    the model a preset builds carries the preset's name (summaries, exports, run folders)."""
+    model = kerasnets.build(preset, input_shape=(32, 32, 3), classes=10)
+    assert model.name == preset

@@ -94,9 +94,7 @@ def classifier_head(
 def finish_model(inputs, input_tensor, outputs, name: str) -> keras.Model:
     """Wrap the graph in a functional Model, taking ``input_tensor``'s source inputs into account."""
     if input_tensor is not None:
-        from keras.src.ops.operation_utils import get_source_inputs  # the same helper keras.applications uses
-
-        inputs = get_source_inputs(input_tensor)
+        inputs = keras.utils.get_source_inputs(input_tensor)  # as keras.applications does
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -1,6 +1,6 @@
 """EfficientNet B0-B7, Lite0-4 and compound-scaled variants: a stem, a stage table and a head.
 
-Presets are data (:data:`PRESETS`); every network comes from :func:`EfficientNet`'s one code path
+Presets are data (:data:`EFFICIENTNET_PRESETS`); every network comes from :func:`EfficientNet`'s one code path
 through the shared stage loop in :mod:`kerasnets.layers`.
 """
 
@@ -27,7 +27,7 @@ from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale, round_filters,
 __all__ = [
     "BASE_STAGES",
     "EfficientNetPreset",
-    "PRESETS",
+    "EFFICIENTNET_PRESETS",
     "CONV_KERNEL_INITIALIZER",
     "DENSE_KERNEL_INITIALIZER",
     "scaled_stages",
@@ -88,7 +88,7 @@ def _lite(index: int, width: float, depth: float, resolution: int, dropout: floa
 
 #: The official (width, depth, resolution, dropout) table. B-rows are NOT alpha^phi etc.: they are
 #: the published, hand-rounded values keras.applications and tensorflow/tpu use.
-PRESETS: dict[str, EfficientNetPreset] = {
+EFFICIENTNET_PRESETS: dict[str, EfficientNetPreset] = {
     p.name: p
     for p in (
         _b(0, 1.0, 1.0, 224, 0.2),
@@ -106,7 +106,7 @@ PRESETS: dict[str, EfficientNetPreset] = {
         _lite(4, 1.4, 1.8, 300, 0.3),
     )
 }
-_DROPOUT_BY_PHI = tuple(PRESETS[f"efficientnetb{i}"].dropout for i in range(8))
+_DROPOUT_BY_PHI = tuple(EFFICIENTNET_PRESETS[f"efficientnetb{i}"].dropout for i in range(8))
 
 
 def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE_STAGES) -> tuple[StageSpec, ...]:
@@ -133,7 +133,7 @@ def resolve_preset(phi: Any, coefficients: Any = None, base_resolution: int = 22
                 f"phi must be an integer 0..7 (EfficientNet-B0..B7) when coefficients is None, got {phi!r}; "
                 "pass coefficients=(alpha, beta, gamma), e.g. kerasnets.PAPER_COEFFICIENTS, for any real phi"
             )
-        return PRESETS[f"efficientnetb{phi}"]
+        return EFFICIENTNET_PRESETS[f"efficientnetb{phi}"]
     alpha, beta, gamma = validate_coefficients(coefficients)
     scale = compound_scale(phi, (alpha, beta, gamma), base_resolution=base_resolution, dropout_by_phi=_DROPOUT_BY_PHI)
     label = f"{phi:g}".replace("-", "m").replace(".", "p")
@@ -174,7 +174,7 @@ def EfficientNet(
             EfficientNet-B{phi}; with ``coefficients`` any real phi applies paper Eq. 3.
         coefficients: ``(alpha, beta, gamma)`` (depth, width, resolution bases), each >= 1, e.g.
             :data:`PAPER_COEFFICIENTS` = (1.2, 1.1, 1.15).
-        preset: a :data:`PRESETS` key or an :class:`EfficientNetPreset` (overrides ``phi``), used by
+        preset: a :data:`EFFICIENTNET_PRESETS` key or an :class:`EfficientNetPreset` (overrides ``phi``), used by
             the Lite aliases.
         base_resolution: the phi = 0 resolution that Eq. 3 scales (with ``coefficients`` only).
         include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
@@ -194,10 +194,10 @@ def EfficientNet(
         spec = resolve_preset(phi, coefficients, base_resolution)
     elif isinstance(preset, EfficientNetPreset):
         spec = preset
-    elif preset in PRESETS:
-        spec = PRESETS[preset]
+    elif preset in EFFICIENTNET_PRESETS:
+        spec = EFFICIENTNET_PRESETS[preset]
     else:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        raise ValueError(f"preset must be one of {sorted(EFFICIENTNET_PRESETS)}, got {preset!r}")
     if weights == "imagenet" and spec.twin is None:
         raise ValueError(
             f"weights='imagenet' exists only for EfficientNet-B0..B7 (integer phi, no coefficients); "

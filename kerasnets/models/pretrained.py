@@ -67,7 +67,7 @@ def imagenet_twin(twin: str, include_top: bool, input_shape: tuple | None) -> ke
 
 def _infer_twin(model: keras.Model) -> str | None:
     """The keras.applications model with ``model``'s weight layout, found from its blocks, or None."""
-    from kerasnets.models.efficientnet import PRESETS, scaled_stages  # lazy: efficientnet imports this module
+    from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS, scaled_stages  # lazy: efficientnet imports this module
     from kerasnets.models.freeze import model_blocks
     from kerasnets.models.resnet import RESNET_SPECS
     from kerasnets.scaling import round_filters
@@ -81,7 +81,7 @@ def _infer_twin(model: keras.Model) -> str | None:
             per_stage[stage.group(1)] = per_stage.get(stage.group(1), 0) + 1
     if "stem_conv" in names and "block1a_se_reduce" in names:
         for phi in range(8):
-            preset = PRESETS[f"efficientnetb{phi}"]
+            preset = EFFICIENTNET_PRESETS[f"efficientnetb{phi}"]
             stages = scaled_stages(preset)
             fits = names["stem_conv"].filters == round_filters(32, preset.width) and len(per_stage) == len(stages)
             for spec in stages:

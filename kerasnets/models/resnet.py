@@ -79,6 +79,8 @@ VARIANTS: dict[str, ResNetVariant] = {
     "v1.5": _V15,
     "d": dataclasses.replace(_V15, stem="deep", avg_down=True),
 }
+#: variant -> suffix of its preset and model name: ``resnet50`` (v1.5), ``resnet50_v1``, ``resnet50d``
+VARIANT_SUFFIXES: dict[str, str] = {"v1.5": "", "v1": "_v1", "d": "d", "custom": "_custom"}
 DEFAULT_VARIANT = "v1.5"
 
 
@@ -191,7 +193,7 @@ def ResNet(
         outputs = endpoint_outputs(endpoints)
     else:
         outputs = classifier_head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
-    default_name = f"resnet{depth}" + ("" if variant_name == "v1" else f"_{variant_name.replace('.', '_')}")
+    default_name = f"resnet{depth}{VARIANT_SUFFIXES[variant_name]}"  # the preset's name
     model = finish_model(img_input, input_tensor, outputs, name or default_name)
     load_weights(model, weights, twin=twin, include_top=include_top and not features_only)
     return model
