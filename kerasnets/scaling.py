@@ -7,13 +7,16 @@ counts equal keras.applications'.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "make_divisible",
     "round_filters",
     "round_repeats",
+    "distribute_repeats",
     "round_resolution",
     "correct_pad",
     "CompoundScale",
@@ -47,6 +50,38 @@ def round_filters(filters: int, width_coefficient: float, divisor: int = 8) -> i
 def round_repeats(repeats: int, depth_coefficient: float) -> int:
     """Scale a stage's block count by the depth coefficient, rounding up (the reference rule)."""
     return int(math.ceil(depth_coefficient * repeats))
+
+
+def distribute_repeats(repeats: Sequence[int], depth_coefficient: float, costs: Sequence[float] | None = None,
+                       target: float | None = None) -> tuple[int, ...]:
+    """Block counts per stage, each its scaled count ``depth x repeats`` rounded down or up (at
+    least 1), chosen together so that their cost-weighted total is closest to ``target``
+    (default: ``depth x`` the original weighted total).
+
+    Rounding each stage up (:func:`round_repeats`, the reference's rule for B0-B7) adds up to a
+    block per stage: at ``depth < 1`` no stage ever shrinks below B0's and FLOPs stay far above
+    ``alpha^phi``; at ``depth > 1`` every stage rounds up. Here every stage stays within one
+    block of its own scaled count, and of the 2^stages ways to round, the one whose total is
+    closest to the target wins (ties: the one closest to the unweighted scaled total, then the
+    earlier stages rounded up). ``costs`` weigh each stage's blocks (e.g. FLOPs per block);
+    without them every block weighs the same and the total block count is rounded.
+    """
+    if not repeats or any(r < 1 for r in repeats):
+        raise ValueError(f"repeats must be positive block counts, got {list(repeats)}")
+    if not math.isfinite(depth_coefficient) or depth_coefficient <= 0:
+        raise ValueError(f"depth_coefficient must be a positive number, got {depth_coefficient!r}")
+    weights = [1.0] * len(repeats) if costs is None else [float(c) for c in costs]
+    if len(weights) != len(repeats) or any(not w > 0 for w in weights):
+        raise ValueError(f"costs must be one positive number per stage, got {costs!r}")
+    scaled = [r * depth_coefficient for r in repeats]
+    goal = sum(x * w for x, w in zip(scaled, weights)) if target is None else float(target)
+    choices = [sorted({max(1, math.floor(x)), max(1, math.ceil(x))}) for x in scaled]
+
+    def badness(counts: tuple[int, ...]) -> tuple[float, float, tuple[int, ...]]:
+        return (abs(sum(n * w for n, w in zip(counts, weights)) - goal), abs(sum(counts) - sum(scaled)),
+                tuple(-n for n in counts))
+
+    return min(itertools.product(*choices), key=badness)
 
 
 def round_resolution(resolution: float, multiple: int = 8, minimum: int = 32) -> int:

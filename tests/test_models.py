@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kerasnets
-from kerasnets.models.efficientnet import BASE_STAGES, EFFICIENTNET_PRESETS, scaled_stages
+from kerasnets.models.efficientnet import BASE_STAGES, EFFICIENTNET_PRESETS, resolve_preset, scaled_stages
 
 # keras.applications 3.15 count_params() with weights=None (shared/ANCHORS.md).
 KERAS_EFFICIENTNET_PARAMS = [5_330_571, 7_856_239, 9_177_569, 12_320_535, 19_466_823, 30_562_527, 43_265_143, 66_658_687]
@@ -248,23 +248,47 @@ def test_official_table_is_not_compound_formula():
     assert formula.resolution == 256  # 224 * 1.15 = 257.6 -> nearest multiple of 8
 
 
-def test_compound_scaling_doubles_flops_at_phi_1():
-    base = kerasnets.profile(kerasnets.EfficientNet(0))["flops"]
-    scaled = kerasnets.profile(kerasnets.EfficientNet(1, coefficients=kerasnets.PAPER_COEFFICIENTS))["flops"]
-    alpha, beta, gamma = kerasnets.PAPER_COEFFICIENTS
-    assert alpha * beta**2 * gamma**2 == pytest.approx(1.92, abs=0.01)
-    assert 1.8 <= scaled / base <= 2.3  # rounding of channels/repeats/resolution moves it off 1.92
+@pytest.mark.parametrize("phi", [-3, -2, -1.5, -0.5, 1, 2.5, 4])
+def test_compound_scaled_flops_follow_the_law_at_any_phi(phi):
+    """Paper Eq. 3: FLOPs grow as (alpha * beta^2 * gamma^2)^phi (1.92^phi for 1.2, 1.1, 1.15),
+    within 10% at the resolution the model is built for, negative and fractional phi included
+    (rounding each stage's depth up gave +16% at phi = 1 and +27% at phi = -1)."""
+    alpha, beta, gamma = 1.2, 1.1, 1.15
+    base = kerasnets.profile(kerasnets.EfficientNet(0, coefficients=(alpha, beta, gamma)))["flops"]
+    assert base == kerasnets.profile(kerasnets.EfficientNet(0))["flops"]  # phi = 0 is B0
+    model = kerasnets.EfficientNet(phi, coefficients=(alpha, beta, gamma))
+    assert model.input_shape[1] == round(224 * gamma**phi / 8) * 8
+    law = (alpha * beta**2 * gamma**2) ** phi
+    assert abs(kerasnets.profile(model)["flops"] / base / law - 1) <= 0.10
 
 
-@pytest.mark.parametrize("phi", [-1, -0.5, 0.5, 1.5])
-def test_fractional_and_negative_phi_build(phi):
-    model = kerasnets.EfficientNet(phi, coefficients=(1.2, 1.1, 1.15), classes=10)
-    scale = kerasnets.compound_scale(phi)
-    assert model.input_shape[1] == scale.resolution and scale.resolution % 8 == 0
-    assert 0.2 <= scale.dropout <= 0.5
-    b0 = kerasnets.profile(kerasnets.EfficientNet(0, classes=10))["flops"]
-    flops = kerasnets.profile(model)["flops"]
-    assert (flops > b0) == (phi > 0)
+@pytest.mark.parametrize("phi", [-2.5, -1, 0.5, 3])
+def test_compound_scaling_multiplies_depth_width_resolution_by_their_own_coefficient(phi):
+    """depth alpha^phi, width beta^phi, resolution gamma^phi (nearest multiple of 8), with
+    coefficients whose roles cannot be confused: swapping two of them in the code fails here."""
+    alpha, beta, gamma = 1.3, 1.05, 1.2
+    preset = resolve_preset(phi, (alpha, beta, gamma))
+    assert preset.depth == pytest.approx(1.3**phi) and preset.width == pytest.approx(1.05**phi)
+    assert preset.resolution == round(224 * 1.2**phi / 8) * 8
+    stages = scaled_stages(preset)
+    for spec, scaled in zip(BASE_STAGES, stages):  # every stage within one block of its scaled count
+        assert max(1, math.floor(spec.repeats * 1.3**phi)) <= scaled.repeats <= max(1, math.ceil(spec.repeats * 1.3**phi))
+        assert abs(scaled.filters - spec.filters * 1.05**phi) <= max(4, 0.1 * spec.filters * 1.05**phi)
+
+
+def test_distribute_repeats_keeps_each_stage_within_a_block_and_the_total_on_target():
+    from kerasnets.scaling import distribute_repeats
+
+    # B0's stages at depth 0.5: scaled 0.5, 1, 1, 1.5, 1.5, 2, 0.5 (8 in all); the two 0.5 stages
+    # keep their one block, so the 1.5 stages both round down to land on 8
+    assert distribute_repeats([1, 2, 2, 3, 3, 4, 1], 0.5) == (1, 1, 1, 1, 1, 2, 1)
+    # with costs the weighted total decides: 1.8 + 1.8 blocks at costs 10 and 1 -> 19.8; (2, 1)
+    # costs 21, closer than (2, 2) = 22, which the unweighted count (3.6 -> 4) would pick
+    assert distribute_repeats([3, 3], 0.6) == (2, 2)
+    assert distribute_repeats([3, 3], 0.6, costs=[10, 1]) == (2, 1)
+    assert distribute_repeats([1, 2, 2, 3, 3, 4, 1], 1.0) == (1, 2, 2, 3, 3, 4, 1)
+    with pytest.raises(ValueError, match="depth_coefficient"):
+        distribute_repeats([1, 2], 0)
 
 
 def test_lite_follows_tpu_lite_builder():

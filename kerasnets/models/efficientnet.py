@@ -7,6 +7,7 @@ through the shared stage loop in :mod:`kerasnets.layers`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from kerasnets.models.common import (
     validate_common,
 )
 from kerasnets.models.pretrained import load_weights
-from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale, round_filters, round_repeats, validate_coefficients
+from kerasnets.scaling import (PAPER_COEFFICIENTS, compound_scale, distribute_repeats, round_filters, round_repeats,
+                               validate_coefficients)
 
 __all__ = [
     "BASE_STAGES",
@@ -74,6 +76,13 @@ class EfficientNetPreset:
     se_ratio: float | None = None  # None keeps the stage table's ratio; 0 removes SE (Lite)
     fix_stem_head: bool = False  # Lite: stem 32 / head 1280 unscaled, first and last stage depth unscaled
     twin: str | None = None  # keras.applications constructor with identical layout, if any
+    # "per_stage": each stage's repeats rounded up (the reference's B0-B7 rule); "total": the total
+    # block count follows depth, shared out over stages (kerasnets.scaling.distribute_repeats)
+    depth_rounding: str = "per_stage"
+    channel_divisor: int = 8  # channel counts are rounded to multiples of this (kerasnets.scaling.make_divisible)
+
+
+CHANNEL_DIVISOR = 4
 
 
 def _b(phi: int, width: float, depth: float, resolution: int, dropout: float) -> EfficientNetPreset:
@@ -111,17 +120,59 @@ _DROPOUT_BY_PHI = tuple(EFFICIENTNET_PRESETS[f"efficientnetb{i}"].dropout for i 
 
 def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE_STAGES) -> tuple[StageSpec, ...]:
     """Apply a preset's width and depth multipliers (and Lite overrides) to the base stage table."""
+    if preset.depth_rounding not in ("per_stage", "total"):
+        raise ValueError(f"depth_rounding must be 'per_stage' or 'total', got {preset.depth_rounding!r}")
+    totals = None
+    if preset.depth_rounding == "total":  # the whole network's FLOPs follow depth x width^2 x resolution^2
+        repeats = [s.repeats for s in base]
+        b0_fixed, b0_costs = _cost_terms(base, [s.filters for s in base], STEM_FILTERS, HEAD_FILTERS, BASE_RESOLUTION)
+        b0 = b0_fixed + sum(r * c for r, c in zip(repeats, b0_costs))
+        law = preset.depth * preset.width ** 2 * (preset.resolution / BASE_RESOLUTION) ** 2
+        divisor = preset.channel_divisor
+        fixed, costs = _cost_terms(base, [round_filters(s.filters, preset.width, divisor) for s in base],
+                                   round_filters(STEM_FILTERS, preset.width, divisor),
+                                   round_filters(HEAD_FILTERS, preset.width, divisor), preset.resolution)
+        totals = distribute_repeats(repeats, preset.depth, costs, target=law * b0 - fixed)
     stages = []
     for i, spec in enumerate(base):
         keep_depth = preset.fix_stem_head and i in (0, len(base) - 1)
+        repeats = totals[i] if totals is not None else round_repeats(spec.repeats, preset.depth)
         changes: dict[str, Any] = {
-            "filters": round_filters(spec.filters, preset.width),
-            "repeats": spec.repeats if keep_depth else round_repeats(spec.repeats, preset.depth),
+            "filters": round_filters(spec.filters, preset.width, preset.channel_divisor),
+            "repeats": spec.repeats if keep_depth else repeats,
         }
         if preset.se_ratio is not None:
             changes["se_ratio"] = preset.se_ratio
         stages.append(dataclasses.replace(spec, **changes))
     return tuple(stages)
+
+
+BASE_RESOLUTION = 224
+
+
+def _mbconv_cost(inputs: int, outputs: int, expand_ratio: int, kernel: int, size_in: float, stride: int) -> float:
+    """Multiply-adds of one MBConv block's convolutions (expansion, depthwise, squeeze-excite, projection)."""
+    expanded = inputs * expand_ratio
+    size_out = math.ceil(size_in / stride)  # "same" padding
+    squeeze = max(1, int(inputs * 0.25))
+    return (size_in ** 2 * inputs * expanded * (expand_ratio != 1) + size_out ** 2 * kernel ** 2 * expanded
+            + 2 * expanded * squeeze + size_out ** 2 * expanded * outputs)
+
+
+def _cost_terms(base: tuple[StageSpec, ...], filters: list[int], stem: int, head: int,
+                resolution: int) -> tuple[float, list[float]]:
+    """The network's multiply-adds as ``fixed + sum(repeats_i * per_block_i)``: ``fixed`` holds the
+    stem, the head and what each stage's first block costs beyond its later ones."""
+    size = math.ceil(resolution / 2)
+    fixed, per_block, inputs = size ** 2 * 27 * stem, [], stem
+    for spec, outputs in zip(base, filters):
+        first = _mbconv_cost(inputs, outputs, spec.expand_ratio, spec.kernel_size, size, spec.stride)
+        size = math.ceil(size / spec.stride)
+        later = _mbconv_cost(outputs, outputs, spec.expand_ratio, spec.kernel_size, size, 1)
+        fixed += first - later
+        per_block.append(later)
+        inputs = outputs
+    return fixed + size ** 2 * inputs * head, per_block
 
 
 def resolve_preset(phi: Any, coefficients: Any = None, base_resolution: int = 224) -> EfficientNetPreset:
@@ -138,7 +189,8 @@ def resolve_preset(phi: Any, coefficients: Any = None, base_resolution: int = 22
     scale = compound_scale(phi, (alpha, beta, gamma), base_resolution=base_resolution, dropout_by_phi=_DROPOUT_BY_PHI)
     label = f"{phi:g}".replace("-", "m").replace(".", "p")
     return EfficientNetPreset(
-        f"efficientnet_phi{label}", scale.width, scale.depth, scale.resolution, scale.dropout
+        f"efficientnet_phi{label}", scale.width, scale.depth, scale.resolution, scale.dropout, depth_rounding="total",
+        channel_divisor=CHANNEL_DIVISOR
     )
 
 
@@ -226,7 +278,7 @@ def EfficientNet(
     # keras.applications' ImageNet file stores the standard deviation as the variance (and adds a
     # Rescaling layer to undo it); transfer_weights folds that into this layer's variance instead.
 
-    stem_filters = STEM_FILTERS if spec.fix_stem_head else round_filters(STEM_FILTERS, spec.width)
+    stem_filters = STEM_FILTERS if spec.fix_stem_head else round_filters(STEM_FILTERS, spec.width, spec.channel_divisor)
     x = conv_bn_act(x, stem_filters, 3, config, "stem", strides=2, padding="tf_same")
     x, endpoints = build_stages(
         x, scaled_stages(spec), config, _block_prefix, drop_connect_rate=drop_connect_rate, input_stride=2
@@ -234,7 +286,8 @@ def EfficientNet(
     if features_only:
         outputs = endpoint_outputs(endpoints)
     else:
-        head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width)
+        head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width,
+                                                                             spec.channel_divisor)
         x = conv_bn_act(x, head_filters, 1, config, "top")
         outputs = classifier_head(
             x,

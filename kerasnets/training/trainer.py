@@ -222,10 +222,6 @@ class Trainer:
             loss, correct, count = functions.train_step(images, labels)
             step.assign_add(1)
             loss = float(loss)
-            # a phase's first step traces and optimises the graph: timed apart from the steady steps
-            self.timings.add("first_step" if current == begin and functions.steps == 0 else "train_steps",
-                             time.perf_counter() - step_began)
-            functions.steps += 1
             self.steps_run += 1
             if not math.isfinite(loss):
                 last = self.backup.latest()
@@ -237,6 +233,10 @@ class Trainer:
             totals = [totals[0] + loss * float(count), totals[1] + float(correct), totals[2] + float(count)]
             progress.update(current - epoch * per_epoch + 1, [("loss", totals[0] / totals[2]),
                                                               ("accuracy", totals[1] / totals[2])])
+            # a phase's first step traces and optimises the graph: timed apart from the steady steps
+            self.timings.add("first_step" if current == begin and functions.steps == 0 else "train_steps",
+                             time.perf_counter() - step_began)
+            functions.steps += 1
             every = recipe.backup_every_steps
             if every and (current + 1) % every == 0 and (current + 1) % per_epoch:
                 with self.timings.span("backup"):
