@@ -18,7 +18,7 @@ from kerasnets.training import Recipe, exclude_norm_and_bias_from_weight_decay, 
 
 
 def build_model(recipe, context):
-    """EfficientNet at phi = -3 (paper coefficients) at the recipe's resolution, for the dataset's classes."""
+    """EfficientNet at phi = PHI (paper coefficients) at the recipe's resolution, for the dataset's classes."""
     return kerasnets.EfficientNet(
         PHI,
         coefficients=kerasnets.PAPER_COEFFICIENTS,

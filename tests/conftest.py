@@ -2,6 +2,7 @@
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -32,6 +33,8 @@ def images():
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = os.path.join(ROOT, "recipes")
+#: the quickstart recipe's phi (the model its tests rebuild)
+QUICKSTART_PHI = runpy.run_path(os.path.join(RECIPES, "quickstart.py"))["PHI"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 

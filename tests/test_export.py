@@ -14,12 +14,14 @@ import kerasnets
 import kerasnets.serving
 from kerasnets import cli, data, export
 
+from conftest import QUICKSTART_PHI  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def trained(quickstart):
     """The quickstart's trained B0 (softmax), a logits twin with the same weights, and digits test data."""
     model = keras.saving.load_model(quickstart["dir"] / "model.keras")
-    logits = kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3), classes=10,
+    logits = kerasnets.EfficientNet(QUICKSTART_PHI, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3), classes=10,
                                     classifier_activation=None, bn_momentum=0.9, drop_connect_rate=0.0)
     logits.set_weights(model.get_weights())
     test, _ = data.load("digits", "test", image_size=32, batch_size=360, training=False, resize_method="bilinear")

@@ -25,14 +25,14 @@ from kerasnets.training import (
     train,
 )
 
-from conftest import ENV, RECIPES, ROOT, kerasnets_cmd  # noqa: E402
+from conftest import ENV, QUICKSTART_PHI, RECIPES, ROOT, kerasnets_cmd  # noqa: E402
 
 
 def test_main_job_reaches_97_percent_and_exports(quickstart):
     summary, run = quickstart["summary"], quickstart["dir"]
     assert summary["test_accuracy"] >= 0.97
     assert summary["steps"] == summary["steps_per_epoch"] * summary["epochs"]
-    assert summary["params"] == kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS,
+    assert summary["params"] == kerasnets.EfficientNet(QUICKSTART_PHI, coefficients=kerasnets.PAPER_COEFFICIENTS,
                                                        input_shape=(32, 32, 3), classes=10).count_params()
     for name in ("model.keras", "saved_model/saved_model.pb", "model_fp32.tflite", "labels.txt", "metadata.json",
                  "curves.png", "summary.json"):
@@ -239,7 +239,7 @@ def test_multiworker_killed_then_restarted_resumes_finishes_and_exports(tmp_path
         assert os.path.exists(summary["paths"][key]), key
     models = []
     for index in range(2):
-        model = kerasnets.EfficientNet(-3, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
+        model = kerasnets.EfficientNet(QUICKSTART_PHI, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
                                        classes=10, bn_momentum=0.9, drop_connect_rate=0.0, synchronized_bn=True)
         model.load_weights(run / f"final-worker-{index}.weights.h5")
         models.append(model)
