@@ -17,9 +17,20 @@ def _spatial(shape) -> int:
 def layer_flops(layer: keras.layers.Layer) -> int:
     """Multiply-adds of one layer for one image (the EfficientNet paper's FLOPs convention).
 
-    Counted: Conv2D (incl. grouped), DepthwiseConv2D and Dense. Everything else (BN, activations,
+    Counted: Conv2D (incl. grouped), DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, Dense, and
+    the layers of nested models (a backbone inside a classifier). Everything else (BN, activations,
     pooling, adds) is elementwise and left out, as in the papers' tables.
     """
+    if isinstance(layer, keras.Model):  # nested functional / sequential model: its own layers
+        return sum(layer_flops(inner) for inner in layer.layers)
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        kh, kw = layer.kernel_size
+        in_channels, out = int(layer.input.shape[-1]), layer.output.shape
+        depthwise = in_channels * layer.depth_multiplier
+        return _spatial(out) * depthwise * (kh * kw + int(out[-1]))
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # every input pixel scatters a kh x kw kernel
+        kh, kw = layer.kernel_size
+        return _spatial(layer.input.shape) * kh * kw * int(layer.input.shape[-1]) * layer.filters
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
         out = layer.output.shape

@@ -37,7 +37,10 @@ def test_b0_and_resnet50_flops_match_the_papers():
 def test_info_prints_a_row_per_requested_preset(capsys):
     assert cli.main(["info", "efficientnetb0"]) == 0
     out = capsys.readouterr().out
-    assert "efficientnetb0" in out and "5,330,571" in out and "0.386G" in out
+    line = next(row for row in out.splitlines() if "efficientnetb0" in row)
+    assert "5,330,571" in line  # keras.applications' EfficientNetB0 parameter count
+    gflops = float(next(cell for cell in line.replace("|", " ").split() if cell.endswith("G"))[:-1])
+    assert abs(gflops - 0.39) <= 0.005  # the paper's Table 2: 0.39B FLOPs
     assert cli.main(["info", "nosuchnet"]) == 2
     assert "allowed:" in capsys.readouterr().err
 
@@ -46,4 +49,20 @@ def test_info_table_covers_every_preset():
     assert set(kerasnets.PRESETS) >= {"resnet18", "resnet50_v1", "resnet50d", "efficientnetb7", "efficientnet-lite4"}
     rows = cli.preset_table(["resnet18", "efficientnet-lite0"])
     assert [row["input_size"] for row in rows] == [224, 224]
-    assert rows[0]["params"] == kerasnets.ResNet18().count_params()
+    # torchvision's resnet18 has 11,689,512 parameters; Keras also counts BN's moving mean and
+    # variance (2 x 4,800 channels), which torchvision keeps as buffers
+    assert rows[0]["params"] == 11_689_512 + 2 * 4_800
+
+
+def test_profile_counts_separable_transposed_and_nested_layers_by_hand():
+    """Multiply-adds counted by hand for one 8x8x3 image:
+    SeparableConv2D(4, 3x3, same): depthwise 8*8*3*9 = 1728 + pointwise 8*8*3*4 = 768;
+    Conv2DTranspose(2, 2x2, stride 2): each of 8*8 input pixels scatters 2*2*4*2 = 2048;
+    a nested model's Conv2D(5, 1x1) on 16x16x2: 16*16*2*5 = 2560; Dense(3) after pooling: 5*3 = 15."""
+    inner = keras.Sequential([keras.Input((16, 16, 2)), keras.layers.Conv2D(5, 1)], name="inner")
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(inner(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    assert kerasnets.profile(model)["flops"] == 1728 + 768 + 2048 + 2560 + 15
