@@ -772,3 +772,23 @@ def test_autoaugment_translate_constant_is_250(level, pixels):
         assert up or down, f"TranslateY level {level} is not a {pixels} px shift"
         filled = out[300 - pixels:] if up else out[:pixels]
         assert (filled == augment.FILL_VALUE).all()
+
+
+def test_cutmix_alpha_is_the_beta_parameter_of_the_mixing_weight():
+    """cutmix_alpha=1.0 means lambda ~ Beta(1, 1) = uniform, as in timm and the CutMix paper: the
+    share of each image's own pixels has variance 1/12. (Keras' CutMix(factor=1.0) would draw
+    the Beta parameter itself from U(0, 1): U-shaped weights, variance ~0.15.)"""
+    mix = augment.batch_mixer(0.0, 1.0, seed=3)
+    images = tf.reshape(tf.repeat(tf.range(8, dtype=tf.float32), 16 * 16 * 3), (8, 16, 16, 3))
+    labels = tf.one_hot(tf.range(8), 8)
+    own = []
+    for _ in range(150):
+        mixed, soft = mix(images, labels)
+        soft = soft.numpy()
+        partner = soft.copy()
+        partner[np.arange(8), np.arange(8)] = 0
+        keep = partner.sum(axis=1) > 0  # a sample paired with itself carries no information
+        own.extend(soft[np.arange(8), np.arange(8)][keep])
+    own = np.array(own)
+    assert len(own) > 600
+    assert abs(own.mean() - 0.5) < 0.05 and abs(own.var() - 1 / 12) < 0.02, (own.mean(), own.var())

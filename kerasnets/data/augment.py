@@ -223,9 +223,14 @@ def randaugment_layer(randaugment: bool | dict, seed: int | None) -> keras.layer
 
 
 def batch_mixer(mixup_alpha: float, cutmix_alpha: float, seed: int | None):
-    """fn(images, one_hot_labels) applying Keras MixUp or CutMix (one of the two, 50/50, if both)."""
+    """fn(images, one_hot_labels) applying Keras MixUp or CutMix (one of the two, 50/50, if both).
+
+    ``mixup_alpha`` and ``cutmix_alpha`` are the Beta(alpha, alpha) parameters of the mixing
+    weight, as in timm and the papers (1.0: uniform)."""
     mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
-    cutmix = keras.layers.CutMix(factor=cutmix_alpha, seed=seed) if cutmix_alpha > 0 else None
+    # Keras CutMix draws its Beta parameter uniformly from ``factor`` ((0, f) for a single float f);
+    # a range of one point is timm's cutmix_alpha: lambda ~ Beta(alpha, alpha)
+    cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed) if cutmix_alpha > 0 else None
 
     def apply(layer, images, labels):
         out = layer({"images": images, "labels": labels}, training=True)
