@@ -93,7 +93,7 @@ def latency(names, runs: int) -> None:
 
 def int8_digits(epochs: int) -> None:
     """Train B0 and Lite0 on digits at 32 px, then compare fp32 and int8 accuracy."""
-    from kerasnets.training import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+    from kerasnets.training import adamw_warmup_cosine
 
     train, info = data.load("digits", "train", 32, 64, training=True, one_hot=True, crop_scale=(0.85, 1.0), flip=False)
     test, _ = data.load("digits", "test", 32, 360, training=False, resize_method="bilinear")
@@ -109,8 +109,7 @@ def int8_digits(epochs: int) -> None:
                                                                                  bn_momentum=0.9, drop_connect_rate=0.0))):
         keras.utils.set_random_seed(0)
         model = build()
-        optimizer = exclude_norm_and_bias_from_weight_decay(
-            keras.optimizers.AdamW(warmup_cosine(1e-2, steps * epochs, steps), weight_decay=1e-4))
+        optimizer = adamw_warmup_cosine(1e-2, steps * epochs, steps, global_clipnorm=None)
         model.compile(optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
                       metrics=["accuracy"])
         model.fit(train, epochs=epochs, verbose=0)

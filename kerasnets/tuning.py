@@ -27,7 +27,7 @@ import keras_tuner as kt
 from kerasnets.models.efficientnet import EfficientNet
 from kerasnets.profile import profile
 from kerasnets.scaling import round_resolution
-from kerasnets.training.schedules import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+from kerasnets.training.optimizers import adamw_warmup_cosine
 
 __all__ = ["SearchSpace", "SearchRecipe", "CompoundScalingHyperModel", "ORACLES", "run_search",
            "load_coefficients", "load_search_recipe", "release_traced_graphs"]
@@ -202,11 +202,10 @@ class CompoundScalingHyperModel(kt.HyperModel):
         gc.collect()
         point = _parse(hp.Choice("coefficients", [_key(p) for p in self.points]))
         model = self._model(point)
-        schedule = warmup_cosine(self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs,
-                                 warmup_steps=self.steps_per_epoch if self.recipe.epochs > 1 else 0)
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=1.0)
+        optimizer = adamw_warmup_cosine(self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs,
+                                        warmup_steps=self.steps_per_epoch if self.recipe.epochs > 1 else 0)
         model.compile(
-            optimizer=exclude_norm_and_bias_from_weight_decay(optimizer),
+            optimizer=optimizer,
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=self.recipe.label_smoothing),
             metrics=["accuracy"],
             run_eagerly=self.recipe.run_eagerly,

@@ -7,10 +7,9 @@ RandAugment (2 ops, factor 0.5) and MixUp/CutMix, AdamW with warmup + cosine, la
 100 epochs. Eval resizes the whole 32x32 image (crop padding 0).
 """
 
-import keras
 
 import kerasnets
-from kerasnets.training import Recipe, smoke_overrides, exclude_norm_and_bias_from_weight_decay, warmup_cosine
+from kerasnets.training import Recipe, adamw_warmup_cosine, smoke_overrides
 
 
 def build_model(recipe, context):
@@ -26,9 +25,8 @@ def build_model(recipe, context):
 
 def build_optimizer(recipe, context):
     """AdamW, 5 warmup epochs, cosine decay."""
-    schedule = warmup_cosine(context.learning_rate, context.steps_per_epoch * recipe.epochs,
-                             warmup_steps=5 * context.steps_per_epoch)
-    return exclude_norm_and_bias_from_weight_decay(keras.optimizers.AdamW(schedule, weight_decay=0.05))
+    return adamw_warmup_cosine(context.learning_rate, context.steps_per_epoch * recipe.epochs,
+                               warmup_steps=5 * context.steps_per_epoch, weight_decay=0.05, global_clipnorm=None)
 
 
 _TFDS = {"download": True, "crop_padding": 0}

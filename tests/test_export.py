@@ -147,14 +147,13 @@ def test_centering_the_softmax_classifier_keeps_probabilities_and_removes_the_co
 def lite0_digits():
     """EfficientNet-Lite0 (the recommended int8 model: ReLU6, no SE) trained 8 epochs on digits at 32 px
     (94-96% over seeds 0-2 here; 5 epochs at 1e-2 ranged 59-93% across seeds and CPUs)."""
-    from kerasnets.training import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+    from kerasnets.training.optimizers import adamw_warmup_cosine
 
     keras.utils.set_random_seed(0)
     train, info = data.load("digits", "train", 32, 64, training=True, one_hot=True, crop_scale=(0.85, 1.0), flip=False)
     steps = int(np.ceil(info.num_examples / 64))
     model = kerasnets.EfficientNetLite0(input_shape=(32, 32, 3), classes=10, bn_momentum=0.9, drop_connect_rate=0.0)
-    optimizer = keras.optimizers.AdamW(warmup_cosine(3e-3, steps * 8, steps), weight_decay=1e-4, global_clipnorm=1.0)
-    model.compile(optimizer=exclude_norm_and_bias_from_weight_decay(optimizer),
+    model.compile(optimizer=adamw_warmup_cosine(3e-3, steps * 8, steps),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
     model.fit(train, epochs=8, verbose=0)
     return model

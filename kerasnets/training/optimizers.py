@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["TF1RMSprop"]
+from kerasnets.training.schedules import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+
+__all__ = ["TF1RMSprop", "adamw_warmup_cosine"]
 
 
 @keras.saving.register_keras_serializable(package="kerasnets")
@@ -52,3 +54,14 @@ class TF1RMSprop(keras.optimizers.RMSprop):
     def get_config(self) -> dict:
         """RMSprop's config plus ``initial_accumulator_value``."""
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value}
+
+
+def adamw_warmup_cosine(peak: float, total_steps: int, warmup_steps: int, weight_decay: float = 1e-4,
+                        global_clipnorm: float | None = 1.0) -> keras.optimizers.AdamW:
+    """AdamW with linear warmup to ``peak`` over ``warmup_steps``, cosine decay to 0 at
+    ``total_steps``, decoupled weight decay except on BatchNormalization parameters and biases,
+    and global gradient clipping: the quickstart's, the compound-scaling search's and CIFAR-10's
+    optimizer (CIFAR: ``weight_decay=0.05``, no clipping)."""
+    optimizer = keras.optimizers.AdamW(warmup_cosine(peak, total_steps, warmup_steps), weight_decay=weight_decay,
+                                       global_clipnorm=global_clipnorm)
+    return exclude_norm_and_bias_from_weight_decay(optimizer)
