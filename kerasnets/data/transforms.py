@@ -126,15 +126,16 @@ def center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int = 32, me
     return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, size, crop_padding, method))
 
 
+def _center_window(height, width, size: int, crop_padding: int):
+    """(offset_y, offset_x, side) of the eval center crop: ``size / (size + crop_padding)`` of the short side."""
+    crop = tf.cast((size / (size + crop_padding)) * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
+    crop = tf.maximum(crop, 1)
+    return (height - crop + 1) // 2, (width - crop + 1) // 2, crop
+
+
 def _center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int, method: str) -> tf.Tensor:
     shape = _image_shape(image_or_bytes)
-    height, width = shape[0], shape[1]
-    crop = tf.cast(
-        (size / (size + crop_padding)) * tf.cast(tf.minimum(height, width), tf.float32), tf.int32
-    )
-    crop = tf.maximum(crop, 1)
-    offset_y = (height - crop + 1) // 2
-    offset_x = (width - crop + 1) // 2
+    offset_y, offset_x, crop = _center_window(shape[0], shape[1], size, crop_padding)
     return _resize(_crop(image_or_bytes, offset_y, offset_x, crop, crop, size), size, method)
 
 
@@ -175,12 +176,13 @@ def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_
         begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(seed=seed, **sampler)
     else:
         begin, box_size, _ = tf.image.sample_distorted_bounding_box(seed=seed or 0, **sampler)
+    # no acceptable box (the sampler returned the whole image): the eval center crop instead;
+    # chosen arithmetically, since control flow in a tf.data map costs more than the crop itself
     whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
-    return tf.cond(
-        whole_image,
-        lambda: _center_crop(image_or_bytes, size, crop_padding, method),
-        lambda: _resize(_crop(image_or_bytes, begin[0], begin[1], box_size[0], box_size[1], size), size, method),
-    )
+    center_y, center_x, side = _center_window(shape[0], shape[1], size, crop_padding)
+    window = tf.where(whole_image, tf.stack([center_y, center_x, side, side]),
+                      tf.stack([begin[0], begin[1], box_size[0], box_size[1]]))
+    return _resize(_crop(image_or_bytes, window[0], window[1], window[2], window[3], size), size, method)
 
 
 def train_transform(
