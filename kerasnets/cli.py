@@ -426,14 +426,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from kerasnets.tuning import load_search_recipe, run_search
+    from kerasnets.training.recipe import apply_overrides, load_recipe
+    from kerasnets.tuning import run_search
 
     try:
-        recipe = load_search_recipe(args.recipe)
-        if args.smoke:
-            recipe = dataclasses.replace(recipe, **recipe.smoke)
+        recipe = apply_overrides(load_recipe(args.recipe), smoke=args.smoke)
         best = run_search(recipe, output=args.output, oracle=args.oracle, max_trials=args.max_trials, seed=args.seed,
                           verbose=1 if args.verbose else 0)
     except (ValueError, FileNotFoundError, RuntimeError) as error:

@@ -21,8 +21,12 @@ def layer_flops(layer: keras.layers.Layer) -> int:
     the layers of nested models (a backbone inside a classifier). Everything else (BN, activations,
     pooling, adds) is elementwise and left out, as in the papers' tables.
     """
-    if isinstance(layer, keras.Model):  # nested functional / sequential model: its own layers
-        return sum(layer_flops(inner) for inner in layer.layers)
+    if isinstance(layer, keras.Model):  # nested functional / sequential model: its own layers,
+        inner = layer  # at the size it is called with (a backbone built for any size: None)
+        if None in tuple(layer.input_shape[1:-1]) and layer._inbound_nodes:
+            site = layer._inbound_nodes[0].input_tensors[0].shape
+            inner = keras.models.clone_model(layer, input_tensors=keras.Input(tuple(site[1:])))
+        return sum(layer_flops(sublayer) for sublayer in inner.layers)
     if isinstance(layer, keras.layers.SeparableConv2D):
         kh, kw = layer.kernel_size
         in_channels, out = int(layer.input.shape[-1]), layer.output.shape

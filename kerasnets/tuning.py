@@ -28,9 +28,10 @@ from kerasnets.models.efficientnet import EfficientNet
 from kerasnets.profile import profile
 from kerasnets.scaling import round_resolution
 from kerasnets.training.optimizers import adamw_warmup_cosine
+from kerasnets.training.recipe import Recipe
 
-__all__ = ["SearchSpace", "SearchRecipe", "CompoundScalingHyperModel", "ORACLES", "run_search",
-           "load_coefficients", "load_search_recipe", "release_traced_graphs"]
+__all__ = ["SearchSpace", "Search", "CompoundScalingHyperModel", "ORACLES", "run_search",
+           "load_coefficients", "release_traced_graphs"]
 
 ORACLES = ("grid", "random", "bayesian")
 
@@ -64,8 +65,15 @@ class SearchSpace:
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchRecipe:
-    """A coefficient search: data, the phi = 0 base resolution, per-trial training, objective.
+class Search:
+    """What makes a :class:`~kerasnets.training.Recipe` a coefficient search (``Recipe(search=Search(...))``):
+    the grid, the phi = 0 base resolution, the phi the trials are built at, and the objective.
+
+    The recipe's own fields give the data and each trial's training: ``data``, ``train_split``,
+    ``eval_split`` (the split trials are selected on), ``epochs``, ``steps_per_epoch``,
+    ``eval_steps``, ``batch_size``, ``base_learning_rate`` at ``reference_batch``,
+    ``label_smoothing``, ``model_options``, ``train_options``, ``eval_options``, ``run_eagerly`` and
+    ``smoke``.
 
     ``objective`` is "val_accuracy" or "score", the paper's ``ACC * (FLOPs / T) ** w`` with
     ``T = flops_target`` (default: twice the baseline's FLOPs) and ``w = -0.07``.
@@ -75,37 +83,35 @@ class SearchRecipe:
     never saw. A source with a validation split of its own (a ``val/`` folder) uses that.
     """
 
-    name: str
-    data: Any = "digits"
-    train_split: str = "train"
-    eval_split: str = "validation"
-    validation_split: float = 0.1
+    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
     base_resolution: int = 32
     phi: float = 1.0
-    epochs: int = 3
-    steps_per_epoch: int | None = None
-    eval_steps: int | None = None
-    batch_size: int = 64
-    learning_rate: float = 1e-2
-    label_smoothing: float = 0.1
-    model_options: dict = dataclasses.field(default_factory=dict)
-    train_options: dict = dataclasses.field(default_factory=dict)
-    eval_options: dict = dataclasses.field(default_factory=dict)
-    space: SearchSpace = dataclasses.field(default_factory=SearchSpace)
+    validation_split: float = 0.1
     objective: str = "val_accuracy"
     flops_budget: int | None = None
     flops_target: int | None = None
     score_exponent: float = -0.07
     max_trials: int = 10
-    run_eagerly: bool = False  # for trials of a few steps: skips tf.function tracing (tests, --smoke)
-    smoke: dict = dataclasses.field(default_factory=dict)
 
 
-def _carve(recipe: SearchRecipe) -> dict[str, Any]:
+def _learning_rate(recipe: Recipe) -> float:
+    """The recipe's learning rate at its batch size (``base_learning_rate`` scaled linearly)."""
+    return recipe.base_learning_rate * recipe.batch_size / recipe.reference_batch
+
+
+def _search(recipe: Recipe) -> Search:
+    """``recipe.search``, or ValueError when the recipe is no search."""
+    if not isinstance(getattr(recipe, "search", None), Search):
+        raise ValueError(f"recipe {recipe.name!r} is no compound-scaling search: give it "
+                         "search=kerasnets.tuning.Search(space=SearchSpace(...), ...)")
+    return recipe.search
+
+
+def _carve(recipe: Recipe) -> dict[str, Any]:
     """The ``validation_split`` option when the source has no validation split of its own."""
     from kerasnets import data
 
-    splits = data.available_splits(recipe.data, validation_split=recipe.validation_split)
+    splits = data.available_splits(recipe.data, validation_split=recipe.search.validation_split)
     native = data.available_splits(recipe.data)
     if native is None or recipe.eval_split in native:  # unknown (TFDS, TFRecords) or its own split
         return {}
@@ -113,7 +119,7 @@ def _carve(recipe: SearchRecipe) -> dict[str, Any]:
         raise ValueError(f"search data {recipe.data!r} has no {recipe.eval_split!r} split and none can be carved "
                          f"from {recipe.train_split!r} (it has {', '.join(splits)}); for TFDS pass "
                          "train_split='train[:90%]', eval_split='train[90%:]'")
-    return {"validation_split": recipe.validation_split}
+    return {"validation_split": recipe.search.validation_split}
 
 
 @contextmanager
@@ -153,41 +159,42 @@ def _parse(key: str) -> tuple[float, float, float]:
 
 
 class CompoundScalingHyperModel(kt.HyperModel):
-    """Builds EfficientNet at ``recipe.phi`` from a feasible (alpha, beta, gamma) and trains it on the recipe's data.
+    """Builds EfficientNet at ``recipe.search.phi`` from a feasible (alpha, beta, gamma) and trains it on the recipe's data.
 
     ``fit`` returns the metrics keras-tuner records for each trial: val_accuracy, params, FLOPs,
     FLOPs ratio to the phi = 0 baseline, wall time and the paper's score.
     """
 
-    def __init__(self, recipe: SearchRecipe, num_classes: int, num_examples: int):
+    def __init__(self, recipe: Recipe, num_classes: int, num_examples: int):
         super().__init__(name="compound_scaling")
-        if recipe.objective not in ("val_accuracy", "score"):
-            raise ValueError(f"objective must be 'val_accuracy' or 'score', got {recipe.objective!r}")
+        _search(recipe)
+        if recipe.search.objective not in ("val_accuracy", "score"):
+            raise ValueError(f"objective must be 'val_accuracy' or 'score', got {recipe.search.objective!r}")
         self.recipe = recipe
         self.num_classes = num_classes
         self.steps_per_epoch = recipe.steps_per_epoch or math.ceil(num_examples / recipe.batch_size)
         self.baseline_flops = self._flops(None)
-        points = recipe.space.points()
-        if recipe.flops_budget is not None:
-            if recipe.flops_budget < self.baseline_flops:
+        points = recipe.search.space.points()
+        if recipe.search.flops_budget is not None:
+            if recipe.search.flops_budget < self.baseline_flops:
                 raise ValueError(
-                    f"flops_budget {recipe.flops_budget:,} is below the phi = 0 baseline's "
+                    f"flops_budget {recipe.search.flops_budget:,} is below the phi = 0 baseline's "
                     f"{self.baseline_flops:,} FLOPs: no scaled model can fit it"
                 )
-            points = [p for p in points if self._flops(p) <= recipe.flops_budget]
+            points = [p for p in points if self._flops(p) <= recipe.search.flops_budget]
             if not points:
-                raise ValueError(f"no feasible grid point fits flops_budget {recipe.flops_budget:,}")
+                raise ValueError(f"no feasible grid point fits flops_budget {recipe.search.flops_budget:,}")
         self.points = points
-        self.flops_target = recipe.flops_target or 2 * self.baseline_flops
+        self.flops_target = recipe.search.flops_target or 2 * self.baseline_flops
 
     def _model(self, point: tuple[float, float, float] | None) -> keras.Model:
         recipe = self.recipe
         if point is None:  # the phi = 0 baseline: Eq. 3 at phi 0 is the B0 layout at the base resolution
             point, phi = (1.0, 1.0, 1.0), 0.0
         else:
-            phi = recipe.phi
-        size = round_resolution(recipe.base_resolution * point[2] ** phi)
-        return EfficientNet(phi, coefficients=point, base_resolution=recipe.base_resolution,
+            phi = recipe.search.phi
+        size = round_resolution(recipe.search.base_resolution * point[2] ** phi)
+        return EfficientNet(phi, coefficients=point, base_resolution=recipe.search.base_resolution,
                             input_shape=(size, size, 3), classes=self.num_classes, **recipe.model_options)
 
     def _flops(self, point) -> int:
@@ -202,7 +209,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
         gc.collect()
         point = _parse(hp.Choice("coefficients", [_key(p) for p in self.points]))
         model = self._model(point)
-        optimizer = adamw_warmup_cosine(self.recipe.learning_rate, self.steps_per_epoch * self.recipe.epochs,
+        optimizer = adamw_warmup_cosine(_learning_rate(self.recipe), self.steps_per_epoch * self.recipe.epochs,
                                         warmup_steps=self.steps_per_epoch if self.recipe.epochs > 1 else 0)
         model.compile(
             optimizer=optimizer,
@@ -233,7 +240,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
         del train, valid, history  # the next build() clears the session and collects
         return {
             "val_accuracy": accuracy,
-            "score": accuracy * (stats["flops"] / self.flops_target) ** recipe.score_exponent,
+            "score": accuracy * (stats["flops"] / self.flops_target) ** recipe.search.score_exponent,
             "flops": float(stats["flops"]),
             "params": float(stats["params"]),
             "flops_ratio": stats["flops"] / self.baseline_flops,
@@ -243,21 +250,6 @@ class CompoundScalingHyperModel(kt.HyperModel):
             "gamma": gamma,
             "wall_time": time.time() - started,
         }
-
-
-def load_search_recipe(path: str) -> SearchRecipe:
-    """Import a search recipe file and return its ``SEARCH``."""
-    import importlib.util
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"search recipe {path!r} not found (e.g. recipes/search_digits.py)")
-    spec = importlib.util.spec_from_file_location("kerasnets_search_recipe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    recipe = getattr(module, "SEARCH", None)
-    if not isinstance(recipe, SearchRecipe):
-        raise ValueError(f"search recipe {path!r} must define SEARCH = kerasnets.tuning.SearchRecipe(...)")
-    return recipe
 
 
 class FeasibleGridOracle(kt.Oracle):
@@ -288,7 +280,7 @@ def _make_tuner(oracle: str, hypermodel, objective, max_trials: int, seed: int, 
     return tuner_class(hypermodel, objective=objective, max_trials=max_trials, seed=seed, **common)
 
 
-def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
+def run_search(recipe: Recipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
                seed: int = 0, verbose: int = 0) -> dict[str, Any]:
     """Run (or resume) the search; write ``best.json``, ``trials.csv``, ``trials.md`` and ``search.png``.
 
@@ -298,7 +290,8 @@ def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = 
     """
     from kerasnets import data
 
-    max_trials = max_trials or recipe.max_trials
+    _search(recipe)
+    max_trials = max_trials or recipe.search.max_trials
     if max_trials < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials}")
     if oracle not in ORACLES:
@@ -306,12 +299,12 @@ def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = 
     if recipe.eval_split == "test":
         raise ValueError("the search must not select on the test split; use eval_split='validation' (carved from "
                          "train with validation_split)")
-    _, info = data.load(recipe.data, recipe.train_split, recipe.base_resolution, 8, training=False,
+    _, info = data.load(recipe.data, recipe.train_split, recipe.search.base_resolution, 8, training=False,
                         **recipe.eval_options, **_carve(recipe))
     hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
     run_dir = os.path.join(output, recipe.name)
     os.makedirs(run_dir, exist_ok=True)
-    tuner = _make_tuner(oracle, hypermodel, kt.Objective(recipe.objective, direction="max"), max_trials, seed, run_dir)
+    tuner = _make_tuner(oracle, hypermodel, kt.Objective(recipe.search.objective, direction="max"), max_trials, seed, run_dir)
     tuner.oracle.max_trials = max_trials  # a reloaded project keeps its old limit otherwise
     tuner.search(verbose=verbose)
     if "KERASTUNER_TUNER_ID" in os.environ and os.environ["KERASTUNER_TUNER_ID"] != "chief":
@@ -323,7 +316,7 @@ def run_search(recipe: SearchRecipe, output: str = "search_runs", oracle: str = 
             f"no trial completed ({len(rows)} tried): see {run_dir}/tuner/trial_*/ for the errors "
             "(keras-tuner needs tensorboard installed; it fails every trial silently without it)"
         )
-    best = max(completed, key=lambda r: r[recipe.objective])
+    best = max(completed, key=lambda r: r[recipe.search.objective])
     _write_outputs(run_dir, rows, best, recipe, hypermodel.baseline_flops)
     return best
 
@@ -340,15 +333,15 @@ def _trial_rows(tuner) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_outputs(run_dir: str, rows, best, recipe: SearchRecipe, baseline_flops: int) -> None:
+def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int) -> None:
     from kerasnets.atomic import atomic_write_text
 
     document = {
         "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],
         "product": best["alpha"] * best["beta"] ** 2 * best["gamma"] ** 2,
-        "objective": recipe.objective, "val_accuracy": best["val_accuracy"], "score": best["score"],
+        "objective": recipe.search.objective, "val_accuracy": best["val_accuracy"], "score": best["score"],
         "flops": best["flops"], "flops_ratio": best["flops_ratio"], "baseline_flops": baseline_flops,
-        "phi": recipe.phi, "base_resolution": recipe.base_resolution, "data": str(recipe.data),
+        "phi": recipe.search.phi, "base_resolution": recipe.search.base_resolution, "data": str(recipe.data),
         "trials_completed": sum(r["status"] == "COMPLETED" for r in rows),
     }
     atomic_write_text(os.path.join(run_dir, "best.json"), json.dumps(document, indent=2))
@@ -380,7 +373,7 @@ def _write_outputs(run_dir: str, rows, best, recipe: SearchRecipe, baseline_flop
     axis.scatter([best["flops"] / 1e6], [best["val_accuracy"]], marker="*", s=200, color="red", label="best")
     axis.set_xlabel("MFLOPs (multiply-adds)")
     axis.set_ylabel("validation accuracy")
-    axis.set_title(f"compound-scaling search at phi = {recipe.phi:g}")
+    axis.set_title(f"compound-scaling search at phi = {recipe.search.phi:g}")
     axis.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "search.png"), dpi=100)

@@ -75,3 +75,14 @@ def test_imagenet_path_transfers_the_keras_applications_file(tmp_path, monkeypat
     ours = kerasnets.EfficientNet(0, weights="imagenet", classifier_activation=None)
     diff = np.abs(np.asarray(reference(images, training=False)) - np.asarray(ours(images, training=False)))
     assert diff.max() <= 1e-5
+
+
+@pytest.mark.parametrize("saved,preset", [("resnet50", "resnet50"), ("resnet50_v1", "resnet50_v1"),
+                                          ("resnet101d", "resnet101d"), ("resnet50_v1_5", "resnet50"),
+                                          ("resnet18_d", "resnet18d")])
+def test_a_weights_file_names_the_preset_it_was_saved_from(saved, preset):
+    """Models are named as their preset (older files: resnet50_v1_5, resnet50_d): the hint for a
+    file that does not fit names the preset that rebuilds its architecture."""
+    from kerasnets.models.pretrained import _preset_hint
+
+    assert _preset_hint(saved).endswith(f"--model {preset})")

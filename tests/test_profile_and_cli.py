@@ -66,3 +66,12 @@ def test_profile_counts_separable_transposed_and_nested_layers_by_hand():
     x = keras.layers.GlobalAveragePooling2D()(inner(x))
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     assert kerasnets.profile(model)["flops"] == 1728 + 768 + 2048 + 2560 + 15
+
+
+def test_profile_counts_a_backbone_built_for_any_size_at_the_size_it_is_called():
+    """A B0 backbone with a (None, None, 3) input inside a classifier at 224 px, plus Dense(1000):
+    the same multiply-adds as EfficientNetB0 itself (the paper's 0.39B)."""
+    backbone = kerasnets.EfficientNet(0, include_top=False, input_shape=(None, None, 3), pooling="avg")
+    inputs = keras.Input((224, 224, 3))
+    model = keras.Model(inputs, keras.layers.Dense(1000)(backbone(inputs)))
+    assert kerasnets.profile(model)["flops"] == kerasnets.profile(kerasnets.EfficientNetB0())["flops"]

@@ -13,16 +13,23 @@ import pytest
 
 import kerasnets
 from kerasnets import tuning
+from kerasnets.training import Recipe
 
 from conftest import ENV, RECIPES, ROOT, kerasnets_cmd  # noqa: E402
 
-TINY = tuning.SearchRecipe(
-    name="tiny", data="digits", base_resolution=32, epochs=1, steps_per_epoch=2, eval_steps=1, batch_size=32,
-    run_eagerly=True,
+TINY = Recipe(
+    name="tiny", data="digits", eval_split="validation", epochs=1, steps_per_epoch=2, eval_steps=1, batch_size=32,
+    base_learning_rate=1e-2, reference_batch=32, label_smoothing=0.1, run_eagerly=True,
     model_options={"bn_momentum": 0.9, "drop_connect_rate": 0.0},
     eval_options={"resize_method": "bilinear"},
-    space=tuning.SearchSpace(alphas=(1.0, 1.2), betas=(1.0, 1.1), gammas=(1.0, 1.15, 1.2), tolerance=0.12),
+    search=tuning.Search(space=tuning.SearchSpace(alphas=(1.0, 1.2), betas=(1.0, 1.1), gammas=(1.0, 1.15, 1.2),
+                                                  tolerance=0.12), base_resolution=32),
 )
+
+
+def _search_recipe(**search) -> Recipe:
+    """A search recipe that only its Search settings distinguish."""
+    return Recipe(name="x", eval_split="validation", search=tuning.Search(**search))
 
 
 def test_grid_is_filtered_by_the_constraint_before_any_build():
@@ -38,13 +45,13 @@ def test_grid_is_filtered_by_the_constraint_before_any_build():
 def test_flops_budget_below_baseline_and_objective_errors():
     space = tuning.SearchSpace(alphas=(1.0, 1.2, 1.4), betas=(1.0, 1.1), gammas=(1.0, 1.15, 1.2), tolerance=0.15)
     with pytest.raises(ValueError, match="below the phi = 0 baseline"):
-        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, flops_budget=1000), 10, 100)
+        tuning.CompoundScalingHyperModel(_search_recipe(space=space, flops_budget=1000), 10, 100)
     with pytest.raises(ValueError, match="objective must be"):
-        tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, objective="loss"), 10, 100)
-    hypermodel = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space), 10, 100)
+        tuning.CompoundScalingHyperModel(_search_recipe(space=space, objective="loss"), 10, 100)
+    hypermodel = tuning.CompoundScalingHyperModel(_search_recipe(space=space), 10, 100)
     flops = {p: hypermodel._flops(p) for p in hypermodel.points}
     budget = min(flops.values())
-    tight = tuning.CompoundScalingHyperModel(tuning.SearchRecipe(name="x", space=space, flops_budget=budget), 10, 100)
+    tight = tuning.CompoundScalingHyperModel(_search_recipe(space=space, flops_budget=budget), 10, 100)
     assert 0 < len(tight.points) < len(hypermodel.points)
     assert all(flops[p] <= budget for p in tight.points)
 
@@ -88,8 +95,8 @@ def test_random_and_bayesian_oracles_complete_trials(tmp_path, oracle):
 
 def test_paper_coefficients_double_the_flops_at_224():
     hypermodel = tuning.CompoundScalingHyperModel(
-        tuning.SearchRecipe(name="x", base_resolution=224, space=tuning.SearchSpace(
-            alphas=(1.2,), betas=(1.1,), gammas=(1.15,))), 1000, 100)
+        _search_recipe(base_resolution=224, space=tuning.SearchSpace(alphas=(1.2,), betas=(1.1,), gammas=(1.15,))),
+        1000, 100)
     assert hypermodel.points == [(1.2, 1.1, 1.15)]
     ratio = hypermodel._flops((1.2, 1.1, 1.15)) / hypermodel.baseline_flops
     assert abs(ratio / (1.2 * 1.1**2 * 1.15**2) - 1) <= 0.10  # the law, 1.92, within 10% after rounding
@@ -110,7 +117,7 @@ def rss_mb():
 
 import dataclasses
 import gc
-hypermodel = tuning.CompoundScalingHyperModel(dataclasses.replace(TINY, run_eagerly=False, phi=-1.0), 10, 64)
+hypermodel = tuning.CompoundScalingHyperModel(dataclasses.replace(TINY, run_eagerly=False, search=dataclasses.replace(TINY.search, phi=-1.0)), 10, 64)
 
 def trial(index):  # what keras-tuner does per trial: build, fit, drop the model
     hp = kt.HyperParameters()
@@ -202,3 +209,14 @@ def test_search_selects_on_a_validation_split_carved_from_train_never_on_test(tm
     assert valid.num_examples == round(0.1 * len(train)) and valid.num_examples + rest.num_examples == len(train)
     with pytest.raises(ValueError, match="must not select on the test split"):
         tuning.run_search(dataclasses.replace(TINY, eval_split="test"), output=str(tmp_path), max_trials=1)
+
+
+def test_one_recipe_type_for_training_and_search(capsys):
+    """A search is a Recipe with search=Search(...): ``kerasnets search`` refuses a training recipe
+    and ``kerasnets train`` a search, each naming the other command."""
+    from kerasnets import cli
+
+    assert cli.main(["search", os.path.join(RECIPES, "quickstart.py"), "--max-trials", "1"]) == 2
+    assert "search=kerasnets.tuning.Search" in capsys.readouterr().err
+    assert cli.main(["train", os.path.join(RECIPES, "search_digits.py")]) == 2
+    assert "kerasnets search" in capsys.readouterr().err

@@ -227,6 +227,9 @@ def batch_mixer(mixup_alpha: float, cutmix_alpha: float, seed: int | None):
 
     ``mixup_alpha`` and ``cutmix_alpha`` are the Beta(alpha, alpha) parameters of the mixing
     weight, as in timm and the papers (1.0: uniform)."""
+    if not 0 <= cutmix_alpha <= 1:
+        raise ValueError(f"cutmix_alpha must be in [0, 1] (Keras CutMix draws Beta(alpha, alpha) with alpha <= 1; "
+                         f"1.0 is the CutMix paper's and timm's default), got {cutmix_alpha!r}")
     mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
     # Keras CutMix draws its Beta parameter uniformly from ``factor`` ((0, f) for a single float f);
     # a range of one point is timm's cutmix_alpha: lambda ~ Beta(alpha, alpha)

@@ -122,6 +122,9 @@ def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE
     """Apply a preset's width and depth multipliers (and Lite overrides) to the base stage table."""
     if preset.depth_rounding not in ("per_stage", "total"):
         raise ValueError(f"depth_rounding must be 'per_stage' or 'total', got {preset.depth_rounding!r}")
+    if preset.depth_rounding == "total" and preset.fix_stem_head:
+        raise ValueError("depth_rounding='total' scales every stage and the stem and head; it cannot be combined "
+                         "with fix_stem_head=True (Lite): use depth_rounding='per_stage'")
     totals = None
     if preset.depth_rounding == "total":  # the whole network's FLOPs follow depth x width^2 x resolution^2
         repeats = [s.repeats for s in base]
@@ -150,11 +153,12 @@ def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE
 BASE_RESOLUTION = 224
 
 
-def _mbconv_cost(inputs: int, outputs: int, expand_ratio: int, kernel: int, size_in: float, stride: int) -> float:
+def _mbconv_cost(inputs: int, outputs: int, expand_ratio: int, kernel: int, size_in: float, stride: int,
+                 se_ratio: float) -> float:
     """Multiply-adds of one MBConv block's convolutions (expansion, depthwise, squeeze-excite, projection)."""
     expanded = inputs * expand_ratio
     size_out = math.ceil(size_in / stride)  # "same" padding
-    squeeze = max(1, int(inputs * 0.25))
+    squeeze = max(1, int(inputs * se_ratio)) if se_ratio > 0 else 0
     return (size_in ** 2 * inputs * expanded * (expand_ratio != 1) + size_out ** 2 * kernel ** 2 * expanded
             + 2 * expanded * squeeze + size_out ** 2 * expanded * outputs)
 
@@ -166,9 +170,9 @@ def _cost_terms(base: tuple[StageSpec, ...], filters: list[int], stem: int, head
     size = math.ceil(resolution / 2)
     fixed, per_block, inputs = size ** 2 * 27 * stem, [], stem
     for spec, outputs in zip(base, filters):
-        first = _mbconv_cost(inputs, outputs, spec.expand_ratio, spec.kernel_size, size, spec.stride)
+        first = _mbconv_cost(inputs, outputs, spec.expand_ratio, spec.kernel_size, size, spec.stride, spec.se_ratio)
         size = math.ceil(size / spec.stride)
-        later = _mbconv_cost(outputs, outputs, spec.expand_ratio, spec.kernel_size, size, 1)
+        later = _mbconv_cost(outputs, outputs, spec.expand_ratio, spec.kernel_size, size, 1, spec.se_ratio)
         fixed += first - later
         per_block.append(later)
         inputs = outputs

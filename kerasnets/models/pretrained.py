@@ -123,8 +123,8 @@ def _imagenet(model: keras.Model, twin: str | None) -> PretrainedReport:
 
 #: kerasnets' default ResNet model names -> preset names (kerasnets.presets).
 _RESNET_NAME_TO_PRESET = (
-    (r"resnet(\d+)_v1_5", r"resnet\1"),
-    (r"resnet(\d+)", r"resnet\1_v1"),
+    (r"resnet(\d+)(_v1|d)?", r"resnet\1\2"),  # models are named as their preset
+    (r"resnet(\d+)_v1_5", r"resnet\1"),  # files saved before the names were the presets'
     (r"resnet(\d+)_d", r"resnet\1d"),
 )
 

@@ -12,6 +12,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# registered for .keras loading (keras.saving.register_keras_serializable) on import of the
+# package, as before it was lazy: both import keras only
+from kerasnets.training import optimizers as _optimizers  # noqa: F401
+from kerasnets.training import schedules as _schedules  # noqa: F401
+
 if TYPE_CHECKING:  # the same names, eagerly, for readers and type checkers
     from kerasnets.training.distribute import STRATEGIES, resolve_strategy  # noqa: F401
     from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train  # noqa: F401

@@ -103,6 +103,8 @@ class Recipe:
             trainable weights except BatchNormalization's (the TPU reference's 1e-5; coupled SGD
             weight decay ``wd`` is the same penalty with ``l2 = wd``). ``l2_on_batch_norm`` includes
             BN's gamma and beta too (torchvision's original ResNet recipe).
+        search: a :class:`kerasnets.tuning.Search`: the recipe is a compound-scaling search
+            (``kerasnets search``), each trial trained with the fields above; builders unused.
         ema_decay: keep an exponential moving average of the weights as the TPU reference
             (``tf.train.ExponentialMovingAverage(decay, num_updates=step)``: the decay used at
             update n is ``min(ema_decay, (1 + n) / (10 + n))``); evaluation and export use it,
@@ -110,8 +112,8 @@ class Recipe:
     """
 
     name: str
-    build_model: Callable[..., Any]
-    build_optimizer: Callable[..., Any]
+    build_model: Callable[..., Any] | None = None
+    build_optimizer: Callable[..., Any] | None = None
     data: Any = "digits"
     eval_data: Any = None
     train_split: str = "train"
@@ -146,6 +148,7 @@ class Recipe:
     l2_regularization: float = 0.0
     l2_on_batch_norm: bool = False
     ema_decay: float | None = None
+    search: Any = None
     source_file: str | None = None
 
     def __post_init__(self) -> None:
@@ -155,8 +158,9 @@ class Recipe:
                 raise ValueError(f"recipe {self.name!r}: {field} must be a positive integer, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"recipe {self.name!r}: seed must be an integer >= 0, got {self.seed!r}")
-        if not callable(self.build_model) or not callable(self.build_optimizer):
-            raise ValueError(f"recipe {self.name!r}: build_model and build_optimizer must be callables")
+        if self.search is None and (not callable(self.build_model) or not callable(self.build_optimizer)):
+            raise ValueError(f"recipe {self.name!r}: build_model and build_optimizer must be callables "
+                             "(a compound-scaling search gives search=kerasnets.tuning.Search(...) instead)")
         for field in ("train_examples", "eval_examples", "steps_per_epoch"):
             value = getattr(self, field)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

@@ -231,6 +231,9 @@ def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, An
 
 def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
     """Strategy, precision, datasets, steps per epoch, model and weights of a run; nothing written."""
+    if recipe.search is not None:
+        raise ValueError(f"recipe {recipe.name!r} is a compound-scaling search: run it with "
+                         f"kerasnets search {recipe.source_file or 'RECIPE_FILE'}")
     keras.utils.set_random_seed(recipe.seed)
     strategy = resolve_strategy(recipe.strategy)
     policy = resolve_precision(recipe.precision, strategy, model_family(recipe))
