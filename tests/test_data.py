@@ -792,3 +792,20 @@ def test_cutmix_alpha_is_the_beta_parameter_of_the_mixing_weight():
     own = np.array(own)
     assert len(own) > 600
     assert abs(own.mean() - 0.5) < 0.05 and abs(own.var() - 1 / 12) < 0.02, (own.mean(), own.var())
+
+
+@pytest.mark.parametrize("op", ["ShearX", "ShearY"])
+def test_autoaugment_shear_magnitude_is_level_over_10_times_0_3(op):
+    """tensorflow/tpu: shear = level / 10 * 0.3, random sign. A line through the middle of a
+    100 x 100 image leans by 0.3 px per px at level 10: 27 px at 90 px from the axis."""
+    image = np.zeros((100, 100, 3), np.float32)
+    if op == "ShearX":
+        image[:, 50] = 200.0  # a vertical line: row y moves by shear * y
+    else:
+        image[50, :] = 200.0  # a horizontal line: column x moves by shear * x
+    for seed in (tf.constant([0, 0], tf.int64), tf.constant([0, 1], tf.int64), tf.constant([3, 5], tf.int64)):
+        out = augment.AUTOAUGMENT_OPS[op](tf.constant(image), 10, seed).numpy()[..., 0]
+        if op == "ShearY":
+            out = out.T
+        assert np.flatnonzero(out[0] == 200.0).tolist() == [50]
+        assert np.flatnonzero(out[90] == 200.0).tolist() in ([23], [77])
