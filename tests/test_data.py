@@ -217,15 +217,27 @@ def test_large_jpeg_windows_decode_downscaled_in_the_dct_domain():
     assert [transforms.DCT_RATIOS[i] for i in ratios] == [1, 2, 4, 8, 8]
 
 
-def test_randaugment_picks_different_ops_for_different_batches_in_tf_data():
-    """keras#21169: op choice must not be frozen when the dataset map is traced."""
-    layer = augment.randaugment_layer(True, seed=1)
-    layer.build((32, 32, 3))
-    image = tf.zeros((32, 32, 3))
-    choices = tf.data.Dataset.range(12).map(
-        lambda _: layer.get_random_transformation(image, training=True)["layer_idxes"])
-    distinct = {tuple(c.numpy().tolist()) for c in choices}
-    assert len(distinct) >= 4
+def test_randaugment_picks_different_ops_for_different_batches_in_tf_data(monkeypatch):
+    """keras#21169: op choice must not be frozen when the dataset map is traced. Through the
+    pipeline's own call (data.load(randaugment=...)), with every candidate op replaced by one that
+    paints its own number, so each batch shows which op was chosen."""
+    build = augment.randaugment_layer
+
+    def marked(options, seed):
+        layer = build(options, seed)
+        for number, name in enumerate(layer._AUGMENT_LAYERS, start=1):
+            sublayer = getattr(layer, name)
+            sublayer.transform_images = (lambda images, transformation=None, training=True, mark=number:
+                                         images * 0.0 + float(mark))
+        return layer
+
+    monkeypatch.setattr(augment, "randaugment_layer", marked)
+    images = np.full((48, 32, 32, 3), 128, np.uint8)
+    ds, _ = data.load((images, np.zeros(48, np.int64)), "train", 32, 4, training=True,
+                      randaugment={"num_ops": 1}, crop_scale=(1.0, 1.0), flip=False)
+    chosen = [set(np.unique(batch.numpy()).tolist()) for batch, _ in ds]
+    assert all(len(c) == 1 for c in chosen)  # one op per batch (num_ops=1), shared by its images
+    assert len(set().union(*chosen)) >= 4  # and not the same op for every batch
 
 
 def test_autoaugment_policy_v0_ops_change_images_as_specified():

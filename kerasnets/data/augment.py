@@ -218,7 +218,7 @@ def randaugment_layer(randaugment: bool | dict, seed: int | None) -> keras.layer
     batch share the ops, each with its own random magnitude: batching keeps it ~20x faster than
     calling the layer image by image.
     """
-    options = dict(num_ops=2, factor=0.5, **(randaugment if isinstance(randaugment, dict) else {}))
+    options = {"num_ops": 2, "factor": 0.5, **(randaugment if isinstance(randaugment, dict) else {})}
     return keras.layers.RandAugment(value_range=(0, 255), seed=seed, **options)
 
 
