@@ -129,10 +129,11 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np, kerasnets
+from kerasnets import data
 from kerasnets.training.distribute import check_divisible
 from kerasnets.training.loop import StepFunctions, WeightEMA
 
-images, labels = kerasnets.data.digits_arrays("train")
+images, labels = data.digits_arrays("train")
 x = np.repeat(np.kron(images[:32], np.ones((1, 4, 4, 1), np.uint8)), 3, -1).astype("float32")
 y = keras.utils.to_categorical(labels[:32], 10)
 def build(sync):

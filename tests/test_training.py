@@ -143,7 +143,9 @@ def test_precision_auto_follows_the_measured_cpu_table_and_bad_names_fail(monkey
 
 
 def test_mixed_bfloat16_fit_on_cpu_keeps_float32_output_and_bn_variables():
-    images, labels = kerasnets.data.digits_arrays("train")
+    from kerasnets import data
+
+    images, labels = data.digits_arrays("train")
     x = np.repeat(np.kron(images[:64], np.ones((1, 4, 4, 1), np.uint8)), 3, -1).astype("float32")
     y = keras.utils.to_categorical(labels[:64], 10)
     with precision_scope("mixed_bfloat16"):
