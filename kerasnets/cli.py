@@ -511,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--calibration-split", default="train", help="split calibrated on (default train)")
     exporter.add_argument("--eval-split", help="held-out split the report is measured on (default: test, else the "
                                                "source's held-out split)")
-    exporter.add_argument("--steps", type=int, default=100, help="calibration images")
+    exporter.add_argument("--steps", type=int, default=500,
+                          help="calibration images (int8: the last fifth choose between min/max and percentile ranges)")
     exporter.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     exporter.add_argument("--overwrite", action="store_true")
     exporter.set_defaults(func=_cmd_export)

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasnets import int8
 from kerasnets.atomic import atomic_write_text
 from kerasnets.data.pipeline import default_crop_padding
 from kerasnets.data.transforms import center_crop
@@ -313,7 +314,7 @@ def tflite(
     path: str,
     quantization: str = "none",
     representative: Any = None,
-    calibration_steps: int = 100,
+    calibration_steps: int = 500,
     io_dtype: str = "float32",
     eval_data: Any = None,
     eval_examples: int = 512,
@@ -328,8 +329,10 @@ def tflite(
     Args:
         quantization: "none" (fp32), "float16", "dynamic" (int8 weights) or "int8" (full integer,
             calibrated on ``representative``: a dataset of (images, labels) batches, e.g. the eval
-            pipeline, or an array of images in 0..255; ``calibration_steps`` images are used). A
-            softmax classifier is centered first (:func:`center_softmax_classifier`, exact in float).
+            pipeline, or an array of images in 0..255; ``calibration_steps`` images are used, the
+            last fifth of them held out to choose between min/max and percentile ranges, see
+            :mod:`kerasnets.int8`). A softmax classifier is centered first
+            (:func:`center_softmax_classifier`, exact in float).
         io_dtype: "float32", or "int8"/"uint8" input and output (int8 quantization only).
         eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
             defaults to ``representative``, then to random images (parity only).
@@ -369,22 +372,19 @@ def tflite(
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        if quantization == "int8":
-            samples = [im for images, _ in _batches(representative, calibration_steps) for im in images][:calibration_steps]
-            if not samples:
-                raise ValueError("representative data yielded no images")
-
-            def representative_dataset():
-                for sample in samples:
-                    yield [sample[None].astype(np.float32)]
-
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if io_dtype != "float32":
-                converter.inference_input_type = getattr(tf, io_dtype)
-                converter.inference_output_type = getattr(tf, io_dtype)
+        calibration = None
         try:
-            flatbuffer = converter.convert()
+            if quantization == "int8":
+                samples = [im for images, _ in _batches(representative, calibration_steps) for im in images]
+                if not samples:
+                    raise ValueError("representative data yielded no images")
+                flatbuffer, calibration = int8.quantize(
+                    converter, np.stack(samples[:calibration_steps]).astype(np.float32),
+                    reference=lambda images: _keras_outputs(model, images), run=run_tflite, io_dtype=io_dtype)
+            else:
+                flatbuffer = converter.convert()
+        except ValueError:
+            raise
         except Exception as error:
             raise ExportError(f"TFLite conversion ({quantization}) of {model.name!r} failed: {error}") from error
 
@@ -398,6 +398,8 @@ def tflite(
     os.replace(tmp_path, path)
     report.update({"path": path, "quantization": quantization, "io_dtype": io_dtype, "bytes": len(flatbuffer),
                    "centered_classifier": centered is not None})
+    if calibration is not None:
+        report["calibration"] = calibration
     write_labels(os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt"), contract.class_names)
     sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
                "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"},
