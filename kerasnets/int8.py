@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["PERCENTILE", "calibrate", "percentile_ranges", "with_ranges", "quantize_calibrated", "float_ops",
+__all__ = ["PERCENTILES", "calibrate", "per_image_ranges", "percentile_ranges", "with_ranges", "quantize_calibrated", "float_ops",
            "quantize"]
 
-#: per-image range percentile: the range covers what 99% of calibration images reach
-PERCENTILE = 99.0
+#: per-image range percentiles tried besides TFLite's min/max (99: the range covers what 99% of
+#: calibration images reach)
+PERCENTILES = (90.0, 99.0, 99.9)
 #: ops that must run in int8 for a model to count as full integer
 _COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -59,11 +60,10 @@ def _calibrated_tensors(model) -> dict[int, Any]:
     return tensors
 
 
-def percentile_ranges(calibrated: bytes, samples: np.ndarray, percentile: float = PERCENTILE
-                      ) -> dict[int, tuple[float, float]]:
-    """Per calibrated tensor: (the ``100 - percentile``-th percentile of per-image minima, the
-    ``percentile``-th of per-image maxima) over ``samples``, measured without delegates so that
-    every intermediate tensor is kept (XNNPACK would fuse them away)."""
+def per_image_ranges(calibrated: bytes, samples: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(tensor indices, per-image minima [images, tensors], per-image maxima) of every calibrated
+    tensor over ``samples``, measured without delegates so that every intermediate tensor is kept
+    (XNNPACK would fuse them away)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -81,6 +81,13 @@ def percentile_ranges(calibrated: bytes, samples: np.ndarray, percentile: float 
         for column, index in enumerate(indices):
             value = interpreter.get_tensor(index)
             minima[row, column], maxima[row, column] = value.min(), value.max()
+    return indices, minima, maxima
+
+
+def percentile_ranges(indices: Sequence[int], minima: np.ndarray, maxima: np.ndarray, percentile: float
+                      ) -> dict[int, tuple[float, float]]:
+    """Per tensor: (the ``100 - percentile``-th percentile of the per-image minima, the
+    ``percentile``-th of the per-image maxima), widened to include zero as TFLite's ranges do."""
     low = np.percentile(minima, 100.0 - percentile, axis=0)
     high = np.percentile(maxima, percentile, axis=0)
     return {index: (min(float(lo), 0.0), max(float(hi), 0.0)) for index, lo, hi in zip(indices, low, high)}
@@ -117,32 +124,48 @@ def float_ops(flatbuffer: bytes) -> list[str]:
             if op["op_name"] in _COMPUTE_OPS and tensors[op["outputs"][0]]["dtype"] == np.float32]
 
 
+def _probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Softmax of logits; probabilities (rows summing to 1) pass through."""
+    if np.all(outputs >= 0) and np.allclose(outputs.sum(-1), 1.0, atol=1e-3):
+        return outputs
+    shifted = np.exp(outputs - outputs.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
 def quantize(converter, samples: np.ndarray, reference: Callable[[np.ndarray], np.ndarray],
              run: Callable[[bytes, np.ndarray], np.ndarray], io_dtype: str = "float32",
-             selection_fraction: float = 0.2) -> tuple[bytes, dict[str, Any]]:
-    """Calibrate on ``samples``, build the min/max and percentile candidates, keep the better one.
+             selection_fraction: float = 0.2, percentiles: Sequence[float] = PERCENTILES
+             ) -> tuple[bytes, dict[str, Any]]:
+    """Calibrate on ``samples``; build TFLite's min/max candidate and one per percentile; keep the best.
 
-    The last ``selection_fraction`` of ``samples`` (at least 20 images when there are 100 or more)
-    is held out of calibration and decides, by top-1 agreement with ``reference`` (the Keras model);
-    ties go to percentile. Returns the flatbuffer and what was done (method, images, agreement of
-    each candidate on the selection images, float ops, seconds)."""
+    The last ``selection_fraction`` of ``samples`` (when there are 100 or more) is held out of
+    calibration and decides: the candidate whose probabilities are closest to ``reference``'s (the
+    Keras model's) in mean squared error wins (top-1 agreement over a hundred images is too coarse
+    to rank them: most candidates agree on all of them). Returns the flatbuffer and what was done:
+    the method, image counts, each candidate's selection error and agreement, float ops, seconds."""
     began = time.perf_counter()
     held = int(round(len(samples) * selection_fraction)) if len(samples) >= 100 else 0
     calibration, selection = (samples[:len(samples) - held], samples[len(samples) - held:]) if held else (samples, samples)
     calibrated = calibrate(converter, calibration)
-    ranges = percentile_ranges(calibrated, calibration)
-    inputs = {detail["index"] for detail in _interpreter_inputs(calibrated)}
-    candidates = {"percentile": quantize_calibrated(with_ranges(calibrated, ranges, keep=inputs), io_dtype),
-                  "minmax": quantize_calibrated(calibrated, io_dtype)}
-    expected = reference(selection).argmax(-1)
-    agreement = {name: float(np.mean(run(flat, selection).argmax(-1) == expected)) for name, flat in candidates.items()}
-    method = max(candidates, key=lambda name: (agreement[name], name == "percentile"))
+    inputs = {detail["index"] for detail in _interpreter_inputs(calibrated)}  # the input keeps 0..255
+    indices, minima, maxima = per_image_ranges(calibrated, calibration)
+    candidates = {"minmax": quantize_calibrated(calibrated, io_dtype)}
+    for percentile in percentiles:
+        ranges = percentile_ranges(indices, minima, maxima, percentile)
+        candidates[f"percentile {percentile:g}"] = quantize_calibrated(with_ranges(calibrated, ranges, inputs), io_dtype)
+    expected = _probabilities(reference(selection))
+    scores = {}
+    for name, flat in candidates.items():
+        got = _probabilities(run(flat, selection))
+        scores[name] = {"mse": float(np.mean((got - expected) ** 2)),
+                        "top1_agreement": float(np.mean(got.argmax(-1) == expected.argmax(-1)))}
+    method = min(scores, key=lambda name: (scores[name]["mse"], -scores[name]["top1_agreement"]))
     flatbuffer = candidates[method]
     return flatbuffer, {
-        "method": method if method == "minmax" else f"percentile {PERCENTILE:g}",
+        "method": method,
         "calibration_images": int(len(calibration)),
         "selection_images": int(len(selection)) if held else 0,
-        "selection_agreement": agreement,
+        "candidates": scores,
         "float_ops": float_ops(flatbuffer),
         "seconds": round(time.perf_counter() - began, 2),
     }
