@@ -35,7 +35,7 @@ __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run",
 log = logging.getLogger("kerasnets.export")
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
-IO_DTYPES = ("float32", "int8", "uint8")
+IO_DTYPES = int8.IO_DTYPES
 #: Maximum absolute difference on probabilities accepted per quantization (issue contract).
 TOLERANCE = {"none": 1e-4, "float16": 1e-2}
 
@@ -249,7 +249,7 @@ def saved_model(
         served = next(iter(served.values())).numpy()
         expected = _keras_outputs(model, images)
         diff = float(np.abs(served - expected).max())
-        checked = diff if _outputs_probabilities(model) else float(np.abs(_softmax(served) - _softmax(expected)).max())
+        checked = diff if _outputs_probabilities(model) else float(np.abs(int8.softmax(served) - int8.softmax(expected)).max())
         if checked > TOLERANCE["none"]:
             raise ExportError(f"SavedModel probabilities differ from Keras by {checked:.3g} (> {TOLERANCE['none']})")
         _replace_dir(export_dir, path)
@@ -330,8 +330,8 @@ def tflite(
         quantization: "none" (fp32), "float16", "dynamic" (int8 weights) or "int8" (full integer,
             calibrated on ``representative``: a dataset of (images, labels) batches, e.g. the eval
             pipeline, or an array of images in 0..255; ``calibration_steps`` images are used, the
-            last fifth of them held out to choose between min/max and percentile ranges, see
-            :mod:`kerasnets.int8`). A softmax classifier is centered first
+            last fifth of them (when there are 100 or more) held out to choose between min/max and
+            percentile ranges, see :mod:`kerasnets.int8`). A softmax classifier is centered first
             (:func:`center_softmax_classifier`, exact in float).
         io_dtype: "float32", or "int8"/"uint8" input and output (int8 quantization only).
         eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
@@ -372,19 +372,19 @@ def tflite(
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        calibration = None
+        calibration = samples = None
+        if quantization == "int8":
+            samples = [im for images, _ in _batches(representative, calibration_steps) for im in images]
+            if not samples:
+                raise ValueError("representative data yielded no images")
+            samples = np.stack(samples[:calibration_steps]).astype(np.float32)
         try:
-            if quantization == "int8":
-                samples = [im for images, _ in _batches(representative, calibration_steps) for im in images]
-                if not samples:
-                    raise ValueError("representative data yielded no images")
+            if samples is not None:
                 flatbuffer, calibration = int8.quantize(
-                    converter, np.stack(samples[:calibration_steps]).astype(np.float32),
-                    reference=lambda images: _keras_outputs(model, images), run=run_tflite, io_dtype=io_dtype)
+                    converter, samples, reference=lambda images: _keras_outputs(model, images), run=run_tflite,
+                    outputs_probabilities=_outputs_probabilities(model), io_dtype=io_dtype)
             else:
                 flatbuffer = converter.convert()
-        except ValueError:
-            raise
         except Exception as error:
             raise ExportError(f"TFLite conversion ({quantization}) of {model.name!r} failed: {error}") from error
 
@@ -421,11 +421,6 @@ def _saved_model_converter(saved_model_dir: str):
         return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[str, Any]:
     images, labels = [], []
     for batch_images, batch_labels in _batches(data, limit):
@@ -444,7 +439,7 @@ def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[
     }
     probabilities_diff = report["max_abs_diff"]
     if not _outputs_probabilities(model):  # logits (hundreds at times): the contract is on probabilities
-        probabilities_diff = float(np.abs(_softmax(got) - _softmax(expected)).max())
+        probabilities_diff = float(np.abs(int8.softmax(got) - int8.softmax(expected)).max())
         report["max_abs_diff_probabilities"] = probabilities_diff
     if y is not None:
         report["keras_accuracy"] = float(np.mean(expected.argmax(-1) == y))
