@@ -41,7 +41,7 @@ IO_DTYPES = ("float32", "int8", "uint8")
 _COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
-def calibrate(converter, samples: np.ndarray) -> bytes:
+def calibrate(converter: tf.lite.TFLiteConverter, samples: np.ndarray) -> bytes:
     """The float model with TFLite's calibrator ranges (min/max over ``samples``) on every tensor."""
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
 
@@ -143,11 +143,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def quantize(converter: tf.lite.TFLiteConverter, samples: np.ndarray, reference: Callable[[np.ndarray], np.ndarray],
              run: Callable[[bytes, np.ndarray], np.ndarray], outputs_probabilities: bool, io_dtype: str = "float32",
-             selection_fraction: float = 0.2, percentiles: Sequence[float] = PERCENTILES
+             held_out_fraction: float = 0.2, percentiles: Sequence[float] = PERCENTILES
              ) -> tuple[bytes, dict[str, Any]]:
     """Calibrate on ``samples``; build TFLite's min/max candidate and one per percentile; keep the best.
 
-    The last ``selection_fraction`` of ``samples`` (when there are 100 or more) is held out of
+    The last ``held_out_fraction`` of ``samples`` (when there are 100 or more) is held out of
     calibration; the candidates are then scored on every sample, held-out and calibration alike:
     the one whose probabilities are closest to ``reference``'s (the Keras model's) in mean squared
     error wins. Top-1 agreement is too coarse to rank them (most candidates agree on every
@@ -155,12 +155,12 @@ def quantize(converter: tf.lite.TFLiteConverter, samples: np.ndarray, reference:
     seed it ranked a candidate first that lost 1.4 points on the test split. Returns the flatbuffer
     and what was done: the method, image counts, each candidate's error and agreement, float ops,
     seconds."""
-    if not 0.0 <= selection_fraction < 1.0:
-        raise ValueError(f"selection_fraction must be in [0, 1), got {selection_fraction!r}")
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction!r}")
     if not percentiles or not all(50.0 < p <= 100.0 for p in percentiles):
         raise ValueError(f"percentiles must be values in (50, 100], got {percentiles!r}")
     began = time.perf_counter()
-    held = int(round(len(samples) * selection_fraction)) if len(samples) >= 100 else 0
+    held = int(round(len(samples) * held_out_fraction)) if len(samples) >= 100 else 0
     calibration = samples[:len(samples) - held]
     calibrated = calibrate(converter, calibration)
     inputs = {detail["index"] for detail in _interpreter_inputs(calibrated)}  # the input keeps its calibrated range
@@ -169,6 +169,7 @@ def quantize(converter: tf.lite.TFLiteConverter, samples: np.ndarray, reference:
     for percentile in percentiles:
         ranges = percentile_ranges(indices, minima, maxima, percentile)
         candidates[f"percentile {percentile:g}"] = quantize_calibrated(with_ranges(calibrated, ranges, inputs), io_dtype)
+
     def probabilities(outputs):  # int8 softmax outputs come in 1/256 steps: never softmax them again
         return outputs if outputs_probabilities else softmax(outputs)
 

@@ -86,3 +86,33 @@ def test_percentile_ranges_follow_per_image_extremes():
     assert ranges[3] == (pytest.approx(-1.0 - 0.01 * 29.0), pytest.approx(1.0 + 0.01 * 49.0))
     assert ranges[9] == (0.0, pytest.approx(99.01))
     assert int8.percentile_ranges([3, 9], minima, maxima, 100.0)[3] == (-30.0, 50.0)  # min/max
+
+
+def test_per_image_ranges_are_measured_and_written_back(tmp_path):
+    """A tiny float model: the per-image extremes of its input and of its ReLU output are the ones numpy
+    computes on the same images, and ranges written into the calibrated model are read back as written."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from kerasnets import int8
+
+    inputs = keras.Input((4, 4, 3))
+    outputs = keras.layers.Conv2D(2, 1, activation="relu", kernel_initializer="ones", name="conv")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False)
+    images = np.random.RandomState(0).uniform(-3, 5, (6, 4, 4, 3)).astype(np.float32)
+    calibrated = int8.calibrate(tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "sm")), images)
+    indices, minima, maxima = int8.per_image_ranges(calibrated, images)
+    summed = np.maximum(images.sum(-1), 0)  # the conv with unit weights, then ReLU
+    for k in range(len(images)):  # each image's own extremes, for the input and for the output tensor
+        assert any(np.isclose(minima[k, j], images[k].min()) and np.isclose(maxima[k, j], images[k].max())
+                   for j in range(len(indices)))
+        assert any(np.isclose(minima[k, j], summed[k].min(), atol=1e-5) and np.isclose(maxima[k, j], summed[k].max())
+                   for j in range(len(indices)))
+    rewritten = int8.with_ranges(calibrated, {indices[0]: (-1.5, 2.5)}, keep=indices[1:])
+    tensors = flatbuffer_utils.convert_bytearray_to_object(rewritten).subgraphs[0].tensors
+    assert (tensors[indices[0]].quantization.min[0], tensors[indices[0]].quantization.max[0]) == (-1.5, 2.5)
+    assert int8.float_ops(calibrated) and not int8.float_ops(int8.quantize_calibrated(rewritten))
+    with pytest.raises(ValueError, match=r"io_dtype must be one of \('float32', 'int8', 'uint8'\)"):
+        int8.quantize_calibrated(calibrated, "int16")
