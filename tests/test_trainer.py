@@ -103,6 +103,30 @@ def test_evaluation_scores_every_image_of_a_partial_last_batch():
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
 
 
+def test_single_device_copy_of_an_efficientnet_computes_as_the_original():
+    """The chief of a multi-worker run evaluates and exports this copy: its outputs must be the
+    model's own, ImageNet normalization included (the in-model Normalization caches its statistics;
+    a clone given them by set_weights alone normalized with mean 0 / variance 1). The classifier is
+    randomised because kerasnets zero-initialises it, which would hide any difference upstream."""
+    import kerasnets
+    from kerasnets.training.finalize import single_device_copy
+
+    model = kerasnets.EfficientNet(-2, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
+                                   classes=10)
+    head = model.get_layer("predictions")
+    kernel, bias = head.get_weights()
+    head.set_weights([np.random.RandomState(0).normal(0, 1, kernel.shape).astype("float32"), bias])
+    images = np.random.RandomState(1).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    copy = single_device_copy(model, model.get_weights())
+    assert copy.get_layer("normalization") is not model.get_layer("normalization")  # a copy, not the model
+    # a fresh network damps its input, so the probabilities alone differ by only ~1e-5 without the
+    # refresh: the normalized images (what every later layer sees) are compared too
+    for name in ("normalization", "predictions"):
+        expected = keras.Model(model.input, model.get_layer(name).output)(images, training=False)
+        got = keras.Model(copy.input, copy.get_layer(name).output)(images, training=False)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-6, err_msg=name)
+
+
 def test_backups_are_atomic_keep_two_and_drop_stale_temporaries(tmp_path):
     variable = tf.Variable(1.0)
     checkpoint = tf.train.Checkpoint(v=variable)

@@ -7,12 +7,13 @@ keras.applications' EfficientNet normalization quirk. Loading pretrained files f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 
-__all__ = ["leaf_layers", "transfer_weights", "classifier_layer"]
+__all__ = ["leaf_layers", "transfer_weights", "classifier_layer", "refresh_cached_state"]
 
 _POOLING_TYPES = (
     keras.layers.GlobalAveragePooling1D,
@@ -126,6 +127,43 @@ def _normalization_weights(leaves, index: int, effective: tuple[np.ndarray, np.n
     return [mean, variance, count]
 
 
+# --------------------------------------------------------------------------- what a layer computes
+
+#: Config fields that change what a weighted layer computes from its weights (the rest, e.g. name,
+#: trainable, dtype, initializers, regularizers, BN momentum, do not change a forward pass).
+COMPUTATION_FIELDS = ("kernel_size", "strides", "padding", "dilation_rate", "groups", "depth_multiplier",
+                      "data_format", "activation", "epsilon", "center", "scale", "axis", "invert")
+
+
+def _canonical_axis(layer: keras.layers.Layer, axis: Any) -> Any:
+    """``axis`` with negative entries counted from the layer's input rank (BN axis=3 == axis=-1 on 4D)."""
+    try:
+        rank = len(layer.input.shape)
+    except (AttributeError, ValueError):  # not called yet, or called more than once
+        return axis
+    if isinstance(axis, (list, tuple)):
+        return tuple(a % rank if isinstance(a, int) else a for a in axis)
+    return axis % rank if isinstance(axis, int) else axis
+
+
+def computation(leaves: Sequence[keras.layers.Layer], index: int, *, head: bool = False) -> dict[str, Any]:
+    """What the weighted layer ``leaves[index]`` computes, beyond its weight shapes: its class, the
+    :data:`COMPUTATION_FIELDS` of its config and the activation applied right after it (an
+    ``Activation`` layer consuming its output). ``head=True`` leaves out the classifier's output
+    activation (softmax or logits is the caller's choice, the weights are the same)."""
+    layer = leaves[index]
+    config = layer.get_config()
+    found: dict[str, Any] = {"class": type(layer).__name__}
+    for field in COMPUTATION_FIELDS:
+        if field in config and not (head and field == "activation"):
+            value = config[field]
+            found[field] = _canonical_axis(layer, value) if field == "axis" else value
+    follower = _follower(leaves, index)
+    if isinstance(follower, keras.layers.Activation):
+        found["then"] = follower.get_config()["activation"]
+    return found
+
+
 # --------------------------------------------------------------------------- transfer
 
 
@@ -167,6 +205,21 @@ def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> li
             raise _LayoutMismatch(
                 f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {hint}", what
             )
+    for k, (i, j) in enumerate(zip(src_idx, dst_idx)):
+        at_head = i == src_head or j == dst_head
+        src_does = computation(src_leaves, i, head=at_head)
+        dst_does = computation(dst_leaves, j, head=at_head)
+        if src_does != dst_does:
+            differ = sorted(f for f in set(src_does) | set(dst_does) if src_does.get(f) != dst_does.get(f))
+            what = (
+                f"weighted layer {k + 1} (of {len(src_idx)}) has the same weight shapes but computes something "
+                f"else ({', '.join(differ)} differ): source layer {src_leaves[i].name!r} is {src_does}, target "
+                f"layer {dst_leaves[j].name!r} is {dst_does}"
+            )
+            raise _LayoutMismatch(
+                f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {_ARCHITECTURE_HINT}",
+                what,
+            )
     plan = []
     for i, j in zip(src_idx, dst_idx):
         src, dst = src_leaves[i], dst_leaves[j]
@@ -179,11 +232,23 @@ def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> li
     return plan
 
 
+def refresh_cached_state(layers: Sequence[keras.layers.Layer]) -> None:
+    """Recompute what ``layers`` cache from their weights, after ``set_weights``.
+
+    Keras' ``Normalization`` snapshots its mean and variance as tensors when it is built (and when
+    ``finalize_state`` or ``load_own_variables`` runs); ``set_weights`` leaves that snapshot stale, so
+    a cloned model given ImageNet statistics by ``set_weights`` would still normalize with mean 0,
+    variance 1. Pass ``leaf_layers(model)`` after ``model.set_weights(...)``.
+    """
+    for layer in layers:
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
+
+
 def _apply(plan: list[tuple[keras.layers.Layer, list]]) -> None:
     for layer, values in plan:
         layer.set_weights(values)
-        if hasattr(layer, "finalize_state"):  # Normalization caches mean/variance tensors from its weights
-            layer.finalize_state()
+        refresh_cached_state([layer])
 
 
 def transfer_weights(source: keras.Model, target: keras.Model, *, skip_classifier: bool = False) -> keras.Model:

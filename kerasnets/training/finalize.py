@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from kerasnets.atomic import atomic_write_text
+from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
 from kerasnets.serving import PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
@@ -35,11 +36,14 @@ class RunResult:
 
 
 def single_device_copy(model: keras.Model, weights: list) -> keras.Model:
-    """``model``'s architecture outside any strategy (plain variables on this worker), holding ``weights``."""
+    """``model``'s architecture outside any strategy (plain variables on this worker), holding
+    ``weights`` (in ``model.get_weights()`` order) and computing exactly as ``model`` would with them
+    (Normalization's cached statistics refreshed: ``set_weights`` alone leaves them at 0 / 1)."""
     if tf.distribute.has_strategy():
         raise RuntimeError("single_device_copy must be called outside strategy.scope()")
     copy = keras.models.clone_model(model)
     copy.set_weights(weights)
+    refresh_cached_state(leaf_layers(copy))
     return copy
 
 
