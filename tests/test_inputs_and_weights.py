@@ -86,3 +86,31 @@ def test_a_weights_file_names_the_preset_it_was_saved_from(saved, preset):
     from kerasnets.models.pretrained import _preset_hint
 
     assert _preset_hint(saved).endswith(f"--model {preset})")
+
+
+def test_features_only_loads_a_file_of_the_whole_network_or_of_a_backbone(tmp_path):
+    """A user's fine-tuned classifier (10 classes, saved with save_weights) becomes a detection
+    backbone: the feature maps equal that classifier's intermediate outputs. A file saved from a
+    features_only model loads back too."""
+    shape = (64, 64, 3)  # small input: the check is which weights land where, not the resolution
+    rng = np.random.RandomState(4)
+    trained = kerasnets.EfficientNet(0, input_shape=shape, classes=10)
+    trained.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in trained.get_weights()])
+    trained.get_layer("normalization").finalize_state()
+    trained.save_weights(tmp_path / "classifier.weights.h5")
+    ends = {"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5c_add",
+            "stride_32": "block7a_project_bn"}
+    probe = keras.Model(trained.input, {k: trained.get_layer(v).output for k, v in ends.items()})
+    x = rng.uniform(0, 255, (2, *shape)).astype("float32")
+    expected = {k: np.asarray(v) for k, v in probe(x, training=False).items()}
+    features = kerasnets.EfficientNet(0, features_only=True, input_shape=shape,
+                                      weights=str(tmp_path / "classifier.weights.h5"))
+    features.save_weights(tmp_path / "features.weights.h5")
+    again = kerasnets.EfficientNet(0, features_only=True, input_shape=shape, weights=str(tmp_path / "features.weights.h5"))
+    for model in (features, again):
+        got = model(x, training=False)
+        for key, value in expected.items():
+            np.testing.assert_allclose(np.asarray(got[key]), value, rtol=1e-5, atol=1e-5 * np.abs(value).max(),
+                                       err_msg=key)
+    with pytest.raises(ValueError, match="classifier.weights.h5.*another architecture"):
+        kerasnets.EfficientNet(1, features_only=True, input_shape=shape, weights=str(tmp_path / "classifier.weights.h5"))

@@ -102,6 +102,28 @@ def test_transfer_names_first_mismatching_layer():
         kerasnets.transfer_weights(keras.applications.ResNet101(weights=None), kerasnets.ResNet(50, "v1"))
 
 
+def test_transfer_refuses_equal_shapes_that_compute_something_else(tmp_path):
+    """Issue #18: v1.5 weights went silently into ResNet-50 with avg_down=True or stride_in_1x1=True
+    (same weight shapes, other strides). Each is refused naming the layer and both settings, through
+    transfer_weights and through a saved model file; a harmless difference (BN momentum) is not."""
+    shape = (64, 64, 3)  # small input: the check reads layer configs, not activations
+    source = kerasnets.ResNet(50, input_shape=shape)
+    source.save(tmp_path / "resnet50.keras")
+    for overrides, layer, theirs, ours in [({"avg_down": True}, "conv3_block1_0_conv", "2, 2", "1, 1"),
+                                           ({"stride_in_1x1": True}, "conv3_block1_1_conv", "1, 1", "2, 2")]:
+        target = kerasnets.ResNet(50, input_shape=shape, **overrides)
+        kernel = target.get_layer(layer).get_weights()[0]
+        with pytest.raises(ValueError, match=rf"'{layer}'.*'strides': \({theirs}\).*'{layer}'.*'strides': \({ours}\)"):
+            kerasnets.transfer_weights(source, target)
+        np.testing.assert_array_equal(target.get_layer(layer).get_weights()[0], kernel)  # nothing written
+        with pytest.raises(ValueError, match=rf"resnet50.keras.*'{layer}'.*strides"):
+            kerasnets.ResNet(50, input_shape=shape, weights=str(tmp_path / "resnet50.keras"), **overrides)
+    momentum = kerasnets.ResNet(50, input_shape=shape, bn_momentum=0.5)  # training-only setting: copies
+    kerasnets.transfer_weights(source, momentum)
+    np.testing.assert_array_equal(momentum.get_layer("conv5_block3_3_conv").get_weights()[0],
+                                  source.get_layer("conv5_block3_3_conv").get_weights()[0])
+
+
 def _two_dense_model(seed, units=(3, 3)):
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((4,))
@@ -325,11 +347,54 @@ def test_other_channels_and_sizes_build_and_run(family, channels, size):
     assert out.shape[-1] == {"efficientnet": 1280, "resnet": 512}[family]  # each family its own head width
 
 
-def test_features_only_endpoints_have_strides_4_to_32():
-    for model in (kerasnets.EfficientNet(0, features_only=True, input_shape=(64, 64, 3)),
-                  kerasnets.ResNet(50, features_only=True, input_shape=(64, 64, 3))):
-        assert {k: v.shape[1] for k, v in model.output.items()} == {
-            "stride_4": 16, "stride_8": 8, "stride_16": 4, "stride_32": 2}
+#: keras.applications' layers whose outputs are the stride 4/8/16/32 endpoints (timm / Model Garden)
+TWIN_ENDPOINTS = {
+    "EfficientNetB0": {"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5c_add",
+                       "stride_32": "block7a_project_bn"},
+    "ResNet50": {"stride_4": "conv2_block3_out", "stride_8": "conv3_block4_out", "stride_16": "conv4_block6_out",
+                 "stride_32": "conv5_block3_out"},
+}
+
+
+@pytest.mark.parametrize("twin", sorted(TWIN_ENDPOINTS))
+def test_features_only_imagenet_are_the_pretrained_networks_intermediate_outputs(twin, tmp_path, monkeypatch):
+    """``features_only=True, weights="imagenet"`` (issue #18: it always raised) gives the feature maps of
+    the pretrained network: keras.applications' own model, loading the same file, is the reference.
+    Offline, the downloaded file is a stand-in: the twin's random init with ImageNet's normalization
+    statistics, written in the legacy .h5 format Keras downloads."""
+    from keras.src.legacy.saving import legacy_h5_format
+    from keras.src.utils import file_utils
+    import h5py
+
+    shape = (64, 64, 3)  # 64 px: every endpoint keeps >= 2x2 pixels, and the test stays fast
+    donor = getattr(keras.applications, twin)(weights=None, include_top=False, input_shape=shape)
+    rng = np.random.RandomState(3)
+    for layer in donor.layers:  # non-trivial BN statistics, so a layer left at its init shows
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape).astype("float32"), beta + 0.1,
+                               mean + rng.normal(0, 0.1, mean.shape).astype("float32"), variance * 1.5])
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
+    path = tmp_path / f"{twin}_notop.h5"
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
+    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: str(path))
+    reference = getattr(keras.applications, twin)(weights="imagenet", include_top=False, input_shape=shape)
+    probe = keras.Model(reference.input, {k: reference.get_layer(v).output for k, v in TWIN_ENDPOINTS[twin].items()})
+    ours = (kerasnets.EfficientNet(0, features_only=True, weights="imagenet", input_shape=shape) if twin == "EfficientNetB0"
+            else kerasnets.ResNet(50, "v1", features_only=True, weights="imagenet", input_shape=shape))
+    x = rng.uniform(0, 255, (2, *shape)).astype("float32")
+    if twin == "ResNet50":  # its contract: caffe-preprocessed input, for both models
+        x = keras.applications.resnet.preprocess_input(x)
+    expected, got = probe(x, training=False), ours(x, training=False)
+    assert {k: v.shape[1] for k, v in ours.output.items()} == {"stride_4": 16, "stride_8": 8, "stride_16": 4,
+                                                                "stride_32": 2}
+    for key, value in expected.items():
+        value = np.asarray(value)
+        assert np.abs(value).max() > 0.1, key
+        np.testing.assert_allclose(np.asarray(got[key]), value, rtol=1e-4, atol=1e-4 * np.abs(value).max(),
+                                   err_msg=key)
 
 
 def test_pooling_and_classes():
@@ -359,9 +424,21 @@ def test_synchronized_batch_norm_option():
     assert plain.count_params() == model.count_params()
 
 
-def test_aliases_build_the_named_presets():
-    assert kerasnets.ResNet18().count_params() == kerasnets.ResNet(18).count_params()
-    assert kerasnets.EfficientNetB1().input_shape[1] == 240
+@pytest.mark.parametrize("alias,phi,size", [("EfficientNetB1", 1, 240), ("EfficientNetB3", 3, 300)])
+def test_efficientnet_aliases_are_their_keras_applications_twins(alias, phi, size):
+    """The alias has keras.applications' parameter count and default input size for that B-number
+    (B1/B2/B3 differ in both), so an alias mapped to another preset fails."""
+    model = getattr(kerasnets, alias)()
+    assert (model.count_params(), model.input_shape[1:]) == (KERAS_EFFICIENTNET_PARAMS[phi], (size, size, 3))
+
+
+@pytest.mark.parametrize("alias,depth", [("ResNet18", 18), ("ResNet50", 50)])
+def test_resnet_aliases_are_torchvisions_v15(alias, depth):
+    """ResNet18/ResNet50 are v1.5 (torchvision's counts; v1's conv biases would add 4,800 / 26,560)."""
+    assert trainable(getattr(kerasnets, alias)()) == TORCHVISION_RESNET_PARAMS[depth]
+
+
+def test_the_v1_preset_is_keras_applications_resnet50():
     assert kerasnets.build("resnet50_v1").count_params() == KERAS_RESNET_PARAMS[50]
 
 

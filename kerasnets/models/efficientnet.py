@@ -238,7 +238,10 @@ def EfficientNet(
         dropout_rate: before the classifier (default: the preset's).
         drop_connect_rate: stochastic-depth rate of the last block, ramped linearly from 0.
         features_only: return ``{"stride_4", "stride_8", "stride_16", "stride_32"}`` stage outputs
-            (timm ``features_only`` / Model Garden endpoints) instead of the head.
+            (timm ``features_only`` / Model Garden endpoints) instead of the head. ``weights`` then
+            loads a whole network (ImageNet, or a file of this preset with or without its head) and
+            the feature maps are its intermediate outputs (keras.applications B0: ``block2b_add``,
+            ``block3b_add``, ``block5c_add``, ``block7a_project_bn``).
         synchronized_bn: use synchronized BatchNormalization (MirroredStrategy).
         bn_momentum: BatchNormalization momentum (0.99 = TF reference; ~0.9 for runs of a few
             hundred steps, whose moving statistics would otherwise lag the weights).
@@ -287,23 +290,27 @@ def EfficientNet(
     x, endpoints = build_stages(
         x, scaled_stages(spec), config, _block_prefix, drop_connect_rate=drop_connect_rate, input_stride=2
     )
-    if features_only:
-        outputs = endpoint_outputs(endpoints)
-    else:
-        head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width,
-                                                                             spec.channel_divisor)
-        x = conv_bn_act(x, head_filters, 1, config, "top")
-        outputs = classifier_head(
-            x,
-            include_top,
+    head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width,
+                                                                         spec.channel_divisor)
+
+    def head(with_classifier: bool, pooling: str | None):
+        top = conv_bn_act(x, head_filters, 1, config, "top")
+        return classifier_head(
+            top,
+            with_classifier,
             pooling,
             classes,
             classifier_activation,
             dropout_rate=spec.dropout if dropout_rate is None else dropout_rate,
             kernel_initializer=DENSE_KERNEL_INITIALIZER,
         )
+
+    outputs = endpoint_outputs(endpoints) if features_only else head(include_top, pooling)
     model = finish_model(img_input, input_tensor, outputs, name or spec.name)
-    load_weights(model, weights, twin=spec.twin, include_top=include_top and not features_only)
+    whole = []
+    if features_only and weights is not None:  # pretrained weights are a whole network's: load them there
+        whole = [finish_model(img_input, input_tensor, head(top, None), model.name) for top in (False, True)]
+    load_weights(model, weights, twin=spec.twin, whole_networks=whole)
     return model
 
 

@@ -386,10 +386,25 @@ def _load_pretrained(model: keras.Model, weights: Any, twin: str | None, class_n
     )
 
 
-def load_weights(model: keras.Model, weights: str | os.PathLike | None, twin: str | None, include_top: bool) -> None:
+def load_weights(model: keras.Model, weights: str | os.PathLike | None, twin: str | None,
+                 whole_networks: Sequence[keras.Model] = ()) -> None:
     """The builders' ``weights`` argument: :func:`load_pretrained` with the builder's keras.applications twin.
 
-    ``include_top`` is accepted for the builders' call and not needed: the model's own head decides.
+    ``whole_networks`` (``features_only``): models that share ``model``'s layers and continue them to a
+    head (without, then with a classifier). ImageNet weights and files of whole networks fit one of
+    them, not the truncated ``model``; they are tried in order, then ``model`` itself (a file saved
+    from a ``features_only`` model), and the first that fits is loaded, so ``model``'s layers hold
+    the weights. ImageNet weights go into the first only (the twin without its classifier). When none
+    fits, the ValueError of the first is raised.
     """
-    del include_top
-    load_pretrained(model, weights, twin=twin)
+    candidates = [*whole_networks, model]
+    if isinstance(weights, str) and weights == "imagenet":
+        candidates = candidates[:1]
+    first_error = None
+    for candidate in candidates:
+        try:
+            load_pretrained(candidate, weights, twin=twin)
+            return
+        except ValueError as error:
+            first_error = first_error or error
+    raise first_error

@@ -141,7 +141,9 @@ def ResNet(
         include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
             as keras.applications. ``weights="imagenet"`` needs variant "v1" and depth 50/101/152.
         dropout_rate: dropout before the classifier. drop_connect_rate: stochastic depth, ramped.
-        features_only: return the stride 4/8/16/32 stage outputs as a dict instead of the head.
+        features_only: return the stride 4/8/16/32 stage outputs as a dict instead of the head;
+            ``weights`` loads a whole network into the layers they share (keras.applications ResNet50:
+            ``conv2_block3_out`` ... ``conv5_block3_out``).
         synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
         include_preprocessing: put :class:`CaffePreprocessing` in the model so it takes RGB 0..255.
         **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``, ``bn_momentum=0.9``.
@@ -189,11 +191,14 @@ def ResNet(
     x = CaffePreprocessing(name="caffe_preprocessing")(img_input) if include_preprocessing else img_input
     x = _stem(x, spec, config)
     x, endpoints = build_stages(x, stages, config, _block_prefix, drop_connect_rate, input_stride=4)
-    if features_only:
-        outputs = endpoint_outputs(endpoints)
-    else:
-        outputs = classifier_head(x, include_top, pooling, classes, classifier_activation, dropout_rate)
+    def head(with_classifier: bool, pooling: str | None):
+        return classifier_head(x, with_classifier, pooling, classes, classifier_activation, dropout_rate)
+
+    outputs = endpoint_outputs(endpoints) if features_only else head(include_top, pooling)
     default_name = f"resnet{depth}{VARIANT_SUFFIXES[variant_name]}"  # the preset's name
     model = finish_model(img_input, input_tensor, outputs, name or default_name)
-    load_weights(model, weights, twin=twin, include_top=include_top and not features_only)
+    whole = []
+    if features_only and weights is not None:  # pretrained weights are a whole network's: load them there
+        whole = [finish_model(img_input, input_tensor, head(top, None), model.name) for top in (False, True)]
+    load_weights(model, weights, twin=twin, whole_networks=whole)
     return model

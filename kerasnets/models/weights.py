@@ -148,8 +148,8 @@ def _canonical_axis(layer: keras.layers.Layer, axis: Any) -> Any:
 
 def computation(leaves: Sequence[keras.layers.Layer], index: int, *, head: bool = False) -> dict[str, Any]:
     """What the weighted layer ``leaves[index]`` computes, beyond its weight shapes: its class, the
-    :data:`COMPUTATION_FIELDS` of its config and the activation applied right after it (an
-    ``Activation`` layer consuming its output). ``head=True`` leaves out the classifier's output
+    :data:`COMPUTATION_FIELDS` of its config (padding left out for 1x1 kernels, where it changes
+    nothing) and the activation of an ``Activation`` layer that consumes its output. ``head=True`` leaves out the classifier's output
     activation (softmax or logits is the caller's choice, the weights are the same)."""
     layer = leaves[index]
     config = layer.get_config()
@@ -158,9 +158,13 @@ def computation(leaves: Sequence[keras.layers.Layer], index: int, *, head: bool 
         if field in config and not (head and field == "activation"):
             value = config[field]
             found[field] = _canonical_axis(layer, value) if field == "axis" else value
-    follower = _follower(leaves, index)
-    if isinstance(follower, keras.layers.Activation):
-        found["then"] = follower.get_config()["activation"]
+    if set(found.get("kernel_size", ())) == {1}:  # a 1x1 kernel pads nothing, "same" or "valid"
+        found.pop("padding", None)
+    # the activations its consumers apply (every call site, in whichever model it was called)
+    then = sorted({str(node.operation.get_config()["activation"]) for node in getattr(layer, "_outbound_nodes", [])
+                   if isinstance(node.operation, keras.layers.Activation)})
+    if then:
+        found["then"] = then[0] if len(then) == 1 else then
     return found
 
 
@@ -258,7 +262,12 @@ def transfer_weights(source: keras.Model, target: keras.Model, *, skip_classifie
     inside a classifier, counts as its own layers in order); layer names play no part. Every pair's
     weight shapes are checked before anything is written: on the first mismatch (shapes or the number
     of weighted layers) a ValueError names the layer of each model and both shape lists, and ``target``
-    is left untouched.
+    is left untouched. So is what each pair computes with those weights (:func:`computation`: class,
+    strides, padding, kernel size, dilation, groups, activations, BN epsilon, axes), so that layouts
+    with equal shapes (ResNet v1.5 and ``stride_in_1x1=True`` or ``avg_down=True``) are refused with
+    both layers' settings instead of copied into a network that computes something else. Fields that
+    do not change a forward pass (names, dtypes, initializers, BN momentum, the classifier's output
+    activation) play no part.
 
     Normalization layers are copied by effect: a Normalization immediately followed by a constant
     Rescaling normalizes with variance / scale^2, so keras.applications' EfficientNet with ImageNet
