@@ -13,7 +13,8 @@ import keras
 import numpy as np
 
 
-__all__ = ["leaf_layers", "transfer_weights", "classifier_layer", "refresh_cached_state"]
+__all__ = ["leaf_layers", "transfer_weights", "classifier_layer", "refresh_cached_state", "computation",
+           "COMPUTATION_FIELDS"]
 
 _POOLING_TYPES = (
     keras.layers.GlobalAveragePooling1D,
@@ -149,8 +150,9 @@ def _canonical_axis(layer: keras.layers.Layer, axis: Any) -> Any:
 def computation(leaves: Sequence[keras.layers.Layer], index: int, *, head: bool = False) -> dict[str, Any]:
     """What the weighted layer ``leaves[index]`` computes, beyond its weight shapes: its class, the
     :data:`COMPUTATION_FIELDS` of its config (padding left out for 1x1 kernels, where it changes
-    nothing) and the activation of an ``Activation`` layer that consumes its output. ``head=True`` leaves out the classifier's output
-    activation (softmax or logits is the caller's choice, the weights are the same)."""
+    nothing) and the activation of an ``Activation`` layer that consumes its output. ``head=True``
+    leaves out the classifier's output activation (softmax or logits is the caller's choice, the
+    weights are the same)."""
     layer = leaves[index]
     config = layer.get_config()
     found: dict[str, Any] = {"class": type(layer).__name__}
