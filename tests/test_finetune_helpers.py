@@ -324,3 +324,61 @@ def test_load_pretrained_imagenet_finds_the_keras_applications_twin(monkeypatch,
     else:
         with pytest.raises(Asked, match=f"^{twin}$"):
             kerasnets.load_pretrained(model, "imagenet")
+
+
+def _saved_mixed_float16_model(path):
+    """model.keras as a mixed_float16 run (a GPU's default) saves it: 16-bit layers, float32 classifier."""
+    from kerasnets.training import precision_scope
+
+    with precision_scope("mixed_float16"):
+        model = kerasnets.EfficientNet(-2, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
+                                       classes=10)
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("policy, computes", [("float32", "float32"), ("mixed_bfloat16", "bfloat16")])
+def test_saved_architecture_computes_in_the_run_precision_not_the_files(tmp_path, policy, computes):
+    """A model saved under mixed_float16, rebuilt for fine-tuning on a run of another precision: its
+    layers used to keep float16 (a float32 CPU run then trained float16 without loss scaling). They
+    now compute in the run's policy, the classifier in float32, as kerasnets' builders make them."""
+    from kerasnets.models.weights import leaf_layers
+    from kerasnets.training import precision_scope, saved_architecture
+
+    path = _saved_mixed_float16_model(tmp_path / "mixed.keras")
+    with precision_scope(policy):
+        model = saved_architecture(str(path), 32, 3)
+    weighted = [layer for layer in leaf_layers(model) if layer.weights and layer.name != "predictions"]
+    assert {layer.compute_dtype for layer in weighted} == {computes}
+    assert {layer.variable_dtype for layer in weighted} == {"float32"}
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    assert model(np.zeros((1, 32, 32, 3), "float32")).dtype == "float32"
+
+
+def test_finetune_setup_from_a_mixed_float16_file_runs_in_float32_and_odd_models_are_refused(tmp_path):
+    """The finetune recipe's setup on a CPU (precision auto: float32) with --weights of a
+    mixed_float16 model.keras: the model trained and reported is float32. A recipe whose model
+    ignores the run's precision (a layer given its own dtype) is refused with the policies named.
+    --image-size 32: the saved model's size, a tiny and fast EfficientNet."""
+    from conftest import RECIPES, digits_folder
+    from kerasnets.training import Recipe, apply_overrides, load_recipe
+    from kerasnets.training.setup import setup
+
+    path = _saved_mixed_float16_model(tmp_path / "mixed.keras")
+    data = digits_folder(tmp_path / "digits", range(3), per_class_train=8)  # 8 per class: setup reads no batch
+    recipe = apply_overrides(load_recipe(f"{RECIPES}/finetune.py"), data=str(data), weights=str(path), image_size=32,
+                             output=str(tmp_path / "runs"))
+    run = setup(recipe)
+    assert run.policy == "float32"
+    assert {layer.compute_dtype for layer in run.model.layers if layer.weights} == {"float32"}
+
+    def float16_model(recipe, context):
+        inputs = keras.Input((32, 32, 3))
+        features = keras.layers.Conv2D(4, 3, dtype="mixed_float16")(inputs)
+        pooled = keras.layers.GlobalAveragePooling2D()(features)
+        return keras.Model(inputs, keras.layers.Dense(context.num_classes, activation="softmax")(pooled))
+
+    odd = Recipe(name="odd", build_model=float16_model, build_optimizer=lambda r, c: keras.optimizers.SGD(),
+                 data=str(data), image_size=32, precision="float32", output=str(tmp_path / "runs"))
+    with pytest.raises(ValueError, match="computes in mixed_float16 but the run's precision is float32"):
+        setup(odd)

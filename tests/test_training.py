@@ -189,6 +189,40 @@ def test_bad_recipe_inputs(tmp_path):
     assert cli.main(["train", str(tmp_path / "missing.py")]) == 2
 
 
+def _tiny_recipe(output, **fields):
+    """A recipe whose run takes seconds: a one-conv model on 16 px digits, 2 steps, model.keras only
+    (for tests of the run folder's rules, which do not depend on the model)."""
+    def build_model(recipe, context):
+        return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
+                                 keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                                 keras.layers.Dense(context.num_classes, activation="softmax")])
+
+    return Recipe(name="tiny", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.SGD(0.01),
+                  image_size=16, batch_size=16, epochs=1, steps_per_epoch=2, output=str(output), export=("keras",),
+                  **fields)
+
+
+def test_rerun_into_a_finished_run_is_refused_and_no_resume_replaces_it(tmp_path):
+    """The same run twice: the second used to train from scratch over the finished run (its
+    summary, history and model) and return normally. It is refused before anything is written,
+    naming the folder and the ways out; resume=False (--no-resume) then starts over and writes a
+    summary of its own (another run id)."""
+    recipe = _tiny_recipe(tmp_path)
+    train(recipe, verbose=0)
+    run = tmp_path / "tiny"
+    files = ("summary.json", "history.csv", "model.keras")
+    finished = {name: (run / name).read_bytes() for name in files}
+    with pytest.raises(ValueError, match="finished run") as refused:
+        train(recipe, verbose=0)
+    for needed in (str(run), "--output", "--name", "--no-resume"):
+        assert needed in str(refused.value), needed
+    assert {name: (run / name).read_bytes() for name in files} == finished
+    train(recipe, resume=False, verbose=0)
+    replaced = json.loads((run / "summary.json").read_text())
+    assert replaced["run_id"] != json.loads(finished["summary.json"])["run_id"]
+    assert len((run / "history.csv").read_text().splitlines()) == 2  # header and this run's one epoch
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

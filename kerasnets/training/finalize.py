@@ -22,6 +22,7 @@ from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
 from kerasnets.serving import PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
+from kerasnets.training.precision import model_precision
 
 __all__ = ["finalize", "RunResult", "single_device_copy"]
 
@@ -64,16 +65,28 @@ def finalize(trainer) -> RunResult:
         run.model.save_weights(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"))
         if not run.chief:
             _barrier(run.strategy)  # the chief has evaluated, exported and written the summary
-            if os.path.exists(os.path.join(run.run_dir, "summary.json")):  # else the backups stay for a rerun
-                trainer.backup.clear()
+            if not _summary_of(run.run_dir, trainer.run_id):
+                raise RuntimeError(f"worker {run.task}: the chief wrote no summary of this run in {run.run_dir} (its "
+                                   "evaluation or export failed: see its log); the backups are kept, so the same "
+                                   "command on every worker retries from the last step")
+            trainer.backup.clear()
             return RunResult({}, run.model, trainer.history_dict())
         try:
             return _finalize_chief(trainer, weights)
-        finally:  # the workers leave together; backups go only once the summary is written
+        finally:  # the workers leave together; backups go only once this run's summary is written
             _barrier(run.strategy)
-            if os.path.exists(os.path.join(run.run_dir, "summary.json")):
+            if _summary_of(run.run_dir, trainer.run_id):
                 trainer.backup.clear()
     return _finalize_chief(trainer, weights)
+
+
+def _summary_of(run_dir: str, run_id: str | None) -> bool:
+    """Whether ``run_dir/summary.json`` is the one this run (``run_id``) wrote, not an earlier run's."""
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as handle:
+            return run_id is not None and json.load(handle).get("run_id") == run_id
+    except (OSError, ValueError):
+        return False
 
 
 def _finalize_chief(trainer, weights: list) -> RunResult:
@@ -96,6 +109,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve})
     summary: dict[str, Any] = {
         "recipe": recipe.name,
+        "run_id": trainer.run_id,
         "recipe_file": recipe.source_file,
         "data": str(recipe.data),
         "eval_data": str(recipe.eval_data if recipe.eval_data is not None else recipe.data),
@@ -125,7 +139,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "replicas": run.strategy.num_replicas_in_sync,
         "workers": run.workers,
         "strategy": run.strategy_name,
-        "precision": run.policy,
+        "precision": model_precision(model),  # what the evaluated model computes in (setup checked: run.policy)
         "seed": recipe.seed,
         "resumed_from_step": trainer.resumed["step"],
         "resumed_from_phase": trainer.resumed["phase"],

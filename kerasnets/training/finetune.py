@@ -51,7 +51,9 @@ def saved_architecture(path: str, image_size: int, num_classes: int) -> keras.Mo
     ``image_size`` x ``image_size`` inputs and ``num_classes`` outputs.
 
     Works for functional models whose layers do not depend on the input size (every kerasnets
-    classifier). Raises ValueError for a file that is not a ``.keras`` model or has no classifier.
+    classifier). The layers compute in the current dtype policy, not the one the file was saved
+    under (the classifier in float32). Raises ValueError for a file that is not a ``.keras`` model
+    or has no classifier.
     """
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path!r} is not a .keras file (a zip written by model.save)")
@@ -70,6 +72,23 @@ def saved_architecture(path: str, image_size: int, num_classes: int) -> keras.Mo
     if head is None:
         raise ValueError(f"{path!r} has no Dense classifier to replace; pass --model PRESET instead")
     head["config"]["units"] = int(num_classes)
+    _current_precision(layers, head)
     document.pop("compile_config", None)
     document.pop("build_config", None)
     return keras.saving.deserialize_keras_object(document)
+
+
+def _current_precision(layers: list[dict], head: dict) -> None:
+    """Give every layer the current dtype policy (the run's: the engine builds models inside
+    ``precision_scope``) instead of the one the file was saved under, the classifier float32 (as
+    kerasnets' builders keep it); nested models' layers too. A model saved under mixed_float16 on a
+    GPU otherwise computes float16 on a float32 run, without loss scaling."""
+    policy = keras.config.dtype_policy().name
+    for layer in layers:
+        config = layer.get("config", {})
+        dtype = config.get("dtype")
+        if isinstance(dtype, dict) and dtype.get("class_name", "").endswith("DTypePolicy"):
+            config["dtype"] = {**dtype, "config": {**dtype.get("config", {}),
+                                                   "name": "float32" if layer is head else policy}}
+        if isinstance(config.get("layers"), list):
+            _current_precision(config["layers"], head)

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-__all__ = ["PRECISIONS", "FAMILIES", "CPU_BF16_SPEEDUP", "cpu_has_bf16", "resolve_precision", "precision_scope"]
+__all__ = ["PRECISIONS", "FAMILIES", "CPU_BF16_SPEEDUP", "cpu_has_bf16", "resolve_precision", "precision_scope",
+           "model_precision", "check_model_precision"]
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 FAMILIES = ("efficientnet", "resnet")
@@ -74,3 +75,31 @@ def precision_scope(policy: str) -> Iterator[None]:
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def model_precision(model: keras.Model) -> str:
+    """The dtype policy ``model`` really computes in: the policy of its weighted layers, layers kept
+    float32 aside when the others are mixed (mixed-precision models keep the classifier float32).
+    Layers of several 16-bit policies give a description such as ``"mixed_float16+float16"``."""
+    from kerasnets.models.weights import leaf_layers
+
+    names = {layer.dtype_policy.name for layer in leaf_layers(model)
+             if layer.weights and getattr(layer, "dtype_policy", None) is not None}
+    mixed = names - {"float32"}
+    if not mixed:
+        return "float32"
+    return "+".join(sorted(mixed))
+
+
+def check_model_precision(model: keras.Model, policy: str) -> None:
+    """Raise ValueError unless ``model`` computes in ``policy`` (:func:`model_precision`).
+
+    A model whose layers keep another policy (a ``.keras`` file saved under mixed_float16 rebuilt
+    from its config on a float32 CPU run) would train in 16 bits without the loss scaling that
+    mixed_float16 needs, while the run reports ``policy``."""
+    computed = model_precision(model)
+    if computed != policy:
+        raise ValueError(f"the model {model.name!r} computes in {computed} but the run's precision is {policy}: build "
+                         "it inside the run's precision (the engine builds recipes' models under "
+                         f"precision_scope(policy); do not set dtype on layers), or pass --precision {computed} if "
+                         f"that is one of {PRECISIONS[1:]}")

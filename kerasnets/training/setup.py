@@ -22,7 +22,7 @@ from kerasnets.models.freeze import check_trainable_from
 from kerasnets.models.pretrained import load_pretrained
 from kerasnets.training.distribute import check_divisible, global_batch_size, is_chief, resolve_strategy
 from kerasnets.training.finetune import build_preset
-from kerasnets.training.precision import precision_scope, resolve_precision
+from kerasnets.training.precision import check_model_precision, precision_scope, resolve_precision
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext
 
 __all__ = ["RunSetup", "setup", "STANDIN_TFRECORDS", "worker_index"]
@@ -262,6 +262,7 @@ def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
                 recipe.reference_batch, policy)
     with strategy.scope(), precision_scope(policy):
         model, weights_report = _build_model(recipe, context)
+    check_model_precision(model, policy)  # loss scaling and the summary follow ``policy``: the model must too
     for phase in phases:  # a bad phase fails now, not after the phases before it have trained
         if phase.trainable_from != TRAIN_ALL:
             check_trainable_from(model, phase.trainable_from)

@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import os
+import secrets
 import time
 from typing import Any
 
@@ -46,6 +47,27 @@ def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, 
     frozen = freeze(model, phase.trainable_from)
     return {"trainable_from": phase.trainable_from, "frozen_blocks": list(frozen.frozen_blocks),
             "trainable_blocks": list(frozen.trainable_blocks)}
+
+
+#: what a finished run leaves in its folder and a new run in that folder replaces
+FINISHED_RUN_FILES = ("summary.json", "history.csv")
+
+
+def _claim_run_folder(run_dir: str, resume: bool) -> None:
+    """Refuse a folder that holds a finished run (its ``summary.json``) unless ``resume`` is False,
+    which starts over in it: the finished run's summary and history are removed before anything
+    trains, so that no later step mistakes them for this run's. An unfinished run (backups, no
+    summary) is resumed as usual."""
+    summary = os.path.join(run_dir, "summary.json")
+    if resume and os.path.exists(summary):
+        raise ValueError(f"{run_dir} holds a finished run ({summary} exists): rerunning would train over it. For a new "
+                         "run pass --output DIR or --name NAME; to replace it pass --no-resume (or delete the folder)")
+    if not resume:
+        for name in FINISHED_RUN_FILES:
+            try:  # every worker of a multi-worker run does this; one of them removes the file
+                os.remove(os.path.join(run_dir, name))
+            except FileNotFoundError:
+                pass
 
 
 def _symbolic(dataset: tf.data.Dataset, kind: str) -> tf.data.Dataset:
@@ -88,6 +110,7 @@ class Trainer:
         self.resumed = {"phase": 0, "step": 0}
         self.steps_done = 0
         self.steps_run = 0  # steps this process executed (a resumed run: the remaining ones)
+        self.run_id: str | None = None  # this attempt's id, written into summary.json (agreed by all workers)
         self._writers: dict = {}
 
     # ---------------------------------------------------------------- setup
@@ -95,6 +118,7 @@ class Trainer:
         """Strategy, precision, data, model; then the run folder and its backups."""
         with self.timings.span("setup"):
             self.run = setup(self.recipe, self.run_name)
+            _claim_run_folder(self.run.run_dir, self.resume)
             os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
             store_counts(self.run)
             self.backup = RunBackup(self.run.run_dir, self.run.task)
@@ -106,12 +130,16 @@ class Trainer:
         """The save to resume from: this worker's latest, or under multi-worker the newest save
         that every worker has (a worker killed mid-save is one save behind)."""
         latest = self.backup.latest() if self.resume else None
+        nonce = secrets.randbits(62)
         if not self.run.multiworker:
+            self.run_id = f"{nonce:016x}"
             return latest
         key = -1 if latest is None else latest["phase"] * 10**12 + latest["step"]
         strategy = self.run.strategy
-        keys = strategy.gather(strategy.run(lambda: tf.constant([key], tf.int64)), axis=0).numpy()
-        agreed = int(keys.min())
+        # one gather agrees on the save (the oldest latest) and on the run id (the chief's nonce)
+        keys = strategy.gather(strategy.run(lambda: tf.constant([[key, nonce]], tf.int64)), axis=0).numpy()
+        self.run_id = f"{int(keys[0, 1]):016x}"
+        agreed = int(keys[:, 0].min())
         if agreed < 0:
             return None
         save = self.backup.find(agreed // 10**12, agreed % 10**12)
