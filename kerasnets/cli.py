@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -301,55 +302,243 @@ def _serving_settings(model_path: str, size: int, crop_padding: int | None, resi
 
 
 def _evaluation_split(model_path: str, source: str, split: str | None) -> tuple[str, dict]:
-    """The split ``kerasnets evaluate`` scores and the carve options that draw it.
+    """The split ``kerasnets evaluate`` scores and the load options that draw it as the run did.
 
     The data a model was evaluated on when it was trained (its contract) is scored the same way:
     the same split and the same seeded carve, so a plain folder's held-out 20% is never swapped for
-    training images. Other data: ``test``, else the held-out split; a plain folder of class
-    subfolders that the model did not train on is scored whole.
+    training images; TFRecords' ``num_classes`` / ``label_offset`` come along when the contract
+    records them. Other data: ``test``, else the held-out split; a plain folder of class
+    subfolders that the model did not train on is scored whole, and so is a TFRecord glob.
     """
     from kerasnets import data
     from kerasnets.data.files import folder_layout
+
+    split = _record_split(source, split)
+    evaluation = _run_evaluation(model_path, source)
+    options = {k: evaluation[k] for k in ("seed", "validation_split", "num_classes", "label_offset")
+               if evaluation.get(k) is not None}
+    if split:
+        return split, options
+    if evaluation:
+        return evaluation["split"], options
+    if os.path.isdir(source) and not folder_layout(source).split_dirs:
+        return "all", options
+    return data.held_out_split(source, "test"), options
+
+
+def _record_split(source: str, split: str | None) -> str | None:
+    """``split``, or "all" for a TFRecord glob, which has no splits (its files are the split); ValueError
+    when a split is asked of one: it would be a label, not a choice of files."""
+    if source_kind(source) != "tfrecords":
+        return split
+    if split is not None and split != "all":
+        raise ValueError(f"{source!r} is a TFRecord glob, which has no splits: split {split!r} would choose no file; "
+                         f"drop the split flag and pass the glob of the shards to use, e.g. '.../validation-*'")
+    return "all"
+
+
+def _run_evaluation(model_path: str, source: str) -> dict:
+    """The contract's record of where the run measured its accuracy, when that was ``source``; else {}."""
     from kerasnets.serving import read_contract
 
     contract = read_contract(model_path)
     evaluation = contract.evaluation if contract else {}
-    same = bool(evaluation) and str(evaluation.get("data")) in (source, os.path.abspath(source))
-    carve = {k: v for k, v in (("seed", evaluation.get("seed")), ("validation_split", evaluation.get("validation_split")))
-             if same and v is not None}
-    if split:
-        return split, carve
-    if same:
-        return evaluation["split"], carve
-    if os.path.isdir(source) and not folder_layout(source).split_dirs:
-        return "all", carve
-    return data.held_out_split(source, "test"), carve
+    return evaluation if evaluation and str(evaluation.get("data")) in (source, os.path.abspath(source)) else {}
+
+
+def _load_options(source: str, options: dict, num_classes: int | None, label_offset: int | None) -> dict:
+    """The ``kerasnets.data.load`` options of ``source``: those of ``options`` its kind takes, and
+    ``--num-classes`` / ``--label-offset``; ValueError when those flags are given for a source that
+    is not TFRecords, or when TFRecords name neither their classes nor a count."""
+    from kerasnets.data.tfrecords import labels_file, metadata_entry, record_files
+
+    kind = source_kind(source)
+    given = {k: v for k, v in (("num_classes", num_classes), ("label_offset", label_offset)) if v is not None}
+    if given and kind != "tfrecords":
+        flags = " and ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ValueError(f"{flags} apply to TFRecord sources only, and {source!r} is {_KIND_WORDS.get(kind, kind)} "
+                         f"(which names its classes): drop {flags}")
+    options = {k: v for k, v in {**options, **given}.items() if k == "seed" or k in _SOURCE_OPTIONS.get(kind, ())}
+    files = record_files(source) if kind == "tfrecords" else []
+    if files and "num_classes" not in options and not (
+            os.path.isfile(labels_file(files[0])) or metadata_entry(files)[0] is not None):
+        raise ValueError(f"TFRecords {source!r} have no labels file or dataset.json: pass --num-classes N (the "
+                         f"model's outputs), and --label-offset -1 if their labels start at 1 (ImageNet's do)")
+    return options
+
+
+def _label_map(model_names: Sequence[str] | None, outputs: int, info, by_index: bool = False) -> "np.ndarray":
+    """The model output index of each class of the data (``info`` of :func:`kerasnets.data.load`).
+
+    Classes are matched by name, so a folder holding a subset of the model's classes is scored
+    correctly; ValueError, with both lists, when the data has a class the model does not know.
+    ``by_index``: the data's labels are the model's output indices (TFRecords loaded with
+    ``--num-classes``, whose classes have no names)."""
+    import numpy as np
+
+    data_names = tuple(info.class_names)
+    if model_names is None or by_index:
+        if len(data_names) != outputs:
+            raise ValueError(f"{info.source!r} has {len(data_names)} classes but the model has {outputs} outputs "
+                             f"(and no class names to match them by): pass data with the model's classes")
+        if model_names is None:
+            log.warning("the model has no class names (no contract, no labels.txt): assuming %s's classes %s are its "
+                        "outputs in order", info.source, list(data_names)[:10])
+        return np.arange(outputs)
+    index = {name: i for i, name in enumerate(model_names)}
+    unknown = [name for name in data_names if name not in index]
+    if unknown:
+        raise ValueError(f"{info.source!r} has classes the model does not know: {unknown[:20]}; the data's classes "
+                         f"are {list(data_names)[:20]}, the model's {list(model_names)[:20]}: pass data whose "
+                         f"class folders are among the model's")
+    return np.array([index[name] for name in data_names], np.int64)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from kerasnets import data
+    from kerasnets.serving import read_class_names
 
     try:
         predict, shape = _load_any_model(args.model)
         crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
-        split, carve = _evaluation_split(args.model, args.data, args.split)
+        split, options = _evaluation_split(args.model, args.data, args.split)
+        options = _load_options(args.data, options, args.num_classes, args.label_offset)
         dataset, info = data.load(args.data, split, image_size=shape[0], batch_size=args.batch_size,
-                                  training=False, resize_method=resize, crop_padding=crop_padding, **carve)
+                                  training=False, resize_method=resize, crop_padding=crop_padding, **options)
+        names = read_class_names(args.model)
+        by_index = "num_classes" in options
+        mapping = _label_map(names, len(names), info, by_index) if names else None
+        correct = total = 0
+        for images, labels in dataset:
+            scores = predict(images.numpy())
+            if mapping is None:
+                mapping = _label_map(None, scores.shape[-1], info, by_index)
+            correct += int(np.sum(scores.argmax(-1) == mapping[labels.numpy()]))
+            total += len(labels)
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
         return _fail(error)
-    correct = total = 0
-    for images, labels in dataset:
-        scores = predict(images.numpy())
-        correct += int(np.sum(scores.argmax(-1) == labels.numpy()))
-        total += len(labels)
     if total == 0:
         return _fail(ValueError(f"no image of {args.data!r} split {split!r} could be read: nothing to evaluate "
                                 "(check the folder or pass another --split)"))
-    print(f"{args.model}: accuracy {correct / total:.4f} on {total} images of {args.data!r} split {split!r} "
-          f"(center crop padding {crop_padding}, {resize})")
+    print(f"{args.model}: accuracy {correct / total:.4f} on {total} of the {info.num_examples} images of "
+          f"{args.data!r} split {split!r} (center crop padding {crop_padding}, {resize})")
+    if total != info.num_examples:
+        return _fail(ValueError(f"scored {total} of the {info.num_examples} images of {args.data!r} split {split!r}: "
+                                f"{info.num_examples - total} could not be decoded, so the accuracy is not the split's; "
+                                "replace the broken files (open each with PIL) or remove them"))
     return 0
+
+
+#: images an export's accuracy report is measured on, drawn evenly over the whole held-out split
+_REPORT_IMAGES = 512
+
+
+def _draw(source: str, split: str, count: int, model_names: Sequence[str], outputs: int, options: dict,
+          common: dict) -> tuple[tuple, dict]:
+    """About ``count`` images of ``split`` drawn evenly over all of it, as numpy (images, labels of
+    the model's outputs), and what they are: ``{"source", "split", "split_images"}``.
+
+    Every ``k``-th example (``load(shard=(k, 0))``, before any file is read: class-sorted folders
+    give every class its share; TFRecords every ``k``-th shard), ``k = split size // count``, then a
+    seeded choice of ``count`` of those: at most ``2 * count`` images (and a batch) are held in memory."""
+    import numpy as np
+
+    from kerasnets import data
+    from kerasnets.data.tfrecords import record_files
+
+    _, info = data.load(source, split, **common, **options)
+    step = max(1, info.num_examples // count)
+    if source_kind(source) == "tfrecords":
+        step = min(step, len(record_files(source)))
+    dataset, info = data.load(source, split, **common, **options, **({"shard": (step, 0)} if step > 1 else {}))
+    mapping = _label_map(model_names, outputs, info, by_index="num_classes" in options)
+    images, labels, held = [], [], 0
+    for batch_images, batch_labels in dataset:
+        images.append(batch_images.numpy())
+        labels.append(mapping[batch_labels.numpy()])
+        held += len(images[-1])
+        if held >= 2 * count:  # one big TFRecord file: its first images, never all of them in memory
+            break
+    if not images:
+        raise ValueError(f"no image of {source!r} split {split!r} could be decoded; replace the broken files")
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    keep = np.sort(np.random.RandomState(0).permutation(len(images))[:count])
+    return (images[keep], labels[keep]), {"source": source, "split": info.split, "split_images": info.num_examples}
+
+
+def _check_export_flags(args: argparse.Namespace) -> None:
+    """ValueError for every ``kerasnets export`` flag that the chosen format and quantization would ignore."""
+    int8 = args.format == "tflite" and args.quantize == "int8"
+    given = {"--quantize": args.quantize != "none", "--io-dtype": args.io_dtype is not None,
+             "--calibration": args.calibration is not None, "--calibration-split": args.calibration_split is not None,
+             "--steps": args.steps is not None, "--eval-split": args.eval_split is not None,
+             "--eval-data": args.eval_data is not None, "--num-classes": args.num_classes is not None,
+             "--label-offset": args.label_offset is not None}
+    if args.format == "saved_model":
+        ignored = [flag for flag, on in given.items() if on]
+        if ignored:
+            raise ValueError(f"--format saved_model writes the float model and takes none of {', '.join(ignored)} "
+                             f"(quantization and its calibration are TFLite's): use --format tflite, or drop them")
+        return
+    if not int8:
+        ignored = [flag for flag in ("--calibration-split", "--steps") if given[flag]]
+        if args.io_dtype not in (None, "float32"):
+            ignored.append(f"--io-dtype {args.io_dtype}")
+        if ignored:
+            raise ValueError(f"{', '.join(ignored)} apply to --quantize int8 only, not --quantize {args.quantize}; "
+                             f"drop them or pass --quantize int8")
+        if (args.eval_split is not None or args.num_classes is not None or args.label_offset is not None) and not (
+                args.calibration or args.eval_data):
+            raise ValueError("--eval-split, --num-classes and --label-offset describe the report's data: pass "
+                             "--eval-data SOURCE (or --calibration SOURCE)")
+    elif not args.calibration:
+        raise ValueError("--quantize int8 needs --calibration SOURCE (the training data, e.g. the folder or "
+                         "TFRecords the model was trained on)")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive number of calibration images, got {args.steps}")
+
+
+def _export_data(args: argparse.Namespace, model_names: Sequence[str], outputs: int, common: dict
+                 ) -> tuple[tuple | None, tuple | None, dict]:
+    """The calibration and report data of ``kerasnets export`` (numpy (images, labels) each, or
+    None) and their description for the report. The report is measured on held-out images: the
+    run's own held-out split (its contract: split, seed, carve) when the source is the data the
+    model was evaluated on, else the source's held-out split; ValueError when calibration and report
+    would share files (the same split, ``all``, or one TFRecord glob, which has no splits)."""
+    from kerasnets import data
+    from kerasnets.data.tfrecords import record_files
+
+    int8 = args.quantize == "int8"
+    calib_source, eval_source = args.calibration if int8 else None, args.eval_data or args.calibration
+    calib_split = (_record_split(calib_source, args.calibration_split) if int8 else None) or "train"
+    split, options = _evaluation_split(args.model, eval_source, args.eval_split)
+    if (eval_source == args.calibration and not args.eval_split and source_kind(eval_source) != "tfrecords"
+            and not _run_evaluation(args.model, eval_source)):
+        split = data.held_out_split(eval_source, "test", **options)  # never a plain folder's "all"
+    options = _load_options(eval_source, options, args.num_classes, args.label_offset)
+    if int8 and source_kind(eval_source) == "tfrecords" and source_kind(calib_source) == "tfrecords":
+        shared = set(record_files(calib_source)) & set(record_files(eval_source))
+        if shared:
+            raise ValueError(f"--calibration {calib_source!r} and the report's data {eval_source!r} share "
+                             f"{len(shared)} TFRecord files (a glob has no splits: --calibration-split and --eval-split "
+                             f"cannot separate them): pass --eval-data with the held-out shards, e.g. 'validation-*'")
+    elif int8 and eval_source == calib_source and (split == calib_split or "all" in (split, calib_split)):
+        raise ValueError(f"--eval-split {split!r} and --calibration-split {calib_split!r} of {eval_source!r} share "
+                         f"images: the report must be measured on held-out data; pass another --eval-split "
+                         f"(e.g. test or validation) or --eval-data SOURCE")
+    evaluation, described = _draw(eval_source, split, _REPORT_IMAGES, model_names, outputs, options, common)
+    sources = {"evaluation": described}
+    calibration = None
+    if int8:
+        calib_options = _load_options(calib_source, _evaluation_split(args.model, calib_source, calib_split)[1],
+                                      args.num_classes, args.label_offset)
+        calibration, sources["calibration"] = _draw(calib_source, calib_split, args.steps or 500, model_names,
+                                                    outputs, calib_options, common)
+    print(f"calibrating on split {calib_split!r} of {calib_source}, " if int8 else "", end="", file=sys.stderr)
+    print(f"reporting on split {split!r} of {eval_source}", file=sys.stderr)
+    return calibration, evaluation, sources
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -358,10 +547,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import keras
 
     import kerasnets  # noqa: F401
-    from kerasnets import data, export
+    from kerasnets import export
     from kerasnets.serving import read_class_names, read_contract
 
     try:
+        _check_export_flags(args)
         if not os.path.isfile(args.model):
             raise ValueError(f"no .keras file at {args.model!r} (export takes the model.keras of a training run)")
         model = keras.saving.load_model(args.model)
@@ -372,48 +562,58 @@ def _cmd_export(args: argparse.Namespace) -> int:
             report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
                                         overwrite=args.overwrite)
         else:
-            calibration = evaluation = None
-            if args.calibration:
+            calibration = evaluation = sources = None
+            if args.calibration or args.eval_data:
                 common = dict(image_size=model.input_shape[1], batch_size=32, training=False, resize_method=resize,
                               crop_padding=crop_padding)
-                calibration, _ = data.load(args.calibration, args.calibration_split, **common)
-                # a seeded shuffle: folders list class by class, and --steps images must cover every class
-                calibration = calibration.unbatch().shuffle(10_000, seed=0).batch(32)
-                eval_split = args.eval_split or data.held_out_split(args.calibration, "test")
-                if eval_split == args.calibration_split:
-                    raise ValueError(f"--eval-split {eval_split!r} is the calibration split: the report must be "
-                                     "measured on held-out data; pass another --eval-split")
-                evaluation, _ = data.load(args.calibration, eval_split, **common)
-                print(f"calibrating on split {args.calibration_split!r}, reporting on split {eval_split!r} of "
-                      f"{args.calibration}", file=sys.stderr)
+                calibration, evaluation, sources = _export_data(args, names, int(model.output_shape[-1]), common)
             report = export.tflite(model, args.output, args.quantize, representative=calibration,
-                                   eval_data=evaluation, calibration_steps=args.steps, io_dtype=args.io_dtype,
-                                   class_names=names, contract=contract, overwrite=args.overwrite)
+                                   eval_data=evaluation, calibration_steps=args.steps or 500,
+                                   eval_examples=_REPORT_IMAGES, io_dtype=args.io_dtype or "float32",
+                                   class_names=names, contract=contract, resize_method=resize, sources=sources,
+                                   overwrite=args.overwrite)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, OSError, export.ExportError) as error:
         return _fail(error)
     print(json.dumps(report, indent=2))
     return 0
 
 
+def _shown(path: str) -> str:
+    """``path`` printable on any terminal: bytes that are not UTF-8 (a latin-1 file name) as ``\\xe9`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    """Top-k classes of each image file; an unreadable or over-budget file is one ``error:`` line (exit 2),
+    the others are still predicted."""
     import numpy as np
     import tensorflow as tf
 
-    from kerasnets.data.transforms import center_crop
+    from kerasnets.data.transforms import DEFAULT_MAX_PIXELS, center_crop, check_encoded
     from kerasnets.serving import read_class_names
 
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
+        crop_padding, resize = _serving_settings(args.model, min(shape[:2]), args.crop_padding, args.resize)
+        check_encoded(tf.constant(b""), max_pixels)  # validates --max-pixels before any file is read
     except (ValueError, OSError) as error:
         return _fail(error)
     names = read_class_names(args.model)
     status = 0
     for path in args.images:
         try:
-            image = center_crop(tf.io.read_file(path), shape[0], crop_padding=crop_padding, method=resize).numpy()
-        except (tf.errors.OpError, ValueError) as error:
-            print(f"{path}: error: cannot read image ({str(error).splitlines()[0]})", file=sys.stderr)
+            with open(path, "rb") as handle:  # bytes in Python: any file name the OS has, latin-1 included
+                encoded = tf.constant(handle.read())
+            reason = check_encoded(encoded, max_pixels).numpy().decode()  # refused before decoding
+            if reason:
+                raise ValueError(reason)
+            image = center_crop(encoded, shape[:2], crop_padding=crop_padding, method=resize,
+                                max_pixels=max_pixels).numpy()
+        except (tf.errors.OpError, ValueError, OSError) as error:
+            why = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+            why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", why))  # TF's op name wrappers
+            print(f"{_shown(path)}: error: cannot read image ({why})", file=sys.stderr)
             status = 2
             continue
         if shape[-1] == 1:
@@ -421,7 +621,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         scores = predict(image[None])[0]
         top = np.argsort(scores)[::-1][: args.top_k]
         ranked = ", ".join(f"{names[i] if names else i} {scores[i]:.3f}" for i in top)
-        print(f"{path}: {ranked}")
+        print(f"{_shown(path)}: {ranked}")
     return status
 
 
@@ -441,10 +641,19 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return 0
     run_dir = os.path.join(args.output, recipe.name)
     print(open(os.path.join(run_dir, "trials.md")).read())
-    print(f"best: alpha {best['alpha']:g}, beta {best['beta']:g}, gamma {best['gamma']:g} "
-          f"(val_accuracy {best['val_accuracy']:.4f}, FLOPs x{best['flops_ratio']:.2f} of phi=0)")
+    print(f"best: alpha {best['alpha']:g}, beta {best['beta']:g}, gamma {best['effective_gamma']:.4g} as trained "
+          f"({best['resolution']:.0f} px; grid gamma {best['gamma']:g}) (val_accuracy {best['val_accuracy']:.4f}, "
+          f"FLOPs x{best['flops_ratio']:.2f} of phi=0)")
     print(f"results: {run_dir}/best.json, trials.csv, trials.md, search.png")
     return 0
+
+
+def _record_flags(parser: argparse.ArgumentParser) -> None:
+    """``--num-classes`` and ``--label-offset``: what TFRecords without a labels file need."""
+    parser.add_argument("--num-classes", type=int, help="TFRecords without a labels file: the number of classes "
+                                                        "(the model's outputs, e.g. 1000)")
+    parser.add_argument("--label-offset", type=int, help="TFRecords: added to each label (-1 for ImageNet's "
+                                                         "1-based labels)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -499,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     evaluate.add_argument("--crop-padding", type=int, help="default: the model's own (its contract)")
+    _record_flags(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
     exporter = sub.add_parser("export", help="export a .keras model to a SavedModel or TFLite file")
@@ -506,13 +716,18 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--format", required=True, choices=("saved_model", "tflite"))
     exporter.add_argument("--output", required=True)
     exporter.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic", "int8"))
-    exporter.add_argument("--io-dtype", default="float32", choices=("float32", "int8", "uint8"))
+    exporter.add_argument("--io-dtype", choices=("float32", "int8", "uint8"),
+                          help="int8 only: the file's input and output type (default float32)")
     exporter.add_argument("--calibration", help="data source for int8 calibration and the accuracy report")
-    exporter.add_argument("--calibration-split", default="train", help="split calibrated on (default train)")
-    exporter.add_argument("--eval-split", help="held-out split the report is measured on (default: test, else the "
-                                               "source's held-out split)")
-    exporter.add_argument("--steps", type=int, default=500,
-                          help="calibration images (int8: the last fifth choose between min/max and percentile ranges)")
+    exporter.add_argument("--calibration-split", help="int8 only: split calibrated on (default train)")
+    exporter.add_argument("--eval-data", help="data source of the accuracy report when it is not --calibration's "
+                                              "(TFRecord globs: the held-out shards)")
+    exporter.add_argument("--eval-split", help="held-out split the report is measured on (default: the run's own "
+                                               "held-out split, else test, else the source's held-out split)")
+    exporter.add_argument("--steps", type=int,
+                          help="int8 only: calibration images, drawn over the whole split (default 500; the last "
+                               "fifth choose between min/max and percentile ranges)")
+    _record_flags(exporter)
     exporter.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
     exporter.add_argument("--overwrite", action="store_true")
     exporter.set_defaults(func=_cmd_export)
@@ -533,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
     predictor.add_argument("--top-k", type=int, default=5)
     predictor.add_argument("--crop-padding", type=int, help="default: the model's own eval crop (its contract)")
     predictor.add_argument("--resize", choices=("bilinear", "bicubic"), help="default: the model's own (its contract)")
+    predictor.add_argument("--max-pixels", type=int,
+                           help="pixel budget per image, checked on its header before decoding (default 89478485, "
+                                "PIL's limit; baseline JPEGs count at 1/8 scale)")
     predictor.set_defaults(func=_cmd_predict)
     return parser
 

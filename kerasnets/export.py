@@ -25,7 +25,8 @@ import tensorflow as tf
 from kerasnets import int8
 from kerasnets.atomic import atomic_write_text
 from kerasnets.data.pipeline import default_crop_padding
-from kerasnets.data.transforms import center_crop
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
+from kerasnets.data.transforms import center_crop, check_encoded
 from kerasnets.models.weights import transfer_weights
 from kerasnets.serving import PreprocessingContract, write_contract_file, write_labels
 
@@ -152,7 +153,7 @@ def _contract(model: keras.Model, contract: PreprocessingContract | None, class_
     bicubic) with explicit arguments taking precedence."""
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])
-    base = contract or PreprocessingContract((height, width), channels, "bicubic", default_crop_padding(height),
+    base = contract or PreprocessingContract((height, width), channels, "bicubic", default_crop_padding(min(height, width)),
                                              tuple(str(i) for i in range(classes)))
     names = tuple(str(n) for n in class_names) if class_names is not None else base.class_names
     if len(names) != classes:
@@ -175,6 +176,7 @@ def saved_model(
     verify: np.ndarray | None = None,
     resize_method: str | None = None,
     contract: PreprocessingContract | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
     """Write a SavedModel with three signatures, atomically (temporary directory, then rename).
 
@@ -182,8 +184,13 @@ def saved_model(
     - ``serve_uint8``: the same for uint8 images.
     - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped and resized
       exactly as the model's eval pipeline did (its :class:`~kerasnets.serving.PreprocessingContract`:
-      ``crop_padding``, ``resize_method``), then ``top_k`` ``class_ids``, ``class_names`` and
-      ``probabilities``.
+      ``crop_padding``, ``resize_method``; a (height, width) model gets a center window of its
+      aspect ratio), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``, and a
+      ``status`` per image: "ok", or why it was refused before decoding (empty, not an image, a
+      header declaring more than ``max_pixels`` pixels: see :mod:`kerasnets.data.headers`); a
+      refused image gets class id -1, name "" and probability 0, and never fails the others. Images are decoded one at a
+      time, so a request's memory is bounded by one image within the budget (bytes that pass the
+      header check but are corrupt inside still fail the request with InvalidArgumentError).
 
     ``contract`` is the model's preprocessing contract (the engine passes the one it trained with;
     ``kerasnets export`` reads it from the ``.keras`` file); ``class_names``, ``crop_padding`` and
@@ -197,6 +204,7 @@ def saved_model(
     model = float32_model(model)
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])
+    max_pixels = check_max_pixels(max_pixels)
     contract = _contract(model, contract, class_names, crop_padding, resize_method)
     names = list(contract.class_names)
     crop_padding, resize_method = contract.crop_padding, contract.resize_method
@@ -217,17 +225,26 @@ def saved_model(
         return forward(tf.cast(images, tf.float32))
 
     def from_bytes(encoded):
-        def decode(one):
-            return center_crop(one, height, crop_padding=crop_padding, method=resize_method)
+        def decode(one):  # a refused image (check_encoded's reason) is never decoded: zeros stand in for it
+            reason = check_encoded(one, max_pixels)
+            image = tf.cond(tf.equal(reason, ""),
+                            lambda: center_crop(one, (height, width), crop_padding=crop_padding,
+                                                method=resize_method, max_pixels=max_pixels),
+                            lambda: tf.zeros([height, width, 3], tf.float32))
+            return image, tf.where(tf.equal(reason, ""), "ok", reason)
 
-        images = tf.map_fn(decode, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32))
+        # one image at a time: the pixel budget bounds one decode, not ten in parallel
+        images, status = tf.map_fn(decode, encoded, parallel_iterations=1, fn_output_signature=(
+            tf.TensorSpec([height, width, 3], tf.float32), tf.TensorSpec([], tf.string)))
         if channels == 1:
             images = tf.image.rgb_to_grayscale(images)
         scores = forward(images)
         probabilities = scores if probabilities_out else tf.nn.softmax(scores, axis=-1)
         top = tf.math.top_k(probabilities, k=top_k)
-        return {"class_ids": top.indices, "class_names": tf.gather(names_table, top.indices),
-                "probabilities": top.values}
+        valid = tf.equal(status, "ok")[:, None]  # refused images: class id -1, name "", probability 0
+        return {"class_ids": tf.where(valid, top.indices, -1),
+                "class_names": tf.where(valid, tf.gather(names_table, top.indices), ""),
+                "probabilities": tf.where(valid, top.values, 0.0), "status": status}
 
     archive.add_endpoint("serving_default", forward)
     archive.add_endpoint("serve_uint8", predict_uint8, [tf.TensorSpec([None, height, width, channels], tf.uint8)])
@@ -283,13 +300,23 @@ def _batches(data: Any, limit: int) -> Iterable[tuple[np.ndarray, np.ndarray | N
 
 
 def run_tflite(path_or_bytes: str | bytes, images: np.ndarray, num_threads: int | None = None) -> np.ndarray:
-    """Run a .tflite model (ai_edge_litert) on float images in 0..255; outputs dequantized to float32."""
+    """Run a .tflite model (ai_edge_litert) on images ``[N, H, W, C]`` in 0..255 (integer or float; the
+    model's own H, W, C); outputs dequantized to float32. ValueError/TypeError naming the expected
+    shape for any other input."""
     from ai_edge_litert.interpreter import Interpreter
 
     kwargs = {"model_path": path_or_bytes} if isinstance(path_or_bytes, str) else {"model_content": path_or_bytes}
     interpreter = Interpreter(num_threads=num_threads, **kwargs)
     input_detail = interpreter.get_input_details()[0]
     output_detail = interpreter.get_output_details()[0]
+    images = np.asarray(images)
+    expected = tuple(int(d) for d in input_detail["shape"][1:])
+    if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise TypeError(f"run_tflite takes integer or float images in 0..255, got dtype {images.dtype}")
+    if images.ndim != 4 or images.shape[1:] != expected:
+        raise ValueError(f"run_tflite takes images of shape [N, {', '.join(map(str, expected))}] (the model's input, "
+                         f"pixels 0..255), got shape {images.shape}; crop and resize them first "
+                         f"(kerasnets.data.transforms.center_crop)")
     interpreter.resize_tensor_input(input_detail["index"], [1, *images.shape[1:]])
     interpreter.allocate_tensors()
     outputs = []
@@ -323,22 +350,29 @@ def tflite(
     overwrite: bool = False,
     saved_model_dir: str | None = None,
     contract: PreprocessingContract | None = None,
+    resize_method: str | None = None,
+    sources: dict | None = None,
 ) -> dict[str, Any]:
     """Convert ``model`` to a LiteRT flatbuffer and verify it against Keras.
 
     Args:
         quantization: "none" (fp32), "float16", "dynamic" (int8 weights) or "int8" (full integer,
             calibrated on ``representative``: a dataset of (images, labels) batches, e.g. the eval
-            pipeline, or an array of images in 0..255; ``calibration_steps`` images are used, the
-            last fifth of them (when there are 100 or more) held out to choose between min/max and
-            percentile ranges, see :mod:`kerasnets.int8`). A softmax classifier is centered first
+            pipeline, or an array of images in 0..255; its first ``calibration_steps`` images are
+            used, in a seeded random order whose last fifth (when there are 100 or more) is held out
+            to choose between min/max and percentile ranges, see :mod:`kerasnets.int8`; draw them
+            over every class, as ``kerasnets export`` does). A softmax classifier is centered first
             (:func:`center_softmax_classifier`, exact in float).
         io_dtype: "float32", or "int8"/"uint8" input and output (int8 quantization only).
         eval_data: labelled data for the report (top-1 agreement, accuracy of Keras and TFLite);
             defaults to ``representative``, then to random images (parity only).
         class_names, metadata: written beside the file as ``labels.txt`` and ``<name>.json``.
         contract: the model's preprocessing contract, stored under ``"preprocessing"`` in
-            ``<name>.json`` (``class_names`` overrides its names).
+            ``<name>.json`` (``class_names`` and ``resize_method`` override it).
+        sources: what ``eval_data`` and ``representative`` are, e.g. ``{"evaluation": {"source",
+            "split"}, "calibration": {...}}``: the report's ``evaluated_on`` and its calibration's
+            ``calibrated_on`` carry them, with the image count and, for labelled data, per-class
+            counts (by ``class_names``).
         saved_model_dir: convert the ``serving_default`` signature of this SavedModel of ``model``
             (e.g. one written by :func:`saved_model`) instead of exporting the model again.
 
@@ -356,7 +390,7 @@ def tflite(
         raise ValueError("quantization='int8' needs representative data (e.g. the eval pipeline of the training data)")
     model = float32_model(model)
     height, width, channels = _input_size(model)
-    contract = _contract(model, contract, class_names, None, None)
+    contract = _contract(model, contract, class_names, None, resize_method)
     _prepare_target(path, overwrite)
 
     centered = center_softmax_classifier(model) if quantization == "int8" else None
@@ -374,10 +408,14 @@ def tflite(
             converter.target_spec.supported_types = [tf.float16]
         calibration = samples = None
         if quantization == "int8":
-            samples = [im for images, _ in _batches(representative, calibration_steps) for im in images]
-            if not samples:
+            drawn = list(_batches(representative, calibration_steps))
+            if not drawn or not sum(len(images) for images, _ in drawn):
                 raise ValueError("representative data yielded no images")
-            samples = np.stack(samples[:calibration_steps]).astype(np.float32)
+            samples = np.concatenate([images for images, _ in drawn])[:calibration_steps]
+            sample_labels = (None if any(labels is None for _, labels in drawn)
+                             else np.concatenate([labels for _, labels in drawn])[:calibration_steps])
+            order = np.random.RandomState(0).permutation(len(samples))  # the held-out fifth: any class
+            samples = samples[order]
         try:
             if samples is not None:
                 flatbuffer, calibration = int8.quantize(
@@ -389,8 +427,11 @@ def tflite(
             raise ExportError(f"TFLite conversion ({quantization}) of {model.name!r} failed: {error}") from error
 
     converted = time.perf_counter()
-    report = _verify_tflite(model, flatbuffer, quantization, eval_data if eval_data is not None else representative,
-                            eval_examples, (height, width, channels))
+    report, labels = _verify_tflite(model, flatbuffer, quantization,
+                                    eval_data if eval_data is not None else representative, eval_examples,
+                                    (height, width, channels))
+    described = (sources or {}).get("evaluation" if eval_data is not None else "calibration")
+    report["evaluated_on"] = _described(described, labels, report["examples"], contract.class_names)
     report["seconds"] = {"export": round(converted - began, 2), "verify": round(time.perf_counter() - converted, 2)}
     tmp_path = f"{path}.tmp-{os.getpid()}"
     with open(tmp_path, "wb") as handle:
@@ -399,6 +440,8 @@ def tflite(
     report.update({"path": path, "quantization": quantization, "io_dtype": io_dtype, "bytes": len(flatbuffer),
                    "centered_classifier": centered is not None})
     if calibration is not None:
+        calibration["calibrated_on"] = _described((sources or {}).get("calibration"), sample_labels, len(samples),
+                                                  contract.class_names)
         report["calibration"] = calibration
     write_labels(os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt"), contract.class_names)
     sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
@@ -421,7 +464,19 @@ def _saved_model_converter(saved_model_dir: str):
         return tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
 
 
-def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[str, Any]:
+def _described(source: dict | None, labels: np.ndarray | None, images: int, class_names: Sequence[str]) -> dict:
+    """Which images a figure was measured on: ``source`` (e.g. source and split), the image count
+    and, with labels, the count of each class (every class of the model, zeros included)."""
+    described = {**(source or {}), "images": int(images)}
+    if labels is not None:
+        counts = np.bincount(np.asarray(labels, np.int64), minlength=len(class_names))
+        described["per_class"] = {str(name): int(n) for name, n in zip(class_names, counts)}
+    return described
+
+
+def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The report of ``flatbuffer`` against Keras on up to ``limit`` images of ``data`` (random
+    images when there is none), and those images' labels (None when unlabelled)."""
     images, labels = [], []
     for batch_images, batch_labels in _batches(data, limit):
         images.append(batch_images)
@@ -451,7 +506,7 @@ def _verify_tflite(model, flatbuffer, quantization, data, limit, shape) -> dict[
                           f"(> {limit_diff}); the file was not written")
     print(f"tflite {quantization}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in report.items()))
-    return report
+    return report, y
 
 
 def export_run(model, run_dir: str, formats: Sequence[str], contract: PreprocessingContract, metadata: dict,

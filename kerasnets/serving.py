@@ -59,8 +59,10 @@ class PreprocessingContract:
 
     @property
     def crop_fraction(self) -> float:
-        """The center-crop fraction of the short side (timm's ``crop_pct``)."""
-        return self.image_size[0] / (self.image_size[0] + self.crop_padding)
+        """The center-crop fraction (timm's ``crop_pct``): ``s / (s + crop_padding)``, ``s`` the short side of
+        ``image_size``, of the largest window of the model's aspect ratio (``transforms.center_crop``)."""
+        short = min(self.image_size)
+        return short / (short + self.crop_padding)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``crop_fraction`` included for readers of other libraries)."""

@@ -406,8 +406,9 @@ def test_folders_that_fit_neither_layout_name_the_folder(tmp_path, make, words):
 
 
 def _random_jpeg_bytes(seed, size=600):
-    """Passes the cheap header/trailer checks, but is no image."""
-    return b"\xff\xd8" + np.random.RandomState(seed).bytes(size) + b"\xff\xd9"
+    """Passes the cheap header/trailer checks (a 16x16 start-of-frame, the end marker), but is no image."""
+    frame = b"\xff\xc0\x00\x11\x08\x00\x10\x00\x10\x03" + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
+    return b"\xff\xd8" + frame + np.random.RandomState(seed).bytes(size) + b"\xff\xd9"
 
 
 def test_unreadable_folders_and_classes_fail_with_one_line(tmp_path):
@@ -644,13 +645,35 @@ def test_dataset_json_records_each_split_and_merges(tmp_path):
     _, info = data.load(str(records / "train-*"), image_size=16, batch_size=4, training=False)
     assert (info.num_examples, info.extras["count_source"]) == (11, "metadata")
     assert info.class_names == ("bird", "cat", "dog")
-    # train rewritten as 3 shards next to the 2 old ones: the glob holds 5 shards, which no entry describes
-    data.write_tfrecords(str(tmp_path / "photos"), str(records / "train"), shards=3, progress=False, split="train")
-    _, both = data.load(str(records / "train-*"), image_size=16, batch_size=4, training=False)
-    assert (both.num_examples, both.extras["count_source"]) == (22, "counted")
-    _, new = data.load(str(records / "train-*-of-00003"), image_size=16, batch_size=4, training=False)
-    assert (new.num_examples, new.extras["count_source"]) == (11, "metadata")
     assert json.loads((records / "dataset.json").read_text())["splits"]["test"]["examples"] == 5  # merged
+
+
+def test_rewriting_a_split_with_fewer_shards_replaces_it_and_mixed_totals_are_refused(tmp_path):
+    tiles, truth = _make_tree(tmp_path / "photos", SPEC)
+    records = tmp_path / "rec"
+    for split, shards in (("train", 4), ("test", 2), ("train", 2)):  # train written again, with fewer shards
+        data.write_tfrecords(str(tmp_path / "photos"), str(records / split), shards=shards, progress=False,
+                             split=split)
+    assert sorted(p.name for p in records.iterdir()) == [
+        "dataset.json", "test-00000-of-00002", "test-00001-of-00002", "test-labels.txt",
+        "train-00000-of-00002", "train-00001-of-00002", "train-labels.txt"]
+    ds, info = data.load(str(records / "train-*"), image_size=TILE, batch_size=64, training=False, crop_padding=0)
+    found = _identified(ds, tiles)
+    # the 11 images of photos/train, each once (the old 4 shards would have given each twice: 22)
+    assert sorted(tile for tile, _ in found) == list(range(11)) and info.num_examples == 11
+    assert all(info.class_names[label] == truth[tile] for tile, label in found)
+    _, splits = data.load(str(records / "*"), image_size=TILE, batch_size=64, training=False)
+    assert splits.num_examples == 11 + 5  # two splits of one total each: not refused
+    # a user copies the old 4-shard writing back beside the new one: refused, not read twice
+    data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / "old" / "train"), shards=4, progress=False,
+                         split="train")
+    for shard in (tmp_path / "old").glob("train-*-of-00004"):
+        (records / shard.name).write_bytes(shard.read_bytes())
+    with pytest.raises(ValueError, match=r"split 'train' .* 2 different totals \(train-\*-of-00002, "
+                                         r"train-\*-of-00004\).* read twice"):
+        data.load(str(records / "train-*"), image_size=TILE, batch_size=64, training=False)
+    _, one = data.load(str(records / "train-*-of-00002"), image_size=TILE, batch_size=64, training=False)
+    assert one.num_examples == 11
 
 
 def test_tfrecord_count_of_1024_foreign_shards_is_counted_once_then_cached(tmp_path):

@@ -7,14 +7,17 @@ downloaded datasets ship). The class list of a split layout is the union over it
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
 from dataclasses import dataclass, field
 
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS, find_jpeg_end, over_budget, read_header
+
 __all__ = [
     "IMAGE_EXTENSIONS", "SPLITS", "ImageFolder", "FolderLayout", "canonical_split", "folder_layout",
-    "folder_splits", "scan_folder", "select_split", "split_indices", "check_image_file",
+    "folder_splits", "scan_folder", "select_split", "split_indices", "check_image_file", "carve_key", "held_out",
 ]
 
 log = logging.getLogger("kerasnets.data")
@@ -25,42 +28,38 @@ SPLITS = ("train", "validation", "test", "all")
 _SPLIT_ALIASES = {"train": "train", "val": "validation", "validation": "validation", "test": "test", "all": "all"}
 _SPLIT_FOLDERS = ("train", "val", "validation", "test")
 _EXTS = "/".join(e[1:] for e in IMAGE_EXTENSIONS)
-_MAGIC = {
-    ".jpg": (b"\xff\xd8",),
-    ".jpeg": (b"\xff\xd8",),
-    ".png": (b"\x89PNG\r\n\x1a\n",),
-    ".bmp": (b"BM",),
-    ".gif": (b"GIF87a", b"GIF89a"),
-}
 
 
-def check_image_file(path: str) -> str | None:
-    """Why ``path`` cannot be a readable image (zero bytes, wrong signature, truncated), or None if it looks whole.
+def check_image_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why ``path`` cannot be a readable image, or None if it looks whole.
 
-    Reads only the first and last bytes: a JPEG must end with the EOI marker, a PNG with its IEND
-    chunk, a GIF with its trailer. Files that pass can still be corrupt inside; the pipeline's
-    ``ignore_errors`` is the second line of defence.
+    Reasons: zero bytes, wrong signature, a header that declares no size or more pixels than
+    ``max_pixels`` (:func:`kerasnets.data.headers.over_budget`, decided before any decode),
+    truncation. Reads the header and the last bytes: a PNG must end with its IEND chunk, a GIF
+    with its trailer, a JPEG must hold an end-of-image marker after its scan data (usually its
+    last bytes; a motion photo's MP4 or padding may follow it, and then the file is searched).
+    Files that pass can still be corrupt inside; the pipeline's ``ignore_errors`` is the second
+    line of defence.
     """
     try:
         size = os.path.getsize(path)
         if size == 0:
             return "zero bytes"
         with open(path, "rb") as handle:
-            head = handle.read(16)
+            header = read_header(handle)
+            if isinstance(header, str):
+                return header
             handle.seek(max(0, size - 16))
             tail = handle.read(16)
+            if header.format == "JPEG" and b"\xff\xd9" not in tail and find_jpeg_end(handle, header.data_offset) < 0:
+                return "truncated JPEG (no end-of-image marker after its scan data)"
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    kind = next((k for k, magics in _MAGIC.items() if any(head.startswith(m) for m in magics)), None)
-    if kind is None:
-        return "not a JPEG/PNG/BMP/GIF file"
-    if kind in (".jpg", ".jpeg") and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if kind == ".png" and b"IEND" not in tail:
+    if header.format == "PNG" and b"IEND" not in tail:
         return "truncated PNG (no IEND chunk)"
-    if kind == ".gif" and not tail.endswith(b";"):
+    if header.format == "GIF" and not tail.endswith(b";"):
         return "truncated GIF (no trailer)"
-    return None
+    return over_budget(header, max_pixels)
 
 
 def canonical_split(split: str) -> str:
@@ -83,11 +82,15 @@ class ImageFolder:
 
 @dataclass(frozen=True)
 class FolderLayout:
-    """Which layout ``root`` has: ``split_dirs`` maps "train"/"validation"/"test" to folders (empty: class-per-subfolder)."""
+    """Which layout ``root`` has: ``split_dirs`` maps "train"/"validation"/"test" to folders (empty: class-per-subfolder).
+
+    ``max_pixels`` is the pixel budget the scan of its files applies (:func:`check_image_file`).
+    """
 
     root: str
     class_names: tuple[str, ...]
     split_dirs: dict = field(default_factory=dict)
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def _subdirs(path: str) -> list[str]:
@@ -161,7 +164,10 @@ def folder_splits(layout: FolderLayout, validation_split: float | None) -> tuple
     return tuple(s for s in SPLITS[:3] if s in layout.split_dirs or (s == "validation" and carvable)) + ("all",)
 
 
-def _scan_class(class_dir: str) -> tuple[list[str], list[tuple[str, str]], int]:
+def _scan_class(class_dir: str, max_pixels: int) -> tuple[list[str], list[tuple[str, str]], int]:
+    """(readable paths, (skipped path, why) pairs, image files seen) under ``class_dir``, in sorted order.
+    File names that are not UTF-8 (e.g. latin-1 bytes) stay ``os.fsdecode`` strings: ``os.fsencode`` gives
+    back their bytes."""
     paths, skipped, seen = [], [], 0
     for directory, _, files in sorted(os.walk(class_dir)):
         for file in sorted(files):
@@ -169,7 +175,7 @@ def _scan_class(class_dir: str) -> tuple[list[str], list[tuple[str, str]], int]:
                 continue
             seen += 1
             path = os.path.join(directory, file)
-            problem = check_image_file(path)
+            problem = check_image_file(path, max_pixels)
             if problem:
                 skipped.append((path, problem))
             else:
@@ -182,7 +188,7 @@ def _scan(layout: FolderLayout, folders: list[str]) -> ImageFolder:
     paths, labels, skipped, empty = [], [], [], []
     for folder in folders:
         for name in _subdirs(folder):
-            found, bad, seen = _scan_class(os.path.join(folder, name))
+            found, bad, seen = _scan_class(os.path.join(folder, name), layout.max_pixels)
             paths += found
             labels += [index[name]] * len(found)
             skipped += bad
@@ -209,11 +215,48 @@ def _subset(found: ImageFolder, keep: list[int]) -> ImageFolder:
                        found.class_names, found.skipped)
 
 
+def carve_key(class_name: str, relative_path: str) -> str:
+    """What the validation carve hashes for one file: ``"<class>/<path relative to its class folder>"``
+    with ``/`` separators on every OS (the same file has the same key wherever the folder lies)."""
+    return f"{class_name}/{relative_path.replace(os.sep, '/')}"
+
+
+def held_out(key: str, validation_split: float, seed: int) -> bool:
+    """Whether the file with :func:`carve_key` ``key`` belongs to the validation carve.
+
+    The first 8 bytes of ``sha256(f"{seed}:{key}")`` read as a uniform number in [0, 1); the file
+    is held out when that number is below ``validation_split``. Each file is decided alone, so
+    adding or removing files never moves another file between train and validation.
+    """
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < validation_split
+
+
+def _carve(found: ImageFolder, folder: str, validation_split: float, split: str, seed: int) -> ImageFolder:
+    """The "train" or "validation" part of ``found`` (the files of the class folders in ``folder``)."""
+    validation = [i for i, (path, label) in enumerate(zip(found.paths, found.labels)) if held_out(
+        carve_key(found.class_names[label], os.path.relpath(path, os.path.join(folder, found.class_names[label]))),
+        validation_split, seed)]
+    where = f"validation_split={validation_split} (seed {seed}) of the {len(found.paths)} images in {folder!r}"
+    if split == "validation" and not validation:
+        raise ValueError(f"{where} holds out no image (each file is held out with probability {validation_split}); "
+                         f"raise validation_split, add images, or add a val/ folder")
+    if split == "train" and len(validation) == len(found.paths):
+        raise ValueError(f"{where} leaves no training image; lower validation_split or add images")
+    chosen = set(validation)
+    keep = [i for i in range(len(found.paths)) if (i in chosen) == (split == "validation")]
+    return _subset(found, keep)
+
+
 def select_split(layout: FolderLayout, split: str, validation_split: float | None = None, seed: int = 0) -> ImageFolder:
     """The checked files of one split of ``layout`` (see :func:`folder_splits` for which splits exist).
 
     A validation carve (class-per-subfolder folders, or a split layout without a validation folder
-    when ``validation_split > 0``) is a seeded shuffle of the train files: same seed, same partition.
+    when ``validation_split > 0``) holds out each file by a seeded hash of its class and its path
+    inside the class folder (:func:`held_out`): same seed, same partition, and adding or removing
+    images never moves another image between train and validation (a model evaluated on the
+    carve never sees an image it trained on). The validation share is ``validation_split`` on
+    average, not exactly; ValueError when the carve leaves one side empty.
     """
     split = canonical_split(split)
     available = folder_splits(layout, validation_split)
@@ -224,12 +267,12 @@ def select_split(layout: FolderLayout, split: str, validation_split: float | Non
     if not layout.split_dirs:
         carve = 0.2 if validation_split is None else validation_split
         found = _scan(layout, [layout.root])
-        return _subset(found, split_indices(len(found.paths), carve, split, seed))
+        return found if split == "all" or not carve else _carve(found, layout.root, carve, split, seed)
     if split == "all":
         return _scan(layout, [layout.split_dirs[s] for s in SPLITS[:3] if s in layout.split_dirs])
     if split in ("train", "validation") and "validation" not in layout.split_dirs and validation_split:
         found = _scan(layout, [layout.split_dirs["train"]])
-        return _subset(found, split_indices(len(found.paths), validation_split, split, seed))
+        return _carve(found, layout.split_dirs["train"], validation_split, split, seed)
     return _scan(layout, [layout.split_dirs[split]])
 
 
@@ -248,7 +291,10 @@ def _check_fraction(validation_split: float | None) -> None:
 
 
 def split_indices(count: int, validation_split: float, subset: str, seed: int) -> list[int]:
-    """Seeded shuffle of ``range(count)``: the last ``validation_split`` fraction is "validation", the rest "train"."""
+    """Seeded shuffle of ``range(count)``: the last ``validation_split`` fraction is "validation", the rest "train".
+
+    The carve of numpy arrays and digits, whose examples have no names (image folders use
+    :func:`held_out`, per file)."""
     _check_fraction(validation_split)
     subset = canonical_split(subset)
     if subset == "all":

@@ -12,9 +12,10 @@ import tensorflow as tf
 
 from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
 from kerasnets.data.files import canonical_split, folder_layout, folder_splits, select_split, split_indices
-from kerasnets.data.tfrecords import (check_tfrecords, labels_file, metadata_entry, parse_example, record_files,
-                                      tfrecord_count)
-from kerasnets.data.transforms import RESIZE_METHODS, eval_transform, train_transform
+from kerasnets.data.tfrecords import (check_label, check_tfrecords, label_errors, labels_file, metadata_entry,
+                                      parse_example, record_files, tfrecord_count)
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
+from kerasnets.data.transforms import RESIZE_METHODS, decode_rgb, eval_transform, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
            "SOURCE_KINDS"]
@@ -67,28 +68,61 @@ class _Raw:
     sharded: bool = False  # the source applied the load(shard=...) itself (TFRecords: a share of the files)
     epoch_dataset: Callable | None = None  # int64 epoch tensor -> one pass, its file order seeded by the epoch
     epoch_permutes: bool = False  # epoch_dataset already yields every example in a random order (no buffer needed)
+    check: Callable | None = None  # (image, label) -> (image, label), mapped after ignore_errors (which drops errors)
     defaults: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
 
-def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None, split: str = "all",
-                 validation_split: float | None = None, seed: int = 0) -> _Raw:
-    images, labels = np.asarray(images), np.asarray(labels).astype(np.int64).reshape(-1)
+def _array_images(images: Any) -> np.ndarray:
+    """Numpy images as uint8 [N, H, W, 1|3|4]: pixels in 0..255 (the models normalize inside), any
+    integer or float dtype; ValueError/TypeError naming the shape, dtype or range and the fix."""
+    images = np.asarray(images)
+    if images.dtype == bool or not (np.issubdtype(images.dtype, np.integer) or np.issubdtype(images.dtype, np.floating)):
+        raise TypeError(f"numpy images must be integers or floats with pixels in 0..255, got dtype {images.dtype}")
     if images.ndim == 3:
         images = images[..., None]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"numpy images must be [N, H, W] or [N, H, W, 1|3|4], got shape {images.shape}")
+        raise ValueError(f"numpy images must be [N, H, W] or [N, H, W, C] with C in (1, 3, 4) (gray, RGB, RGBA), "
+                         f"got shape {images.shape}; put the images on the first axis and the channels last")
     if len(images) == 0:
         raise ValueError(f"numpy source has 0 images (shape {images.shape}); pass at least one image and its label")
+    if images.dtype == np.uint8:
+        return images
+    low, high = images.min(), images.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError("numpy images hold NaN or infinite values; pass pixels in 0..255")
+    if low < 0 or high > 255:
+        raise ValueError(f"numpy images must be uint8 or floats in 0..255 (the models normalize inside), got {low}..{high} "
+                         f"({images.dtype}); rescale them to 0..255 (16-bit images: images // 257)")
+    if np.issubdtype(images.dtype, np.floating) and 0 < high <= 1.0:
+        raise ValueError(f"numpy float images lie in {low}..{high}, which looks like 0..1 pixels, but kerasnets takes "
+                         f"0..255 (the models normalize inside); pass images * 255")
+    return np.round(images).astype(np.uint8)
+
+
+def _array_labels(labels: Any) -> np.ndarray:
+    """Numpy labels as int64 class indices [N]; ValueError/TypeError for one-hot, fractional or non-numeric labels."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ValueError(f"labels must be class indices of shape [N], got shape {labels.shape} (one-hot? pass "
+                         f"labels.argmax(-1))")
+    labels = labels.reshape(-1)
+    if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise TypeError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if np.issubdtype(labels.dtype, np.floating) and not np.array_equal(labels, np.round(labels)):
+        raise ValueError("labels must be integer class indices, got fractional values; pass labels.astype(int) "
+                         "only if they are indices")
+    return labels.astype(np.int64)
+
+
+def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None, split: str = "all",
+                 validation_split: float | None = None, seed: int = 0) -> _Raw:
+    images, labels = _array_images(images), _array_labels(labels)
     if len(images) != len(labels):
         raise ValueError(f"numpy source has {len(images)} images but {len(labels)} labels")
     num_classes = len(class_names) if class_names else int(labels.max()) + 1
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {labels.min()}..{labels.max()}")
-    if images.dtype != np.uint8:
-        if images.min() < 0 or images.max() > 255:
-            raise ValueError("numpy images must be uint8 or floats in 0..255 (kerasnets models normalize inside)")
-        images = np.round(images).astype(np.uint8)
     names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
     splits = None
     if validation_split:  # seeded carve; without one, the arrays are every split
@@ -157,10 +191,13 @@ def _read(path: tf.Tensor, label: tf.Tensor):
     return tf.io.read_file(path), label
 
 
-def _folder(root: str, split: str, validation_split: float | None, seed: int) -> _Raw:
-    layout = folder_layout(root)
+def _folder(root: str, split: str, validation_split: float | None, seed: int,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> _Raw:
+    layout = replace(folder_layout(root), max_pixels=check_max_pixels(max_pixels))
     found = select_split(layout, split, validation_split, seed)
-    paths, labels = tf.constant(list(found.paths), tf.string), tf.constant(np.array(found.labels, np.int64))
+    # file names as the OS's bytes: a latin-1 name is no UTF-8 string, and tf.constant would refuse it
+    paths = tf.constant([os.fsencode(p) for p in found.paths], tf.string)
+    labels = tf.constant(np.array(found.labels, np.int64))
 
     def epoch_paths(epoch: tf.Tensor) -> tf.data.Dataset:
         """Every path once, in an order seeded by (seed, epoch): classes mixed before any byte is read."""
@@ -209,20 +246,29 @@ def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: in
         if training and epoch is None:  # file names shuffled before the records are read
             ds = ds.shuffle(len(files), seed=seed)
         ds = ds.interleave(
-            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+            lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20).map(lambda r: (r, f)),
             cycle_length=min(len(files), 16),
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic or not training,
         )
-        return ds.map(lambda r: parse_example(r, label_offset), num_parallel_calls=AUTOTUNE)
+        return ds.map(parse, num_parallel_calls=AUTOTUNE)
+
+    def parse(record, shard):  # the label travels with its shard's name to the check
+        encoded, label = parse_example(record, label_offset)
+        return encoded, (label, shard)
+
+    def check(image, tagged):
+        """Every record's label checked as it streams, after ignore_errors (which would drop the error)."""
+        label, shard = tagged
+        return image, check_label(label, shard, len(names), label_offset)
 
     return _Raw(records(), names, count, "tfrecords", split, encoded=True, sharded=shard is not None,
-                epoch_dataset=records,
+                epoch_dataset=records, check=check,
                 extras={"count_source": count_source})
 
 
 def _resolve(source, split, training, seed, options, deterministic=True, num_examples=None, count_cache=None,
-             shard=None) -> _Raw:
+             shard=None, max_pixels=DEFAULT_MAX_PIXELS) -> _Raw:
     if isinstance(source, tuple) and len(source) == 2:
         return _from_arrays(*source, class_names=options.pop("class_names", None), split=split,
                             validation_split=options.pop("validation_split", None), seed=seed)
@@ -234,7 +280,7 @@ def _resolve(source, split, training, seed, options, deterministic=True, num_exa
     if source.startswith("tfds:"):
         return _tfds(source[5:], split, options.pop("data_dir", None), options.pop("download", False))
     if os.path.isdir(source):
-        return _folder(source, split, options.pop("validation_split", None), seed)
+        return _folder(source, split, options.pop("validation_split", None), seed, max_pixels)
     if any(ch in source for ch in "*?[") or os.path.isfile(source):
         return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
@@ -300,13 +346,15 @@ def _canonical_or_none(split: str) -> str | None:
 
 
 def check_not_empty(dataset: tf.data.Dataset, info: DatasetInfo) -> None:
-    """Pull the first batch of ``dataset`` (from :func:`load`); ValueError when there is none.
+    """Pull the first batch of ``dataset`` (from :func:`load`); ValueError when there is none, or
+    when a TFRecord label in it lies outside the classes (see :func:`~kerasnets.data.tfrecords.check_label`).
 
     A folder or TFRecord set whose every image fails to decode is an empty dataset (the broken
     files are dropped), also when repeated: call this before training or evaluating on it.
     """
-    for _ in dataset.take(1):
-        return
+    with label_errors():  # a TFRecord label outside the classes: ValueError
+        for _ in dataset.take(1):
+            return
     n, batch = info.num_examples, info.extras.get("batch_size", 0)
     if info.extras.get("drop_remainder") and 0 < n < batch:
         raise ValueError(f"{info.source!r} split {info.split!r} has {n} examples, fewer than batch_size={batch} "
@@ -349,6 +397,7 @@ def load(
     num_examples: int | None = None,
     count_cache: str | os.PathLike | None = None,
     shard: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     **options: Any,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
@@ -392,6 +441,10 @@ def load(
             other sources their examples, before the shuffle; tf.distribute's auto-sharding is
             then off. ``num_examples`` stays the whole source's. Without it the dataset is
             auto-sharded by examples (DATA policy).
+        max_pixels: pixel budget of each encoded image (folders, TFRecords, TFDS bytes), checked
+            on its header before decoding (:mod:`kerasnets.data.headers`; default PIL's 89,478,485;
+            baseline JPEGs count at 1/8 scale, since the crops decode them DCT-downscaled). A
+            folder's files over it are skipped and counted like unreadable ones.
         **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
             ``num_classes``, ``label_offset`` (TFRecords), ``validation_split`` (folders, digits,
             arrays): a seeded carve of the train data into "train" (the rest) and "validation"
@@ -420,7 +473,8 @@ def load(
         raise ValueError(f"shuffle_buffer must be a positive integer (examples), got {shuffle_buffer!r}")
     shard = _check_shard(shard)
     count_cache = os.fspath(count_cache) if count_cache is not None else None
-    raw = _resolve(source, split, training, seed, options, deterministic, num_examples, count_cache, shard)
+    max_pixels = check_max_pixels(max_pixels)
+    raw = _resolve(source, split, training, seed, options, deterministic, num_examples, count_cache, shard, max_pixels)
     if options:
         raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
     if num_examples is not None and raw.kind != "tfrecords" and num_examples != raw.num_examples:
@@ -449,13 +503,16 @@ def load(
             ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         if training:  # each worker its own augmentation draws
             augment_seed = shuffle_seed if shard is None else shuffle_seed + 1_000_003 * (shard[1] + 1)
-            ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding),
+            ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding,
+                                                max_pixels),
                             autoaugment, augment_seed, ordered, rerandomize=reshuffle)
         else:
-            ds = ds.map(eval_transform(image_size, crop_padding, resize_method), num_parallel_calls=AUTOTUNE,
+            ds = ds.map(eval_transform(image_size, crop_padding, resize_method, max_pixels), num_parallel_calls=AUTOTUNE,
                         deterministic=True)
         if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat, so that
             ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
+        if raw.check:
+            ds = ds.map(raw.check, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         return ds
 
     if training and repeat:
@@ -471,7 +528,7 @@ def load(
             source = raw.epoch_dataset(index)
             return source.shard(*shard) if shard is not None and not raw.sharded else source
 
-        if raw.encoded and not _decodes_any(raw, base):  # endless retries of files that never decode
+        if raw.encoded and not _decodes_any(raw, base, max_pixels):  # endless retries of files that never decode
             ds = examples(base, seed, reshuffle=False)  # one empty pass instead: check_not_empty says why
         else:
             ds = examples(tf.data.Dataset.counter().flat_map(epoch), seed, reshuffle=False,
@@ -520,11 +577,11 @@ def load(
     return ds, info
 
 
-def _decodes_any(raw: _Raw, base: tf.data.Dataset) -> bool:
+def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:
     """Whether any example of an encoded source decodes (reads in order until the first one does;
     a full pass only when none does)."""
     ds = base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base
-    ds = ds.map(lambda encoded, label: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False)))
+    ds = ds.map(lambda encoded, label: tf.shape(decode_rgb(encoded, max_pixels)))
     return bool(list(ds.ignore_errors().take(1).as_numpy_iterator()))
 
 

@@ -17,8 +17,11 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
+from kerasnets.data import headers
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS
+
 __all__ = ["decode_rgb", "random_resized_crop", "center_crop", "train_transform", "eval_transform", "RESIZE_METHODS",
-           "is_stateless_seed", "stateless_seed"]
+           "is_stateless_seed", "stateless_seed", "check_encoded", "output_size", "DEFAULT_MAX_PIXELS"]
 
 RESIZE_METHODS = ("bilinear", "bicubic")
 
@@ -40,11 +43,103 @@ def stateless_seed(seed: Seed) -> tf.Tensor:
     return tf.cast(tensor, tf.int64)
 
 
-def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8)."""
+def _bytes_at(encoded: tf.Tensor, offset, length: int) -> tf.Tensor:
+    """``length`` bytes of ``encoded`` from ``offset`` as int64 values (zeros past its end)."""
+    offset = tf.minimum(tf.cast(offset, tf.int32), tf.strings.length(encoded))
+    piece = tf.strings.substr(tf.strings.join([tf.strings.substr(encoded, offset, length), "\0" * length]), 0, length)
+    return tf.reshape(tf.cast(tf.io.decode_raw(piece, tf.uint8), tf.int64), [length])
+
+
+def _number(values: tf.Tensor, order: str, signed: bool) -> tf.Tensor:
+    """The integer that the bytes ``values`` (int64 tensor) encode, as ``int.from_bytes`` reads them."""
+    values = values if order == "big" else values[::-1]
+    number = tf.constant(0, tf.int64)
+    for i in range(values.shape[0]):
+        number = number * 256 + values[i]
+    if signed:
+        half = 1 << (8 * values.shape[0] - 1)
+        number = tf.where(number >= half, number - 2 * half, number)
+    return number
+
+
+def _jpeg_frame(encoded: tf.Tensor):
+    """(found, height, width, progressive) from a JPEG's start-of-frame: the walk of
+    :func:`kerasnets.data.headers.read_header` over the same markers, as graph ops."""
+    size = tf.cast(tf.strings.length(encoded), tf.int64)
+
+    def step(pos, state, height, width, progressive):  # state: 0 walking, 1 found, 2 no frame
+        marker = _bytes_at(encoded, pos, 9)  # FF, code, length (2 bytes), precision, height (2), width (2)
+        code, length = marker[1], marker[2] * 256 + marker[3]
+        is_frame = tf.reduce_any(tf.equal(code, headers.JPEG_SOF))
+        broken = ((marker[0] != 0xFF) | (pos + 4 > size) | (pos >= headers.JPEG_HEADER_LIMIT)
+                  | ((code != 0xFF) & ~is_frame & ((code == 0xD9) | (code == 0xDA) | (length < 2)))
+                  | (is_frame & (pos + 9 > size)))
+        state = tf.where(broken, tf.constant(2, tf.int64), tf.where(is_frame, tf.constant(1, tf.int64), 0))
+        pos = tf.where(code == 0xFF, pos + 1, pos + 2 + length)
+        progressive = tf.reduce_any(tf.equal(code, headers.JPEG_PROGRESSIVE_SOF))
+        return pos, state, marker[5] * 256 + marker[6], marker[7] * 256 + marker[8], progressive
+
+    zero = tf.constant(0, tf.int64)
+    _, state, height, width, progressive = tf.while_loop(
+        lambda pos, state, *_: tf.equal(state, 0), step, (tf.constant(2, tf.int64), zero, zero, zero, tf.constant(False)),
+        maximum_iterations=headers.JPEG_MAX_STEPS)
+    return tf.equal(state, 1), height, width, progressive
+
+
+def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """Why the encoded image ``encoded`` (a scalar string tensor) cannot be decoded within ``max_pixels``,
+    or "" when it can: graph ops on its header (the reasons of :func:`kerasnets.data.files.check_image_file`,
+    decided by the same table and rule, :mod:`kerasnets.data.headers`). Never raises on any bytes."""
+    max_pixels = headers.check_max_pixels(max_pixels)
+    length = tf.cast(tf.strings.length(encoded), tf.int64)
+    head = tf.strings.substr(encoded, 0, 8)
+    reason = tf.constant(headers.NOT_AN_IMAGE)
+    for kind, (magics, fields, order, signed) in headers.FORMATS.items():
+        matches = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in magics])
+        if fields is None:  # JPEG
+            found, height, width, progressive = _jpeg_frame(encoded)
+            pixels = tf.where(progressive, height * width, headers.at_eighth(height, width))
+            what = tf.where(progressive, "progressive JPEG", "JPEG")
+            short = tf.logical_not(found)
+            short_reason = tf.constant(headers.NO_JPEG_FRAME)
+        else:
+            w_at, w_len, h_at, h_len = fields
+            width = _number(_bytes_at(encoded, w_at, w_len), order, signed)
+            height = tf.abs(_number(_bytes_at(encoded, h_at, h_len), order, signed))
+            pixels, what = height * width, tf.constant(kind)
+            short = length < h_at + h_len
+            short_reason = tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length), " bytes)"])
+        text = [tf.strings.as_string(v) for v in (width, height, pixels)]
+        problem = tf.where(
+            short, short_reason,
+            tf.where((height <= 0) | (width <= 0),
+                     tf.strings.join([f"corrupt {kind} header (declares ", text[0], "x", text[1], " pixels)"]),
+                     tf.where(pixels > max_pixels,
+                              headers.budget_message(what, text[0], text[1], text[2], str(max_pixels)), "")))
+        reason = tf.where(matches, problem, reason)
+    return tf.where(length == 0, "zero bytes", reason)
+
+
+def _checked(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """``encoded``, once :func:`check_encoded` passed; InvalidArgumentError naming the reason otherwise."""
+    reason = check_encoded(encoded, max_pixels)
+    with tf.control_dependencies([tf.debugging.Assert(tf.equal(reason, ""), [reason], name="image_check")]):
+        return tf.identity(encoded)
+
+
+def _decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_image(encoded, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
+
+
+def decode_rgb(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8).
+
+    The header is checked first (:func:`check_encoded`): a file that declares more than
+    ``max_pixels`` pixels is an InvalidArgumentError naming why, before any pixel is decoded.
+    """
+    return _decode_rgb(_checked(encoded, max_pixels))
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
@@ -105,38 +200,66 @@ def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width, size: in
     return tf.image.crop_to_bounding_box(_to_rgb(image_or_bytes), offset_y, offset_x, height, width)
 
 
-def _on_pixels_or_jpeg(image_or_bytes: tf.Tensor, transform) -> tf.Tensor:
-    """Run ``transform`` on JPEG bytes as they are, on other encoded formats after one decode."""
+def _on_pixels_or_jpeg(image_or_bytes: tf.Tensor, transform, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """Run ``transform`` on JPEG bytes as they are, on other encoded formats after one decode; encoded
+    bytes are checked first (:func:`check_encoded`: InvalidArgumentError naming why, before decoding)."""
     if image_or_bytes.dtype != tf.string:
         return transform(image_or_bytes)
+    encoded = _checked(image_or_bytes, max_pixels)
     return tf.cond(
-        tf.io.is_jpeg(image_or_bytes),
-        lambda: transform(image_or_bytes),
-        lambda: transform(decode_rgb(image_or_bytes)),
+        tf.io.is_jpeg(encoded),
+        lambda: transform(encoded),
+        lambda: transform(_decode_rgb(encoded)),
     )
 
 
-def _resize(image: tf.Tensor, size: int, method: str) -> tf.Tensor:
-    image = tf.image.resize(tf.cast(image, tf.float32), [size, size], method=method)
+def output_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of an output ``size``: an int (square) or a (height, width) pair of positive ints."""
+    pair = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
+    try:
+        height, width = (int(v) for v in pair)
+        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair) and min(height, width) > 0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(f"size must be a positive int or a (height, width) pair of positive ints, got {size!r}")
+    return height, width
+
+
+def _resize(image: tf.Tensor, size: int | tuple[int, int], method: str) -> tf.Tensor:
+    image = tf.image.resize(tf.cast(image, tf.float32), list(output_size(size)), method=method)
     return tf.clip_by_value(image, 0.0, 255.0)  # bicubic overshoots
 
 
-def center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int = 32, method: str = "bicubic") -> tf.Tensor:
-    """Center crop ``size / (size + crop_padding)`` of the short side, resized to ``size`` x ``size``."""
-    return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, size, crop_padding, method))
+def center_crop(image_or_bytes: tf.Tensor, size: int | tuple[int, int], crop_padding: int = 32,
+                method: str = "bicubic", max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """Center crop ``s / (s + crop_padding)`` of the image, resized to ``size`` (``s`` x ``s`` for an int,
+    (height, width) for a pair; ``s`` is its short side).
+
+    The window has the output's aspect ratio: the largest one that fits in the image, scaled by that
+    fraction (a square output: the fraction of the image's short side). Encoded bytes that declare
+    more than ``max_pixels`` decoded pixels (:mod:`kerasnets.data.headers`) are an
+    InvalidArgumentError naming the reason, raised before any pixel is decoded.
+    """
+    out = output_size(size)
+    return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, out, crop_padding, method), max_pixels)
 
 
-def _center_window(height, width, size: int, crop_padding: int):
-    """(offset_y, offset_x, side) of the eval center crop: ``size / (size + crop_padding)`` of the short side."""
-    crop = tf.cast((size / (size + crop_padding)) * tf.cast(tf.minimum(height, width), tf.float32), tf.int32)
-    crop = tf.maximum(crop, 1)
-    return (height - crop + 1) // 2, (width - crop + 1) // 2, crop
+def _center_window(height, width, out: tuple[int, int], crop_padding: int):
+    """(offset_y, offset_x, crop_height, crop_width) of the eval center crop of an ``out`` = (h, w)
+    output: ``s / (s + crop_padding)`` (``s = min(h, w)``) of the largest h:w window of the image."""
+    short = min(out)
+    fraction = short / (short + crop_padding)
+    height_f, width_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    crop_h = tf.maximum(tf.cast(fraction * tf.minimum(height_f, width_f * (out[0] / out[1])), tf.int32), 1)
+    crop_w = tf.maximum(tf.cast(fraction * tf.minimum(width_f, height_f * (out[1] / out[0])), tf.int32), 1)
+    return (height - crop_h + 1) // 2, (width - crop_w + 1) // 2, crop_h, crop_w
 
 
-def _center_crop(image_or_bytes: tf.Tensor, size: int, crop_padding: int, method: str) -> tf.Tensor:
+def _center_crop(image_or_bytes: tf.Tensor, out: tuple[int, int], crop_padding: int, method: str) -> tf.Tensor:
     shape = _image_shape(image_or_bytes)
-    offset_y, offset_x, crop = _center_window(shape[0], shape[1], size, crop_padding)
-    return _resize(_crop(image_or_bytes, offset_y, offset_x, crop, crop, size), size, method)
+    offset_y, offset_x, crop_h, crop_w = _center_window(shape[0], shape[1], out, crop_padding)
+    return _resize(_crop(image_or_bytes, offset_y, offset_x, crop_h, crop_w, min(out)), out, method)
 
 
 def random_resized_crop(
@@ -147,6 +270,7 @@ def random_resized_crop(
     method: str = "bilinear",
     seed: Seed = None,
     crop_padding: int = 32,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tf.Tensor:
     """Inception random-resized crop (``sample_distorted_bounding_box``), center-crop fallback.
 
@@ -154,11 +278,13 @@ def random_resized_crop(
     the whole image) the eval center crop (with the same ``crop_padding``) is used instead.
     ``seed``: a shape-[2] integer tensor picks the box with the stateless sampler (same seed, same
     box; checkpointable in tf.data); a Python int or None seeds the stateful sampler as an op seed.
+    ``max_pixels``: the pixel budget of encoded bytes, as in :func:`center_crop`.
     """
     if is_stateless_seed(seed):
         seed = stateless_seed(seed)
     return _on_pixels_or_jpeg(
-        image_or_bytes, lambda image: _random_resized_crop(image, size, scale, ratio, method, seed, crop_padding))
+        image_or_bytes, lambda image: _random_resized_crop(image, size, scale, ratio, method, seed, crop_padding),
+        max_pixels)
 
 
 def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_padding) -> tf.Tensor:
@@ -179,8 +305,7 @@ def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_
     # no acceptable box (the sampler returned the whole image): the eval center crop instead;
     # chosen arithmetically, since control flow in a tf.data map costs more than the crop itself
     whole_image = tf.reduce_all(tf.equal(box_size[:2], shape))
-    center_y, center_x, side = _center_window(shape[0], shape[1], size, crop_padding)
-    window = tf.where(whole_image, tf.stack([center_y, center_x, side, side]),
+    window = tf.where(whole_image, tf.stack(_center_window(shape[0], shape[1], (size, size), crop_padding)),
                       tf.stack([begin[0], begin[1], box_size[0], box_size[1]]))
     return _resize(_crop(image_or_bytes, window[0], window[1], window[2], window[3], size), size, method)
 
@@ -192,6 +317,7 @@ def train_transform(
     method: str = "bilinear",
     seed: int | None = None,
     crop_padding: int = 32,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """Map function ``(image_or_bytes, label, element_seed=None) -> (float32 image 0..255, label)`` for training.
 
@@ -203,12 +329,14 @@ def train_transform(
 
     def transform(image, label, element_seed: Seed = None):
         if element_seed is None:
-            image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding)
+            image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding,
+                                        max_pixels=max_pixels)
             if flip:
                 image = tf.image.random_flip_left_right(image, seed=seed)
             return image, label
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(element_seed), 2))
-        image = random_resized_crop(image, size, scale=scale, method=method, seed=crop_seed, crop_padding=crop_padding)
+        image = random_resized_crop(image, size, scale=scale, method=method, seed=crop_seed, crop_padding=crop_padding,
+                                    max_pixels=max_pixels)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return image, label
@@ -216,11 +344,11 @@ def train_transform(
     return transform
 
 
-def eval_transform(size: int, crop_padding: int = 32,
-                   method: str = "bicubic") -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+def eval_transform(size: int, crop_padding: int = 32, method: str = "bicubic",
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation."""
 
     def transform(image, label):
-        return center_crop(image, size, crop_padding=crop_padding, method=method), label
+        return center_crop(image, size, crop_padding=crop_padding, method=method, max_pixels=max_pixels), label
 
     return transform

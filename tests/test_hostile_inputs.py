@@ -1,0 +1,402 @@
+"""Hostile inputs at every entry point that reads images: ``data.load`` (folders and arrays),
+``kerasnets predict``, a SavedModel's ``serve_bytes`` and ``export.run_tflite``.
+
+Each input gets the right answer (checked against PIL, numpy or the Keras model itself on pixels
+prepared independently) or one clear error; images whose headers declare 20000 x 20000 pixels are
+run in a subprocess whose peak memory is measured (before the pixel budget: 6.3 GB each).
+"""
+
+import functools
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import ENV, ROOT
+from kerasnets import cli, data, export
+from kerasnets.data import headers, transforms
+from kerasnets.data.files import check_image_file
+
+#: a request or a command on the huge-header files must stay under this peak RSS (the bar of issue #18)
+PEAK_LIMIT_MB = 1500
+HUGE = 20000  # pixels a side the hostile headers declare: 400 MP, 1.2 GB as RGB
+
+
+def _encode(array, fmt, **options):
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _photo(height=37, width=53, seed=0):
+    """A smooth RGB test image (JPEG-friendly) of odd size, so height and width cannot be swapped unseen."""
+    y, x = np.mgrid[0:height, 0:width]
+    rng = np.random.RandomState(seed)
+    channels = [127 + 100 * np.sin(x / (4 + c) + rng.uniform(0, 6)) * np.cos(y / (5 + c)) for c in range(3)]
+    return np.stack(channels, -1).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=None)
+def _png_declaring(width, height):
+    """A real, valid 8-bit grayscale PNG of all-zero pixels (389 KB at 20000 x 20000), built with zlib (once per session)."""
+    compressor, rows, parts = zlib.compressobj(9), b"\0" * ((width + 1) * 500), []
+    for _ in range(height // 500):
+        parts.append(compressor.compress(rows))
+    parts.append(compressor.compress(b"\0" * ((width + 1) * (height % 500))) + compressor.flush())
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+
+
+def _patched(encoded, at, fmt, *values):
+    return encoded[:at] + struct.pack(fmt, *values) + encoded[at + struct.calcsize(fmt):]
+
+
+def _jpeg_declaring(width, height, progressive):
+    """A small JPEG whose start-of-frame is rewritten to declare ``width`` x ``height``."""
+    encoded = _encode(_photo(), "JPEG", progressive=progressive)
+    sof = encoded.index(b"\xff\xc2" if progressive else b"\xff\xc0")
+    return _patched(encoded, sof + 5, ">HH", height, width)
+
+
+def _huge_files():
+    """Files whose headers declare 20000 x 20000 pixels, each format as its header stores the size."""
+    small = _photo()
+    return {
+        "huge.png": _png_declaring(HUGE, HUGE),
+        "huge.gif": _patched(_encode(small, "GIF"), 6, "<HH", HUGE, HUGE),  # logical screen descriptor
+        "huge.bmp": _patched(_encode(small, "BMP"), 18, "<ii", HUGE, -HUGE),  # negative height: top-down rows
+        "huge_progressive.jpg": _jpeg_declaring(HUGE, HUGE, progressive=True),
+    }
+
+
+def _tiny_model(shape=(32, 32, 3)):
+    """A 3-class softmax model of the kerasnets contract (RGB 0..255 in, normalization inside)."""
+    inputs = keras.Input(shape)
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def _peak_run(code, *args):
+    """Run ``code`` in a fresh interpreter; (returncode, stdout, stderr, peak RSS in MB)."""
+    script = (f"{code}\nimport resource, sys\n"
+              "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+              "sys.exit(globals().get('rc', 0))")
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=ENV, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    peaks = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_KB")]
+    assert peaks, proc.stderr[-3000:]
+    return proc.returncode, proc.stdout, proc.stderr, int(peaks[-1].split()[1]) / 1024
+
+
+# ---------------------------------------------------------------------------------------------- headers
+
+
+def test_both_header_readers_agree_with_pil_on_every_format():
+    image = _photo()
+    gray = image[..., 0]
+    files = {
+        "baseline.jpg": _encode(image, "JPEG"),
+        "progressive.jpg": _encode(image, "JPEG", progressive=True),
+        "exif.jpg": _encode(image, "JPEG", exif=Image.Exif().tobytes() + b"\0" * 3000),  # APP1 before the frame
+        "rgb.png": _encode(image, "PNG"),
+        "gray.png": _encode(gray, "PNG"),
+        "rgba.png": _encode(np.dstack([image, gray]), "PNG"),
+        "16bit.png": _encode(gray.astype(np.uint16) * 257, "PNG"),
+        "palette.gif": _encode(image, "GIF"),
+        "rgb.bmp": _encode(image, "BMP"),
+    }
+    for name, encoded in files.items():
+        width, height = Image.open(io.BytesIO(encoded)).size
+        header = headers.read_header(io.BytesIO(encoded))
+        assert (header.width, header.height) == (width, height), name
+        assert header.progressive == (name == "progressive.jpg"), name
+        # the graph reader: within budget at exactly the decoded pixels, refused one pixel below, naming the size
+        pixels = headers.decoded_pixels(header)
+        assert transforms.check_encoded(tf.constant(encoded), pixels).numpy() == b"", name
+        refused = transforms.check_encoded(tf.constant(encoded), pixels - 1).numpy().decode()
+        assert f"{width}x{height} pixels decodes {pixels} pixels" in refused, name
+        assert refused == headers.over_budget(header, pixels - 1)  # one wording for both readers
+
+
+def test_huge_headers_are_refused_before_decoding_and_baseline_jpegs_count_at_one_eighth(tmp_path):
+    for name, encoded in _huge_files().items():
+        (tmp_path / name).write_bytes(encoded)
+        reason = check_image_file(str(tmp_path / name))
+        assert reason and f"{HUGE}x{HUGE} pixels" in reason and "max_pixels=89478485" in reason, (name, reason)
+        assert transforms.check_encoded(tf.constant(encoded)).numpy().decode() == reason
+    # a baseline JPEG is decoded in the DCT domain at 1/8 when it is that large: 2500 x 2500, within budget
+    baseline = _jpeg_declaring(HUGE, HUGE, progressive=False)
+    assert transforms.check_encoded(tf.constant(baseline)).numpy() == b""
+    assert transforms.check_encoded(tf.constant(baseline), 2500 * 2500).numpy() == b""
+    assert "decodes 6250000 pixels" in transforms.check_encoded(tf.constant(baseline), 2500 * 2500 - 1).numpy().decode()
+    for hostile in (b"", b"junk", b"\x89PNG\r\n\x1a\n", b"\xff\xd8" + b"\xff" * 5000, b"\xff\xd8\xff\xe0\x00\x02"):
+        assert transforms.check_encoded(tf.constant(hostile)).numpy() != b""  # a reason, never an exception
+    with pytest.raises(ValueError, match="max_pixels must be a positive integer"):
+        transforms.check_encoded(tf.constant(b""), 0)
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def _folder_with(root, files):
+    for relative, encoded in files.items():
+        path = os.path.join(os.fsencode(root), os.fsencode(relative) if isinstance(relative, str) else relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
+            handle.write(encoded)
+
+
+def test_folder_skips_and_counts_huge_files_and_keeps_memory_bounded(tmp_path):
+    files = {f"a/{name}": encoded for name, encoded in _huge_files().items()}
+    files.update({"a/good.png": _encode(_photo(), "PNG"), "b/good.png": _encode(_photo(seed=1), "PNG")})
+    _folder_with(tmp_path / "photos", files)
+    rc, out, err, peak = _peak_run(
+        "import json, os, sys; from kerasnets import data\n"
+        "ds, info = data.load(sys.argv[1], 'all', image_size=32, batch_size=8)\n"  # default flags otherwise
+        "print(json.dumps([len(list(ds.unbatch())), info.num_examples, "
+        "sorted(os.path.basename(p) for p in info.extras['skipped'])]))",
+        str(tmp_path / "photos"))
+    assert rc == 0, err[-2000:]
+    assert json.loads(out) == [2, 2, sorted(_huge_files())]
+    assert peak < PEAK_LIMIT_MB, peak
+    # max_pixels is the user's: a budget between the two good sizes skips the larger one only
+    _folder_with(tmp_path / "sizes", {"a/small.png": _encode(_photo(20, 20), "PNG"),
+                                      "a/large.png": _encode(_photo(40, 40), "PNG"),
+                                      "b/small.png": _encode(_photo(20, 20), "PNG")})
+    _, info = data.load(str(tmp_path / "sizes"), "all", image_size=16, max_pixels=1000)
+    assert [os.path.basename(p) for p in info.extras["skipped"]] == ["large.png"] and info.num_examples == 2
+
+
+def _pixels(source, size, split="all"):
+    """Whole images as the pipeline yields them: no crop (padding 0) at their own size, in file order."""
+    ds, info = data.load(source, split, image_size=size, batch_size=64, crop_padding=0, training=False)
+    return np.concatenate([x.numpy() for x, _ in ds]), info
+
+
+def test_jpegs_with_trailing_data_are_read_and_truncated_ones_skipped(tmp_path):
+    image = _photo(48, 48)
+    jpeg = _encode(image, "JPEG", quality=95)
+    mp4 = (b"\0\0\0\x18ftypmp42\0\0\0\0isommp42" + np.random.RandomState(0).bytes(20_000)
+           + b"\xff\xd9" + np.random.RandomState(1).bytes(3000))  # an FF D9 inside the video, as in real MP4 data
+    _folder_with(tmp_path / "phone", {
+        "a/motion_photo.jpg": jpeg + mp4,  # Pixel / Samsung motion photo: the JPEG, then an MP4
+        "a/padded.jpg": jpeg + b"\0" * 4096,
+        "a/truncated.jpg": jpeg[: len(jpeg) // 2],  # cut in the middle of its scan data
+        "b/plain.jpg": jpeg,
+    })
+    pixels, info = _pixels(str(tmp_path / "phone"), 48)
+    assert [os.path.basename(p) for p in info.extras["skipped"]] == ["truncated.jpg"] and info.num_examples == 3
+    reference = tf.io.decode_jpeg(jpeg).numpy()  # the JPEG alone, decoded as the photo it is
+    assert np.abs(reference.astype(float) - image).mean() < 3  # (and it is the photo)
+    for decoded in pixels:
+        np.testing.assert_allclose(decoded, reference, atol=1e-3)
+
+
+def test_odd_file_names_and_channel_layouts_are_read_as_pil_reads_them(tmp_path):
+    image = _photo(24, 24)
+    gray = image[..., 1]
+    rgb_of_gray = np.repeat(gray[..., None], 3, -1)
+    palette = _encode(image, "GIF")
+    files = [  # (name, bytes, the RGB pixels a user expects), in the folder's sorted order
+        (b"a/caf\xe9 latin-1.png", _encode(image, "PNG"), image),  # not UTF-8: a latin-1 byte name
+        ("a/with space.png", _encode(gray, "PNG"), rgb_of_gray),
+        ("a/\u65e5\u672c\u8a9e.png", _encode(np.dstack([image, gray]), "PNG"), image),  # RGBA: alpha dropped
+        ("b/16bit.png", _encode(gray.astype(np.uint16) * 257, "PNG"), rgb_of_gray),  # 16-bit scaled, not clipped
+        ("b/palette.gif", palette, np.asarray(Image.open(io.BytesIO(palette)).convert("RGB"))),
+        ("b/zero.png", b"", None),
+    ]
+    _folder_with(tmp_path / "names", {name: encoded for name, encoded, _ in files})
+    pixels, info = _pixels(str(tmp_path / "names"), 24)
+    assert [os.path.basename(p) for p in info.extras["skipped"]] == ["zero.png"] and info.num_examples == 5
+    for decoded, (name, _, expected) in zip(pixels, files):
+        np.testing.assert_allclose(decoded, expected, atol=1e-3, err_msg=str(name))
+
+
+# ------------------------------------------------------------------------------- predict and serve_bytes
+
+GOOD = {"red.png": (200, 30, 90), "teal.png": (20, 160, 170)}  # flat colours: any crop and resize keeps them
+
+
+def _bad_files():
+    """Hostile files and what ``predict`` must say about each (a fragment of its one error line)."""
+    jpeg = _encode(_photo(), "JPEG")
+    return {
+        **{name: (encoded, f"{HUGE}x{HUGE} pixels") for name, encoded in _huge_files().items()},
+        "empty.jpg": (b"", "zero bytes"),
+        "text.png": (b"just some text", "not a JPEG/PNG/BMP/GIF file"),
+        "truncated_header.png": (_encode(_photo(), "PNG")[:20], "truncated PNG"),
+        "no_frame.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\0" * 40, "no start-of-frame"),
+        "cut.jpg": (jpeg[: len(jpeg) // 2], "cannot read image"),  # passes the header check, fails to decode
+    }
+
+
+def _write_inputs(folder):
+    folder.mkdir(exist_ok=True)
+    for name, colour in GOOD.items():
+        Image.fromarray(np.full((50, 70, 3), colour, np.uint8)).save(folder / name)
+    for name, (encoded, _) in _bad_files().items():
+        (folder / name).write_bytes(encoded)
+    return folder
+
+
+def _expected_scores(model, colour, shape=(32, 32, 3)):
+    return np.asarray(model(np.full((1, *shape), colour, np.float32)))[0]
+
+
+def test_predict_names_each_bad_file_once_and_predicts_the_others_in_bounded_memory(tmp_path):
+    model = _tiny_model()
+    model.save(tmp_path / "model.keras")
+    inputs = _write_inputs(tmp_path / "inputs")
+    latin1 = os.path.join(os.fsencode(inputs), b"caf\xe9.png")  # a file name that is no UTF-8
+    with open(latin1, "wb") as handle:
+        handle.write((inputs / "red.png").read_bytes())
+    # a baseline JPEG declaring 20000 x 20000 (its data is a 53 x 37 photo's) is decoded at 1/8: bounded, whatever it says
+    (inputs / "huge_baseline.jpg").write_bytes(_jpeg_declaring(HUGE, HUGE, progressive=False))
+    names = [*GOOD, *_bad_files(), "huge_baseline.jpg"]
+    rc, out, err, peak = _peak_run("import sys; from kerasnets.cli import main; rc = main(sys.argv[1:])", "predict",
+                                   str(tmp_path / "model.keras"), *[str(inputs / n) for n in names], latin1)
+    assert rc == 2 and peak < PEAK_LIMIT_MB, (rc, peak, err[-2000:])
+    printed = dict(line.split(": ", 1) for line in out.strip().splitlines())
+    assert set(printed) == {str(inputs / n) for n in [*GOOD, "huge_baseline.jpg"]} | {str(inputs / "caf\\xe9.png")}
+    for name, colour in [*GOOD.items(), ("caf\\xe9.png", GOOD["red.png"])]:
+        scores = _expected_scores(model, colour)
+        ranked = [(int(i), float(s)) for i, s in (pair.split() for pair in printed[str(inputs / name)].split(", "))]
+        assert [i for i, _ in ranked] == list(np.argsort(scores)[::-1])
+        np.testing.assert_allclose([s for _, s in ranked], np.sort(scores)[::-1], atol=1e-3)
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == len(_bad_files())  # one line per bad file
+    for name, (_, why) in _bad_files().items():
+        assert [line for line in errors if line.startswith(f"{inputs / name}: error: cannot read image")
+                and why in line], (name, errors)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The tiny model exported through ``export.saved_model`` (default crop and budget)."""
+    keras.utils.set_random_seed(0)
+    model = _tiny_model()
+    path = tmp_path_factory.mktemp("served") / "saved_model"
+    export.saved_model(model, str(path), class_names=["a", "b", "c"])
+    return model, path
+
+
+def test_serve_bytes_gives_each_image_a_status_and_stays_in_bounded_memory(served, tmp_path):
+    model, path = served
+    inputs = _write_inputs(tmp_path / "inputs")
+    order = ["red.png", *(n for n in _bad_files() if n != "cut.jpg"), "teal.png"]
+    rc, out, err, peak = _peak_run(
+        "import json, sys; import tensorflow as tf\n"
+        "serve = tf.saved_model.load(sys.argv[1]).signatures['serve_bytes']\n"
+        "out = serve(tf.constant([open(p, 'rb').read() for p in sys.argv[2:]]))\n"
+        "print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}, default=bytes.decode))",
+        str(path), *[str(inputs / n) for n in order])
+    assert rc == 0 and peak < PEAK_LIMIT_MB, (peak, err[-2000:])
+    result = json.loads(out)
+    assert {"class_ids", "class_names", "probabilities", "status"} <= set(result)  # the old outputs keep their names
+    bad = _bad_files()
+    for name, status, ids, names, probabilities in zip(order, result["status"], result["class_ids"],
+                                                       result["class_names"], result["probabilities"]):
+        if name in GOOD:
+            scores = _expected_scores(model, GOOD[name])
+            assert status == "ok" and ids == list(np.argsort(scores)[::-1])
+            assert names == [["a", "b", "c"][i] for i in ids]
+            np.testing.assert_allclose(probabilities, np.sort(scores)[::-1], atol=1e-5)
+        else:
+            assert bad[name][1] in status and ids == [-1] * 3 and names == [""] * 3 and probabilities == [0.0] * 3
+
+
+def test_serve_bytes_fails_the_request_only_for_bytes_corrupt_past_their_header(served):
+    model, path = served
+    serve = tf.saved_model.load(str(path)).signatures["serve_bytes"]
+    jpeg = _encode(_photo(120, 160), "JPEG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG data"):  # documented: no silent answer
+        serve(tf.constant([jpeg[: len(jpeg) // 2]]))
+    assert serve(tf.constant([jpeg]))["status"].numpy().tolist() == [b"ok"]
+
+
+# ------------------------------------------------------------------------------------ non-square models
+
+
+def test_non_square_model_exports_serves_and_predicts_with_a_window_of_its_aspect(tmp_path, capsys):
+    model = _tiny_model((24, 40, 3))  # height 24, width 40
+    photo = _photo(100, 100, seed=3)
+    Image.fromarray(photo).save(tmp_path / "square.png")
+    # reference, cut with numpy: padding 0 keeps the largest 24:40 window of a 100 x 100 image, rows 20..79
+    window = tf.image.resize(photo[20:80].astype(np.float32), (24, 40), method="bicubic")
+    window = np.clip(window.numpy(), 0, 255)
+    cropped = transforms.center_crop(tf.constant((tmp_path / "square.png").read_bytes()), (24, 40), crop_padding=0)
+    np.testing.assert_allclose(cropped.numpy(), window, atol=1e-3)
+    expected = np.asarray(model(window[None]))[0]
+    # padding 0 (an override): the reference window above is the one the SavedModel must cut
+    export.saved_model(model, str(tmp_path / "sm"), crop_padding=0)
+    served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serve_bytes"](
+        tf.constant([(tmp_path / "square.png").read_bytes()]))
+    assert served["class_ids"].numpy()[0].tolist() == list(np.argsort(expected)[::-1])
+    np.testing.assert_allclose(served["probabilities"].numpy()[0], np.sort(expected)[::-1], atol=1e-5)
+    model.save(tmp_path / "wide.keras")
+    assert cli.main(["predict", str(tmp_path / "wide.keras"), str(tmp_path / "square.png"), "--crop-padding", "0"]) == 0
+    ranked = capsys.readouterr().out.split(": ", 1)[1].split(", ")
+    assert [int(pair.split()[0]) for pair in ranked] == list(np.argsort(expected)[::-1])
+    np.testing.assert_allclose([float(pair.split()[1]) for pair in ranked], np.sort(expected)[::-1], atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- arrays
+
+
+@pytest.mark.parametrize("images, labels, error, words", [
+    (np.random.RandomState(0).uniform(0, 1, (4, 8, 8, 3)), np.arange(4), ValueError, r"0\.\.1 pixels.*images \* 255"),
+    (np.full((4, 8, 8, 3), 300.0), np.arange(4), ValueError, r"in 0\.\.255.*got 300\.0\.\.300\.0"),
+    (np.full((4, 8, 8, 3), -1, np.int16), np.arange(4), ValueError, r"in 0\.\.255.*got -1\.\.-1"),
+    (np.full((4, 8, 8, 3), np.nan), np.arange(4), ValueError, "NaN"),
+    (np.zeros((4, 8, 8, 2), np.uint8), np.arange(4), ValueError, r"C in \(1, 3, 4\).*got shape \(4, 8, 8, 2\)"),
+    (np.zeros((4, 8, 8, 5), np.uint8), np.arange(4), ValueError, r"got shape \(4, 8, 8, 5\)"),
+    (np.zeros((4, 2, 8, 8, 3), np.uint8), np.arange(4), ValueError, r"got shape \(4, 2, 8, 8, 3\)"),
+    (np.zeros((8, 8), np.uint8), np.arange(8), ValueError, r"got shape \(8, 8\);"),  # one image without N
+    (np.array([["a"]]), np.arange(1), TypeError, "got dtype <U1"),
+    (np.zeros((4, 8, 8, 3), np.uint8), np.eye(4), ValueError, r"one-hot\? pass labels.argmax\(-1\)"),
+    (np.zeros((4, 8, 8, 3), np.uint8), np.array([0, 1.5, 2, 3]), ValueError, "fractional"),
+])
+def test_hostile_arrays_fail_with_one_clear_error(images, labels, error, words):
+    with pytest.raises(error, match=words):
+        data.load((images, labels), image_size=8)
+
+
+def test_float_arrays_in_0_255_are_the_same_images_as_uint8():
+    pixels = np.random.RandomState(0).randint(0, 256, (4, 12, 12, 3))
+    as_float, _ = _pixels((pixels.astype(np.float32), np.arange(4)), 12)
+    as_uint8, _ = _pixels((pixels.astype(np.uint8), np.arange(4)), 12)
+    np.testing.assert_array_equal(as_float, pixels)
+    np.testing.assert_array_equal(as_uint8, pixels)
+    dark, _ = _pixels((np.zeros((2, 12, 12, 3), np.float32), np.arange(2)), 12)  # all black is no 0..1 image
+    assert not dark.any()
+
+
+# -------------------------------------------------------------------------------------------- TFLite
+
+
+def test_run_tflite_refuses_inputs_the_model_cannot_take(tmp_path):
+    model = _tiny_model()
+    export.tflite(model, str(tmp_path / "tiny.tflite"))
+    images = np.random.RandomState(0).randint(0, 256, (2, 32, 32, 3))
+    np.testing.assert_allclose(export.run_tflite(str(tmp_path / "tiny.tflite"), images.astype(np.uint8)),
+                               np.asarray(model(images.astype(np.float32))), atol=1e-5)
+    for wrong in (images[0], images[..., :1], np.zeros((2, 24, 40, 3)), np.zeros((0,))):
+        with pytest.raises(ValueError, match=r"takes images of shape \[N, 32, 32, 3\].*got shape"):
+            export.run_tflite(str(tmp_path / "tiny.tflite"), wrong)
+    with pytest.raises(TypeError, match="integer or float images in 0..255, got dtype <U1"):
+        export.run_tflite(str(tmp_path / "tiny.tflite"), np.full((1, 32, 32, 3), "x"))
