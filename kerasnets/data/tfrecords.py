@@ -8,6 +8,7 @@ holds: from an explicit number, that metadata, a cache, or by counting every sha
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import glob
 import hashlib
@@ -26,7 +27,8 @@ from kerasnets.atomic import atomic_write_text
 from kerasnets.data.files import folder_layout, scan_folder
 
 __all__ = [
-    "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "parse_example", "check_tfrecords", "write_tfrecords",
+    "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "LABEL_ERROR", "parse_example", "check_label", "label_errors",
+    "check_tfrecords", "write_tfrecords",
     "read_metadata", "metadata_entry", "count_records", "tfrecord_count", "store_count", "record_files", "labels_file",
 ]
 
@@ -50,8 +52,52 @@ def parse_example(record: tf.Tensor, label_offset: int = 0):
     return parsed["image/encoded"], parsed["image/class/label"] + label_offset
 
 
-def check_tfrecords(files: list[str], num_classes: int | None, label_offset: int, probe: int = 64) -> None:
-    """Read the first records of the first shard; raise ValueError on missing keys or bad labels."""
+#: How every label error of :func:`check_label` begins and ends (:func:`label_errors` finds it in TF's message).
+LABEL_ERROR = "TFRecord label out of range"
+_LABEL_FIX = ("1-based shards (labels 1..N, as in ImageNet) need label_offset=-1, 0-based ones label_offset=0; "
+              "else pass num_classes (or class_names) covering every label.")
+
+
+def check_label(label, shard, num_classes: int, label_offset: int):
+    """``label`` when ``0 <= label < num_classes``, else InvalidArgumentError naming the problem.
+
+    The message begins with :data:`LABEL_ERROR` and names the label (after ``label_offset``), the
+    shard, the valid range and the fix. In a ``tf.data`` map it checks every record as it streams;
+    called eagerly it raises at once. :func:`label_errors` makes it a ValueError.
+    """
+    valid = (label >= 0) & (label < num_classes)
+
+    def message():  # built only for a bad label: joining strings for every record would cost
+        return tf.strings.join([
+            f"{LABEL_ERROR}: label ", tf.strings.as_string(label), f" (after label_offset={label_offset}) in shard '",
+            shard, f"'; the {num_classes} classes are 0..{num_classes - 1}. {_LABEL_FIX}"])
+
+    text = tf.cond(valid, lambda: tf.constant(""), message)
+    with tf.control_dependencies([tf.debugging.Assert(valid, [text])]):
+        return tf.identity(label)
+
+
+@contextlib.contextmanager
+def label_errors() -> Iterator[None]:
+    """Turn the InvalidArgumentError of :func:`check_label`, raised where a TFRecord dataset is
+    iterated, into a ValueError carrying its message (other errors pass unchanged)."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        text = str(error.message)
+        start = text.find(LABEL_ERROR)
+        end = text.find(_LABEL_FIX, max(start, 0))
+        if start < 0 or end < 0:
+            raise
+        escaped = text[start:end + len(_LABEL_FIX)]  # TF prints the message C-escaped (quotes, non-ASCII bytes)
+        raise ValueError(codecs.escape_decode(escaped.encode())[0].decode("utf-8", "replace")) from None
+
+
+def check_tfrecords(files: list[str], num_classes: int, label_offset: int, probe: int = 64) -> None:
+    """Read the first records of the first shard; raise ValueError on missing keys or bad labels.
+
+    A quick look before the pipeline is built; :func:`check_label` checks every record as it streams.
+    """
     for index, record in enumerate(tf.data.TFRecordDataset(files[:1]).take(probe)):
         example = tf.train.Example.FromString(record.numpy())
         keys = set(example.features.feature)
@@ -61,12 +107,9 @@ def check_tfrecords(files: list[str], num_classes: int | None, label_offset: int
                 f"TFRecord {files[0]!r} record {index} lacks keys {missing} (has {sorted(keys)}); "
                 f"kerasnets reads the ImageNet layout {sorted(FEATURES)}; convert with kerasnets.data.write_tfrecords"
             )
-        label = example.features.feature["image/class/label"].int64_list.value[0] + label_offset
-        if label < 0 or (num_classes is not None and label >= num_classes):
-            raise ValueError(
-                f"TFRecord {files[0]!r} record {index} has label {label} (after label_offset={label_offset}) "
-                f"outside 0..{(num_classes or 1) - 1}; 1-based ImageNet shards need label_offset=-1"
-            )
+        _, label = parse_example(record, label_offset)
+        with label_errors():
+            check_label(label, files[0], num_classes, label_offset)
 
 
 def _example(path: str, label: int) -> bytes:
@@ -110,13 +153,17 @@ def _read_json(path: str) -> dict:
     return document if isinstance(document, dict) else {}
 
 
+def _rewrite_json(path: str, update) -> None:
+    """Read-modify-write the JSON object in ``path``, written atomically (the caller holds the folder lock)."""
+    document = _read_json(path)
+    update(document)
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+
+
 def _update_json(path: str, update) -> None:
     """Read-modify-write the JSON object in ``path`` under a folder lock, written atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with _locked(folder):
-        document = _read_json(path)
-        update(document)
-        atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
+    with _locked(os.path.dirname(os.path.abspath(path))):
+        _rewrite_json(path, update)
 
 
 def write_tfrecords(
@@ -137,11 +184,15 @@ def write_tfrecords(
 
     The examples are shuffled with ``numpy.random.default_rng(seed)`` before they are dealt to the
     shards, so every shard mixes the classes (same seed, same files: same shards). Shards are named
-    ``{out}-00000-of-00008`` and written atomically (a ``.tmp`` file renamed when complete);
-    ``{out}-labels.txt`` lists the class names, and ``dataset.json`` in the shards' folder records
-    ``{"class_names": [...], "splits": {basename(out): {"examples", "shards", "files"}}}``, merged with
-    the splits written there before. Unreadable images are skipped (and counted in the warning).
-    Returns the shard paths.
+    ``{out}-00000-of-00008``; ``{out}-labels.txt`` lists the class names, and ``dataset.json`` in the
+    shards' folder records ``{"class_names": [...], "splits": {basename(out): {"examples", "shards",
+    "files"}}}``, merged with the splits written there before. Returns the shard paths.
+
+    Writing a split again replaces it whole: every shard is written to a ``.tmp`` file first; once
+    all are complete, under the folder's lock, they are renamed into place, then the split's other
+    shards (same ``basename(out)``, any ``-of-NNNNN`` total, e.g. left by an earlier ``shards=4``) are
+    deleted, then the labels file and ``dataset.json`` are rewritten. A reader that globs the split
+    meanwhile may see two totals, which :func:`record_files` refuses; other splits are untouched.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be an integer >= 1, got {shards!r}")
@@ -168,14 +219,18 @@ def write_tfrecords(
                 done[0] += 1
                 if progress and done[0] % 100 == 0:
                     print(f"\rwrite_tfrecords: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
-        os.replace(tmp, names[index])
-        return names[index]
+        return tmp
 
-    with ThreadPoolExecutor(max_workers=workers or min(shards, os.cpu_count() or 1)) as pool:
-        written = list(pool.map(write_shard, range(shards)))
+    try:
+        with ThreadPoolExecutor(max_workers=workers or min(shards, os.cpu_count() or 1)) as pool:
+            list(pool.map(write_shard, range(shards)))
+    except BaseException:  # no half-written split: the old one stays as it was
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + ".tmp")
+        raise
     if progress:
         print(f"\rwrite_tfrecords: {len(items)}/{len(items)} images in {shards} shards", file=sys.stderr)
-    atomic_write_text(f"{out}-labels.txt", "\n".join(found.class_names) + "\n")
     base = os.path.basename(out)
 
     def record(document: dict) -> None:
@@ -186,8 +241,17 @@ def write_tfrecords(
         document.setdefault("splits", {})[base] = {
             "examples": len(items), "shards": shards, "files": f"{base}-*-of-{shards:05d}"}
 
-    _update_json(os.path.join(out_dir, METADATA_FILE), record)
-    return written
+    with _locked(out_dir):
+        for name in names:
+            os.replace(name + ".tmp", name)
+        new = {os.path.abspath(name) for name in names}
+        for entry in os.listdir(out_dir):
+            path = os.path.join(out_dir, entry)
+            if _SHARD_SUFFIX.search(entry) and _prefix(entry) == base and path not in new and os.path.isfile(path):
+                os.remove(path)  # a shard of this split's previous writing
+        atomic_write_text(f"{out}-labels.txt", "\n".join(found.class_names) + "\n")
+        _rewrite_json(os.path.join(out_dir, METADATA_FILE), record)
+    return names
 
 
 def read_metadata(folder: str) -> dict | None:
@@ -204,12 +268,31 @@ def _prefix(path: str) -> str:
 
 def record_files(pattern: str) -> list[str]:
     """The TFRecord shards a glob names, sorted: without what a glob like ``out-*`` also matches
-    (labels and metadata files, temporary files being written)."""
+    (labels and metadata files, temporary files being written).
+
+    ValueError when it matches shards of one split (same folder and name) with two totals, e.g.
+    ``train-*-of-00002`` beside ``train-*-of-00004``: a copy of another writing of the split, whose
+    records would be read twice.
+    """
     def is_record(path: str) -> bool:
         name = os.path.basename(path)
         return not name.endswith(("-labels.txt", ".json", ".tmp")) and ".tmp-" not in name and os.path.isfile(path)
 
-    return sorted(f for f in glob.glob(os.fspath(pattern)) if is_record(f))
+    files = sorted(f for f in glob.glob(os.fspath(pattern)) if is_record(f))
+    totals: dict[tuple[str, str], set[str]] = {}
+    for path in files:
+        match = _SHARD_SUFFIX.search(os.path.basename(path))
+        if match:
+            totals.setdefault((os.path.dirname(os.path.abspath(path)), _prefix(path)), set()).add(match.group(1))
+    for (folder, prefix), found in totals.items():
+        if len(found) > 1:
+            kinds = ", ".join(f"{prefix}-*-of-{total}" for total in sorted(found))
+            raise ValueError(
+                f"TFRecord glob {os.fspath(pattern)!r} matches shards of split {prefix!r} in {folder} with "
+                f"{len(found)} different totals ({kinds}): two writings of the split, whose records would be read "
+                f"twice. Delete the stale shards (write_tfrecords removes them when it rewrites a split), or glob "
+                f"one total, e.g. {os.path.join(folder, prefix)}-*-of-{max(found)}")
+    return files
 
 
 def labels_file(shard: str) -> str:
