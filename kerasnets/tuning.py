@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
+import hashlib
 import itertools
 import json
 import math
@@ -31,7 +32,8 @@ from kerasnets.training.optimizers import adamw_warmup_cosine
 from kerasnets.training.recipe import Recipe
 
 __all__ = ["SearchSpace", "Search", "CompoundScalingHyperModel", "ORACLES", "run_search",
-           "load_coefficients", "release_traced_graphs"]
+           "load_coefficients", "release_traced_graphs", "trained_resolution", "effective_gamma",
+           "search_fingerprint"]
 
 ORACLES = ("grid", "random", "bayesian")
 
@@ -104,7 +106,27 @@ def _search(recipe: Recipe) -> Search:
     if not isinstance(getattr(recipe, "search", None), Search):
         raise ValueError(f"recipe {recipe.name!r} is no compound-scaling search: give it "
                          "search=kerasnets.tuning.Search(space=SearchSpace(...), ...)")
+    phi = recipe.search.phi
+    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or phi == 0:
+        raise ValueError(f"Search.phi must be a nonzero number (at phi = 0 every point is the same baseline), "
+                         f"got {phi!r}; the paper searches at phi=1.0")
     return recipe.search
+
+
+def trained_resolution(base_resolution: int, gamma: float, phi: float) -> int:
+    """The input size a trial at ``phi`` trains: ``base_resolution * gamma^phi`` rounded to a multiple of 8
+    (:func:`kerasnets.scaling.round_resolution`), as ``EfficientNet(phi, coefficients=...)`` builds it."""
+    return round_resolution(base_resolution * gamma ** phi)
+
+
+def effective_gamma(resolution: int, base_resolution: int, phi: float) -> float:
+    """The resolution coefficient a trial measured: ``(resolution / base_resolution) ** (1 / phi)``.
+
+    Rounding to multiples of 8 merges grid gammas at small sizes (at 32 px and phi = 1, gammas 1.15,
+    1.2 and 1.25 all train at 40 px: effective gamma 1.25), so this, not the grid value, is what the
+    trial's accuracy and FLOPs belong to.
+    """
+    return (resolution / base_resolution) ** (1.0 / phi)
 
 
 def _carve(recipe: Recipe) -> dict[str, Any]:
@@ -162,7 +184,8 @@ class CompoundScalingHyperModel(kt.HyperModel):
     """Builds EfficientNet at ``recipe.search.phi`` from a feasible (alpha, beta, gamma) and trains it on the recipe's data.
 
     ``fit`` returns the metrics keras-tuner records for each trial: val_accuracy, params, FLOPs,
-    FLOPs ratio to the phi = 0 baseline, wall time and the paper's score.
+    FLOPs ratio to the phi = 0 baseline, the resolution trained and its effective gamma, wall time
+    and the paper's score.
     """
 
     def __init__(self, recipe: Recipe, num_classes: int, num_examples: int):
@@ -193,7 +216,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
             point, phi = (1.0, 1.0, 1.0), 0.0
         else:
             phi = recipe.search.phi
-        size = round_resolution(recipe.search.base_resolution * point[2] ** phi)
+        size = trained_resolution(recipe.search.base_resolution, point[2], phi)
         return EfficientNet(phi, coefficients=point, base_resolution=recipe.search.base_resolution,
                             input_shape=(size, size, 3), classes=self.num_classes, **recipe.model_options)
 
@@ -248,6 +271,7 @@ class CompoundScalingHyperModel(kt.HyperModel):
             "alpha": alpha,
             "beta": beta,
             "gamma": gamma,
+            "effective_gamma": effective_gamma(size, recipe.search.base_resolution, recipe.search.phi),
             "wall_time": time.time() - started,
         }
 
@@ -280,12 +304,74 @@ def _make_tuner(oracle: str, hypermodel, objective, max_trials: int, seed: int, 
     return tuner_class(hypermodel, objective=objective, max_trials=max_trials, seed=seed, **common)
 
 
+#: The Recipe fields a search's trials depend on (with its Search, the oracle and the seed).
+_RECIPE_FIELDS = ("data", "train_split", "eval_split", "epochs", "steps_per_epoch", "eval_steps", "batch_size",
+                  "base_learning_rate", "reference_batch", "label_smoothing", "model_options", "train_options",
+                  "eval_options")
+RECIPE_FILE = "search_recipe.json"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data: dataclasses and mappings as dicts, sequences as lists, arrays by digest."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "tobytes") and hasattr(value, "shape"):  # in-memory images / labels
+        return f"array{tuple(value.shape)} {value.dtype} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
+    return repr(value)
+
+
+def search_fingerprint(recipe: Recipe, oracle: str, seed: int) -> dict[str, Any]:
+    """What a search's trials depend on: the Search (grid, phi, base resolution, objective, ...; not
+    ``max_trials``, which a resumed search may raise), the data and training fields of the recipe,
+    the oracle and the seed. Recorded in the project folder; a different one is refused on resume."""
+    search = _plain(recipe.search)
+    search.pop("max_trials")
+    return {"search": search, **{name: _plain(getattr(recipe, name)) for name in _RECIPE_FIELDS},
+            "oracle": oracle, "seed": seed}
+
+
+def _claim_project(run_dir: str, fingerprint: dict[str, Any]) -> None:
+    """Record ``fingerprint`` in a new project folder, or check that an existing project was made by it.
+
+    keras-tuner resumes whatever project is in the folder, with its old grid and trials, whatever
+    recipe asks: a search made by another recipe (or before recipes were recorded) is refused.
+    """
+    from kerasnets.atomic import atomic_write_text
+
+    path = os.path.join(run_dir, RECIPE_FILE)
+    fix = (f"pass another --output folder (run_search(output=...)), or delete {run_dir!r} to start this search "
+           "over; rerun the recorded recipe to continue that search")
+    if os.path.exists(path):
+        with open(path) as handle:
+            recorded = json.load(handle)
+        if recorded != fingerprint:
+            differ = [k for k in sorted(set(recorded) | set(fingerprint)) if recorded.get(k) != fingerprint.get(k)]
+            first = differ[0]
+            raise ValueError(
+                f"{run_dir!r} holds a search made by another recipe ({', '.join(differ)} differ; e.g. {first}: "
+                f"recorded {recorded.get(first)!r}, now {fingerprint.get(first)!r}); resuming would keep its old "
+                f"grid and trials: {fix}"
+            )
+        return
+    if os.path.isdir(os.path.join(run_dir, "tuner")):
+        raise ValueError(f"{run_dir!r} holds a keras-tuner project without {RECIPE_FILE} (made before searches "
+                         f"recorded their recipe), so it cannot be resumed safely: {fix}")
+    atomic_write_text(path, json.dumps(fingerprint, indent=2, sort_keys=True))
+
+
 def run_search(recipe: Recipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
                seed: int = 0, verbose: int = 0) -> dict[str, Any]:
     """Run (or resume) the search; write ``best.json``, ``trials.csv``, ``trials.md`` and ``search.png``.
 
     The keras-tuner project lives in ``output/recipe.name/tuner``: an interrupted search continues
-    where it stopped, and keras-tuner's distributed mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
+    where it stopped (the recipe is recorded in ``search_recipe.json``; resuming with a different
+    recipe, oracle or seed is a ValueError), and keras-tuner's distributed mode (KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP,
     KERASTUNER_ORACLE_PORT) runs a chief and workers. Returns the best trial's record.
     """
     from kerasnets import data
@@ -304,6 +390,7 @@ def run_search(recipe: Recipe, output: str = "search_runs", oracle: str = "grid"
     hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
     run_dir = os.path.join(output, recipe.name)
     os.makedirs(run_dir, exist_ok=True)
+    _claim_project(run_dir, search_fingerprint(recipe, oracle, seed))
     tuner = _make_tuner(oracle, hypermodel, kt.Objective(recipe.search.objective, direction="max"), max_trials, seed, run_dir)
     tuner.oracle.max_trials = max_trials  # a reloaded project keeps its old limit otherwise
     tuner.search(verbose=verbose)
@@ -325,8 +412,8 @@ def _trial_rows(tuner) -> list[dict[str, Any]]:
     rows = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         row = {"trial": trial_id, "status": str(trial.status), "coefficients": trial.hyperparameters.values.get("coefficients")}
-        for name in ("alpha", "beta", "gamma", "val_accuracy", "score", "flops", "params", "flops_ratio",
-                     "resolution", "wall_time"):
+        for name in ("alpha", "beta", "gamma", "effective_gamma", "val_accuracy", "score", "flops", "params",
+                     "flops_ratio", "resolution", "wall_time"):
             value = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
             row[name] = value
         rows.append(row)
@@ -339,6 +426,8 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
     document = {
         "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],
         "product": best["alpha"] * best["beta"] ** 2 * best["gamma"] ** 2,
+        "resolution": best["resolution"], "effective_gamma": best["effective_gamma"],
+        "effective_product": best["alpha"] * best["beta"] ** 2 * best["effective_gamma"] ** 2,
         "objective": recipe.search.objective, "val_accuracy": best["val_accuracy"], "score": best["score"],
         "flops": best["flops"], "flops_ratio": best["flops_ratio"], "baseline_flops": baseline_flops,
         "phi": recipe.search.phi, "base_resolution": recipe.search.base_resolution, "data": str(recipe.data),
@@ -350,15 +439,17 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| trial | alpha | beta | gamma | res | params | MFLOPs | FLOPs ratio | val acc | time s | status |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| trial | alpha | beta | gamma | res | eff. gamma | params | MFLOPs | FLOPs ratio | val acc | time s "
+             "| status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "COMPLETED":
             lines.append(f"| {r['trial']} | {r['alpha']:g} | {r['beta']:g} | {r['gamma']:g} | {r['resolution']:.0f} | "
+                         f"{r['effective_gamma']:.4g} | "
                          f"{r['params']:,.0f} | {r['flops'] / 1e6:.2f} | {r['flops_ratio']:.2f} | "
                          f"{r['val_accuracy']:.4f} | {r['wall_time']:.0f} | {r['status']} |")
         else:
-            lines.append(f"| {r['trial']} | {r['coefficients']} | | | | | | | | | {r['status']} |")
+            lines.append(f"| {r['trial']} | {r['coefficients']} | | | | | | | | | | {r['status']} |")
     atomic_write_text(os.path.join(run_dir, "trials.md"), "\n".join(lines) + "\n")
     import matplotlib
 
@@ -381,10 +472,22 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
 
 
 def load_coefficients(path: str) -> tuple[float, float, float]:
-    """(alpha, beta, gamma) from a search's ``best.json``, ready for ``EfficientNet(phi, coefficients=...)``."""
+    """(alpha, beta, gamma) from a search's ``best.json``, ready for ``EfficientNet(phi, coefficients=...)``.
+
+    gamma is the effective one, ``(trained resolution / base_resolution) ** (1 / phi)``: what the best
+    trial measured, not the grid value it was asked for (at small base resolutions several grid
+    gammas round to the same size; see :func:`effective_gamma`). ``EfficientNet(phi,
+    coefficients=..., base_resolution=...)`` at the search's phi then rebuilds the trained resolution.
+    The grid value stays in ``best.json`` as ``gamma``.
+    """
     with open(path) as handle:
         document = json.load(handle)
     try:
-        return float(document["alpha"]), float(document["beta"]), float(document["gamma"])
+        alpha, beta = float(document["alpha"]), float(document["beta"])
+        if "effective_gamma" in document:
+            return alpha, beta, float(document["effective_gamma"])
+        # written before effective gammas were recorded: the resolution the trial trained, recomputed
+        phi, base = float(document["phi"]), int(document["base_resolution"])
+        return alpha, beta, effective_gamma(trained_resolution(base, float(document["gamma"]), phi), base, phi)
     except KeyError as missing:
         raise ValueError(f"{path!r} is not a kerasnets search result (missing {missing})") from None

@@ -1,5 +1,6 @@
 """Compound-scaling search with keras-tuner: constraint, oracles, outputs, resume, distributed, memory."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -73,15 +74,36 @@ def test_grid_search_writes_results_and_resumes(tmp_path):
     assert abs(document["product"] - 2.0) <= 0.12
     for name in ("trials.csv", "trials.md", "search.png"):
         assert (run / name).exists()
+    # TINY's two feasible points have gammas 1.15 and 1.2: 32 x 1.15 = 36.8 and 32 x 1.2 = 38.4 both
+    # round to 40 px, so both trials trained 40 px, an effective gamma of 40 / 32 = 1.25 (issue #18:
+    # the grid gamma was reported as if it had been trained)
+    with open(run / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(float(r["gamma"]) for r in rows) == [1.15, 1.2]
+    assert [(float(r["resolution"]), float(r["effective_gamma"])) for r in rows] == [(40.0, 1.25)] * 2
     coefficients = tuning.load_coefficients(str(run / "best.json"))
-    assert coefficients == (best["alpha"], best["beta"], best["gamma"])
-    # STEP 2: the found coefficients scale straight into the builder; the recorded FLOPs are the profiler's
-    model = kerasnets.EfficientNet(1, coefficients=coefficients, base_resolution=32, classes=10,
-                                   input_shape=(int(best["resolution"]),) * 2 + (3,))
+    assert coefficients == (best["alpha"], best["beta"], 1.25)
+    # STEP 2: the found coefficients scale straight into the builder, which rebuilds the trained
+    # resolution on its own; the recorded FLOPs are the profiler's
+    model = kerasnets.EfficientNet(1, coefficients=coefficients, base_resolution=32, classes=10)
+    assert model.input_shape[1:3] == (40, 40)
     assert kerasnets.profile(model)["flops"] == best["flops"]
     baseline = kerasnets.profile(kerasnets.EfficientNet(0, coefficients=coefficients, base_resolution=32,
                                                         classes=10, input_shape=(32, 32, 3)))["flops"]
     assert best["flops_ratio"] == pytest.approx(best["flops"] / baseline)
+    # a different recipe in the same folder is refused before any trial (keras-tuner would resume the
+    # old project, its grid and trials); so is a project that recorded no recipe
+    other_grid = dataclasses.replace(TINY.search, space=dataclasses.replace(TINY.search.space, gammas=(1.15,)))
+    for other, field in [(dataclasses.replace(TINY, epochs=3), "epochs"),
+                         (dataclasses.replace(TINY, search=other_grid), "search")]:
+        with pytest.raises(ValueError, match=rf"another recipe \({field}.*--output.*delete"):
+            tuning.run_search(other, output=str(tmp_path), oracle="grid", max_trials=3)
+    with pytest.raises(ValueError, match="another recipe.*oracle"):
+        tuning.run_search(TINY, output=str(tmp_path), oracle="random", max_trials=3)
+    assert len([d for d in os.listdir(run / "tuner") if d.startswith("trial_")]) == 2  # nothing ran
+    (run / tuning.RECIPE_FILE).unlink()
+    with pytest.raises(ValueError, match="without search_recipe.json.*--output"):
+        tuning.run_search(TINY, output=str(tmp_path), oracle="grid", max_trials=3)
 
 
 @pytest.mark.parametrize("oracle", ["random", "bayesian"])
