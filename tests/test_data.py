@@ -11,6 +11,7 @@ from PIL import Image
 
 from kerasnets import data
 from kerasnets.data import augment, transforms
+from kerasnets.data.tfrecords import label_errors
 
 
 def _photo(height=48, width=64, seed=0):
@@ -127,6 +128,41 @@ def test_tfrecord_without_keys_or_with_bad_labels_fails_early(tmp_path):
     assert next(iter(ds))[1].numpy().tolist() == [999]
     with pytest.raises(ValueError, match="no TFRecord files match"):
         data.load(str(tmp_path / "missing-*"), num_classes=2)
+
+
+def _class_sorted_shards(folder, labels, per_shard=80):
+    """Foreign shards sorted by class, as many converters write them: shard i holds ``per_shard``
+    records of label ``labels[i]`` (so the first shard's first records show one class only)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for shard, label in enumerate(labels):
+        with tf.io.TFRecordWriter(str(folder / f"r-{shard:05d}-of-{len(labels):05d}")) as writer:
+            for value in range(per_shard):
+                writer.write(_tiny_record(value, label))
+
+
+@pytest.mark.parametrize("labels, wrong_offset, right_offset, bad", [
+    ((1, 2, 3, 4), 0, -1, 4),  # 1-based shards read as 0-based: class 4 is past num_classes=4
+    ((3, 2, 1, 0), -1, 0, -1),  # 0-based shards given ImageNet's label_offset=-1: class 0 becomes -1
+])
+def test_tfrecord_labels_are_checked_on_every_record_not_only_the_first(tmp_path, labels, wrong_offset,
+                                                                           right_offset, bad):
+    _class_sorted_shards(tmp_path, labels)
+    glob_ = str(tmp_path / "r-*")
+    message = (rf"label {bad} \(after label_offset={wrong_offset}\) in shard '.*r-00003-of-00004'; "
+               r"the 4 classes are 0\.\.3\. 1-based shards .* need label_offset=-1, 0-based ones label_offset=0")
+    # batch_size=320: one batch holds every record, so the first-batch check reaches the last shard
+    ds, info = data.load(glob_, image_size=8, batch_size=320, training=False, num_classes=4,
+                         label_offset=wrong_offset)  # the first 64 records of the first shard are fine
+    with pytest.raises(ValueError, match=message):
+        data.check_not_empty(ds, info)
+    # a training pass with the default shuffle: the bad records are not dropped as undecodable
+    train, _ = data.load(glob_, image_size=8, batch_size=32, num_classes=4, label_offset=wrong_offset)
+    with pytest.raises(ValueError, match=message), label_errors():
+        for _ in train:
+            pass
+    right, _ = data.load(glob_, image_size=8, batch_size=32, num_classes=4, label_offset=right_offset)
+    seen = np.concatenate([y.numpy() for _, y in right])
+    assert np.bincount(seen, minlength=4).tolist() == [80] * 4
 
 
 def test_digits_is_embedded_offline_and_split_is_fixed():
