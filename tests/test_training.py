@@ -223,6 +223,31 @@ def test_rerun_into_a_finished_run_is_refused_and_no_resume_replaces_it(tmp_path
     assert len((run / "history.csv").read_text().splitlines()) == 2  # header and this run's one epoch
 
 
+def test_final_evaluation_says_when_it_scored_fewer_images_than_the_split_holds(tmp_path, caplog):
+    """A test folder with a file that passes the header checks but does not decode (a 12-bit JPEG,
+    as some scientific cameras write: TF's decoder refuses it): the pipeline drops it, and the
+    summary used to present the accuracy of the rest as the split's. It now states both counts,
+    and a warning names the gap. A tiny model: the count is what is tested."""
+    import io
+
+    from PIL import Image
+
+    from conftest import digits_folder
+
+    data = digits_folder(tmp_path / "digits", (0, 1), per_class_train=8)  # 2 classes, 8 per class: fast
+    test_images = len(list((data / "test").rglob("*.png")))
+    encoded = io.BytesIO()
+    Image.open(next((data / "test" / "0").glob("*.png"))).convert("RGB").save(encoded, "JPEG", quality=90)
+    jpeg = bytearray(encoded.getvalue())
+    jpeg[jpeg.index(b"\xff\xc0") + 4] = 12  # the frame header's sample precision: 8 -> 12 bits
+    (data / "test" / "0" / "twelve_bit.jpg").write_bytes(bytes(jpeg))
+    result = train(_tiny_recipe(tmp_path, data=str(data)), verbose=0)
+    assert result.summary["eval_examples"] == test_images
+    assert result.summary["eval_expected_examples"] == test_images + 1
+    assert f"test accuracy is of {test_images} images, but split 'test'" in caplog.text
+    assert f"holds {test_images + 1}" in caplog.text
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -25,6 +26,8 @@ from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
 
 __all__ = ["finalize", "RunResult", "single_device_copy"]
+
+log = logging.getLogger("kerasnets.training")
 
 
 @dataclasses.dataclass
@@ -104,6 +107,11 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
     summary_began = time.perf_counter()
     stats = profile(model)
     info, eval_info = run.info, run.eval_info
+    expected = _expected_eval_examples(eval_info.num_examples, recipe.eval_steps, run.global_batch)
+    if expected is not None and results["examples"] != expected:
+        log.warning("!! test accuracy is of %d images, but split %r of %s holds %d: %d could not be read or decoded "
+                    "(dropped). Fix or remove those files for a score of the whole split", results["examples"],
+                    eval_info.split, eval_info.source, expected, expected - results["examples"])
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
         "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
         "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve})
@@ -114,7 +122,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "data": str(recipe.data),
         "eval_data": str(recipe.eval_data if recipe.eval_data is not None else recipe.data),
         "eval_split": eval_info.split,
-        "eval_examples": results["examples"],
+        "eval_examples": results["examples"],  # images scored
+        "eval_expected_examples": expected,  # images the split holds (at most eval_steps batches; None: unknown)
         "train_examples": info.num_examples,
         "examples_source": info.extras.get("count_source"),
         "test_accuracy": float(results["accuracy"]),
@@ -155,6 +164,14 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
     if not run.multiworker:
         trainer.backup.clear()
     return RunResult(summary, model, history)
+
+
+def _expected_eval_examples(num_examples: int | None, eval_steps: int | None, batch: int) -> int | None:
+    """The images the final evaluation should score: the split's count, fewer when ``eval_steps``
+    batches hold fewer; None when the count is unknown."""
+    if not num_examples or num_examples < 0:
+        return None
+    return num_examples if eval_steps is None else min(num_examples, eval_steps * batch)
 
 
 def _jsonable(report: Any) -> Any:

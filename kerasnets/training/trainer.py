@@ -111,6 +111,7 @@ class Trainer:
         self.steps_done = 0
         self.steps_run = 0  # steps this process executed (a resumed run: the remaining ones)
         self.run_id: str | None = None  # this attempt's id, written into summary.json (agreed by all workers)
+        self._train_iterator = None  # the training stream, shared by the phases
         self._writers: dict = {}
 
     # ---------------------------------------------------------------- setup
@@ -208,8 +209,13 @@ class Trainer:
         objects = {"model": model, "optimizer": optimizer, "step": step, "random_state": random_state,
                    **({"ema": self.ema} if self.ema else {})}
         train_ds = _symbolic(run.train_ds, run.info.extras.get("kind", ""))
+        # the phases read ONE stream: a later phase continues where the one before stopped (a fresh
+        # iterator would replay the first phase's images and crops); each phase's backup holds the
+        # shared iterator's position, so a run resumed in any phase reads the same batches
         if checkpointable:
-            iterator = iter(train_ds)
+            if self._train_iterator is None:
+                self._train_iterator = iter(train_ds)
+            iterator = self._train_iterator
             objects["iterator"] = iterator
         checkpoint = tf.train.Checkpoint(**objects)
         if save is not None:
@@ -218,7 +224,8 @@ class Trainer:
             log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
                         int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
         if not checkpointable:  # TPU, or stateful augmentation layers: replay the stream to the step
-            replay = train_ds.skip(int(step.numpy()))
+            earlier = run.steps_per_epoch * sum(p.epochs for p in run.phases[:index])  # the phases before read these
+            replay = train_ds.skip(earlier + int(step.numpy()))
             iterator = iter(strategy.experimental_distribute_dataset(replay) if run.tpu else replay)
         if recipe.phases:
             log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(run.phases),
