@@ -266,6 +266,84 @@ def test_resume_under_mixed_float16_loss_scaling_gives_the_uninterrupted_weights
 
 def _interrupt_and_resume(command, tmp_path, monkeypatch, loop, cli):
     assert cli.main(command + ["--name", "whole"]) == 0
+    _interrupted_then_resumed(command + ["--name", "resumed"], monkeypatch, loop, cli, at_call=6)
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["precision"] == "mixed_float16" and summary["resumed_from_step"] == 3
+    assert summary["steps_run"] == 13
+    whole = keras.saving.load_model(tmp_path / "whole" / "model.keras", compile=False)
+    resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras", compile=False)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
+
+
+TWO_PHASES = """
+import keras
+from kerasnets.training import Phase, Recipe
+
+
+def build_model(recipe, context):  # named as EfficientNet's blocks, so that the phases can freeze by block
+    return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(4, 3, name="stem_conv"), keras.layers.Conv2D(4, 3, name="block1a_conv"),
+                             keras.layers.Conv2D(4, 3, name="top_conv"), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(context.num_classes, activation="softmax", name="predictions")])
+
+
+RECIPE = Recipe(name="two_phases", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.Adam(0.01),
+                image_size=16, batch_size=8, epochs=4, steps_per_epoch=3, backup_every_steps=1, export=("keras",),
+                phases=(Phase("head", 2, trainable_from=None), Phase("top_blocks", 2, trainable_from=-2)))
+"""
+
+
+def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_path, monkeypatch):
+    """A fine-tuning run reads one stream: phase 2 used to restart it, training again on phase 1's
+    images and crops. The batches the steps receive are compared with the training dataset read
+    straight through; then a run interrupted in phase 2 resumes to the uninterrupted run's weights.
+    A tiny model (16 px, 3 steps per epoch, 2 + 2 epochs): what is tested is the data order, not
+    the network; --deterministic: bit-for-bit comparable runs."""
+    from kerasnets import cli
+    from kerasnets.training import load_recipe, loop
+    from kerasnets.training.setup import setup
+    from tensorflow.python.framework import config as tf_config
+
+    recipe_file = tmp_path / "two_phases.py"
+    recipe_file.write_text(TWO_PHASES)
+    received = []
+    original = loop.StepFunctions.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        step = self.train_step
+
+        def recorded(images, labels):
+            received.append(np.asarray(images))
+            return step(images, labels)
+
+        self.train_step = recorded
+
+    monkeypatch.setattr(loop.StepFunctions, "__init__", recording)
+    command = ["train", str(recipe_file), "--output", str(tmp_path), "--deterministic"]
+    try:
+        assert cli.main(command + ["--name", "whole"]) == 0
+        assert len(received) == 12
+        stream = [np.asarray(images) for images, _ in setup(load_recipe(str(recipe_file))).train_ds.take(12)]
+        assert not np.array_equal(received[6], received[0])  # phase 2's first batch is not phase 1's
+        for index, (got, expected) in enumerate(zip(received, stream)):
+            np.testing.assert_array_equal(got, expected, err_msg=f"step {index + 1}")
+        monkeypatch.setattr(loop.StepFunctions, "__init__", original)
+        keras.backend.clear_session()
+        _interrupted_then_resumed(command + ["--name", "resumed"], monkeypatch, loop, cli, at_call=9)
+    finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
+        tf_config.disable_op_determinism()
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert (summary["resumed_from_phase"], summary["resumed_from_step"]) == (1, 2)  # backup after phase 2's step 2
+    whole = keras.saving.load_model(tmp_path / "whole" / "model.keras", compile=False)
+    resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras", compile=False)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call):
+    """Run ``command``, interrupted (as by kill -9) at its ``at_call``-th step, then run it again."""
     original, calls = loop.StepFunctions.__init__, [0]
 
     def interrupting(self, *args, **kwargs):
@@ -274,7 +352,7 @@ def _interrupt_and_resume(command, tmp_path, monkeypatch, loop, cli):
 
         def counted(images, labels):
             calls[0] += 1
-            if calls[0] == 6:
+            if calls[0] == at_call:
                 raise _Interrupted()
             return step(images, labels)
 
@@ -282,14 +360,7 @@ def _interrupt_and_resume(command, tmp_path, monkeypatch, loop, cli):
 
     monkeypatch.setattr(loop.StepFunctions, "__init__", interrupting)
     with pytest.raises(_Interrupted):
-        cli.main(command + ["--name", "resumed"])
+        cli.main(command)
     monkeypatch.setattr(loop.StepFunctions, "__init__", original)
     keras.backend.clear_session()
-    assert cli.main(command + ["--name", "resumed"]) == 0
-    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
-    assert summary["precision"] == "mixed_float16" and summary["resumed_from_step"] == 3
-    assert summary["steps_run"] == 13
-    whole = keras.saving.load_model(tmp_path / "whole" / "model.keras", compile=False)
-    resumed = keras.saving.load_model(tmp_path / "resumed" / "model.keras", compile=False)
-    for a, b in zip(whole.weights, resumed.weights):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, err_msg=a.path)
+    assert cli.main(command) == 0
