@@ -733,6 +733,29 @@ def test_tfrecord_count_of_1024_foreign_shards_is_counted_once_then_cached(tmp_p
         count(num_examples=0)
 
 
+def test_tfrecord_info_counts_every_record_also_those_that_fail_to_decode(tmp_path):
+    # the pipeline drops a record that does not decode; evaluate compares the images it scored with
+    # info.num_examples, which must therefore be the records in the shards, counted or from dataset.json
+    broken = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_random_jpeg_bytes(0)])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0])),
+    })).SerializeToString()
+    for shard, records in enumerate(([_tiny_record(v) for v in range(5)], [_tiny_record(v) for v in range(5, 9)]
+                                     + [broken])):
+        with tf.io.TFRecordWriter(str(tmp_path / f"r-{shard:05d}-of-00002")) as writer:
+            for record in records:
+                writer.write(record)
+    ds, info = data.load(str(tmp_path / "r-*"), image_size=8, batch_size=4, training=False, crop_padding=0,
+                         num_classes=1)
+    values = sorted(int(round(v)) for x, _ in ds for v in x.numpy().mean(axis=(1, 2, 3)))
+    assert values == list(range(9)) and (info.num_examples, info.extras["count_source"]) == (10, "counted")
+    _make_tree(tmp_path / "photos", {"": {"a": 2, "b": 2}})
+    (tmp_path / "photos" / "b" / "broken.jpg").write_bytes(_random_jpeg_bytes(1))
+    data.write_tfrecords(str(tmp_path / "photos"), str(tmp_path / "rec" / "test"), shards=2, progress=False)
+    ds, info = data.load(str(tmp_path / "rec" / "test-*"), image_size=8, batch_size=4, training=False)
+    assert sum(len(y) for _, y in ds) == 4 and (info.num_examples, info.extras["count_source"]) == (5, "metadata")
+
+
 def test_shard_splits_the_files_or_the_examples(tmp_path):
     _write_shards(tmp_path, "r", [3] * 4)
 
