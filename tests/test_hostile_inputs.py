@@ -225,6 +225,8 @@ def test_odd_file_names_and_channel_layouts_are_read_as_pil_reads_them(tmp_path)
     assert [os.path.basename(p) for p in info.extras["skipped"]] == ["zero.png"] and info.num_examples == 5
     for decoded, (name, _, expected) in zip(pixels, files):
         np.testing.assert_allclose(decoded, expected, atol=1e-3, err_msg=str(name))
+    train, info = data.load(str(tmp_path / "names"), image_size=24)  # the default path: the seeded carve hashes names
+    assert 0 < info.num_examples == len(list(train.unbatch())) <= 5
 
 
 # ------------------------------------------------------------------------------- predict and serve_bytes

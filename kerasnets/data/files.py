@@ -228,7 +228,7 @@ def held_out(key: str, validation_split: float, seed: int) -> bool:
     is held out when that number is below ``validation_split``. Each file is decided alone, so
     adding or removing files never moves another file between train and validation.
     """
-    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8", "surrogateescape")).digest()  # latin-1 names: their bytes
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < validation_split
 
 
