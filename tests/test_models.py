@@ -109,6 +109,7 @@ def test_transfer_refuses_equal_shapes_that_compute_something_else(tmp_path):
     shape = (64, 64, 3)  # small input: the check reads layer configs, not activations
     source = kerasnets.ResNet(50, input_shape=shape)
     source.save(tmp_path / "resnet50.keras")
+    source.save_weights(tmp_path / "resnet50.weights.h5")  # arrays and the model's name only
     for overrides, layer, theirs, ours in [({"avg_down": True}, "conv3_block1_0_conv", "2, 2", "1, 1"),
                                            ({"stride_in_1x1": True}, "conv3_block1_1_conv", "1, 1", "2, 2")]:
         target = kerasnets.ResNet(50, input_shape=shape, **overrides)
@@ -118,7 +119,12 @@ def test_transfer_refuses_equal_shapes_that_compute_something_else(tmp_path):
         np.testing.assert_array_equal(target.get_layer(layer).get_weights()[0], kernel)  # nothing written
         with pytest.raises(ValueError, match=rf"resnet50.keras.*'{layer}'.*strides"):
             kerasnets.ResNet(50, input_shape=shape, weights=str(tmp_path / "resnet50.keras"), **overrides)
-    momentum = kerasnets.ResNet(50, input_shape=shape, bn_momentum=0.5)  # training-only setting: copies
+        with pytest.raises(ValueError, match=rf"resnet50.weights.h5.*saved from 'resnet50'.*'{layer}'.*strides"):
+            kerasnets.ResNet(50, input_shape=shape, weights=str(tmp_path / "resnet50.weights.h5"), **overrides)
+    # a training-only setting copies, from a model and from the weights file
+    momentum = kerasnets.ResNet(50, input_shape=shape, bn_momentum=0.5, weights=str(tmp_path / "resnet50.weights.h5"))
+    np.testing.assert_array_equal(momentum.get_layer("conv1_conv").get_weights()[0],
+                                  source.get_layer("conv1_conv").get_weights()[0])
     kerasnets.transfer_weights(source, momentum)
     np.testing.assert_array_equal(momentum.get_layer("conv5_block3_3_conv").get_weights()[0],
                                   source.get_layer("conv5_block3_3_conv").get_weights()[0])

@@ -22,6 +22,7 @@ from kerasnets.models.weights import (
     _plan,
     _shapes,
     classifier_layer,
+    computation_mismatch,
     leaf_layers,
 )
 from kerasnets.serving import read_contract
@@ -257,6 +258,7 @@ def _from_weights_file(model: keras.Model, path: str) -> PretrainedReport:
                 f"weights file {path!r} does not fit {model.name!r}, it was saved from another architecture: "
                 f"layer {layer.name!r} has shapes {expected} in the model, {there}; {fix}"
             )
+        _check_saved_preset(model, path, handle["vars"].attrs.get("name") if "vars" in handle else None, fix)
         known = {group for _, group in listed}
         groups = {name.rsplit("/vars/", 1)[0] for name in _h5_dataset_names(handle)} - known
         extra = sorted(g for g in groups if not any(g.startswith(k + "/") for k in known))
@@ -281,6 +283,29 @@ def _from_weights_file(model: keras.Model, path: str) -> PretrainedReport:
             "not copied (zero-initialised)"
         )
     return PretrainedReport(path, copied, reinit, detail)
+
+
+def _check_saved_preset(model: keras.Model, path: str, saved_name: Any, fix: str) -> None:
+    """Refuse a weights file whose preset computes something else than ``model`` with the same shapes.
+
+    A ``.weights.h5`` file holds arrays and its model's name, not the layers' settings: ResNet-50
+    v1.5 weights fit ResNet-50 with ``avg_down=True`` or ``stride_in_1x1=True`` shape for shape. When
+    the saved name is a kerasnets preset (models are named as their preset, a variant that computes
+    differently gets ``_custom``) other than ``model``'s name, that preset is built and each weighted
+    layer's :func:`~kerasnets.models.weights.computation` compared. Files of models named otherwise
+    are checked by shape only.
+    """
+    from kerasnets.presets import PRESETS, build  # lazy: presets imports the builders, which import this module
+
+    if not isinstance(saved_name, str) or saved_name == model.name or saved_name not in PRESETS:
+        return
+    reference = build(saved_name, include_top=False, input_shape=tuple(model.inputs[0].shape[1:]))
+    what = computation_mismatch(reference, model, skip_classifier=True)
+    if what is not None:
+        raise ValueError(
+            f"weights file {path!r} was saved from {saved_name!r}, which computes something else than "
+            f"{model.name!r} with the same weight shapes ({what.replace('source layer', 'its layer')}); {fix}"
+        )
 
 
 def _square_std_stored_as_variance(model: keras.Model) -> None:

@@ -63,6 +63,17 @@ class ResNetVariant:
     twin_prefix: str | None = None
 
 
+#: ResNetVariant fields that change training or initialization only, not what trained weights compute
+#: (so a model with them overridden keeps its preset's name and its ImageNet weights).
+TRAINING_ONLY_FIELDS = ("bn_momentum", "zero_init_last_bn", "kernel_initializer")
+
+
+def _computes_like(variant: ResNetVariant, other: ResNetVariant) -> bool:
+    """Whether two variants compute the same function of the same weights (differing at most in
+    :data:`TRAINING_ONLY_FIELDS`)."""
+    return dataclasses.replace(variant, **{f: getattr(other, f) for f in TRAINING_ONLY_FIELDS}) == other
+
+
 _V15 = ResNetVariant()
 #: "v1": keras.applications; "v1.5": torchvision / NVIDIA; "d": Bag of Tricks ResNet-D (timm resnet*d).
 VARIANTS: dict[str, ResNetVariant] = {
@@ -154,9 +165,9 @@ def ResNet(
     if isinstance(variant, str):
         if variant not in VARIANTS:
             raise ValueError(f"ResNet variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        variant_name, spec = variant, VARIANTS[variant]
+        spec = VARIANTS[variant]
     elif isinstance(variant, ResNetVariant):
-        variant_name, spec = "custom", variant
+        spec = variant
     else:
         raise TypeError(f"variant must be a name in {sorted(VARIANTS)} or a ResNetVariant, got {type(variant).__name__}")
     if variant_overrides:
@@ -165,14 +176,17 @@ def ResNet(
         if unknown:
             raise ValueError(f"unknown ResNet variant keywords {unknown}; allowed: {sorted(fields)}")
         spec = dataclasses.replace(spec, **variant_overrides)
+    # the variant it computes names the model (the preset's name) and decides its ImageNet weights
+    variant_name = next((known for known, v in VARIANTS.items() if _computes_like(spec, v)), "custom")
     if spec.stem not in ("7x7", "deep"):
         raise ValueError(f"ResNet stem must be '7x7' or 'deep', got {spec.stem!r}")
     stages = resnet_stages(depth)
     twin = f"{spec.twin_prefix}{depth}" if spec.twin_prefix and depth >= 50 else None
-    if weights == "imagenet" and (twin is None or variant_overrides):
+    if weights == "imagenet" and (twin is None or variant_name == "custom"):
         raise ValueError(
             "weights='imagenet' exists for variant='v1' with depth 50, 101 or 152 (the keras.applications "
-            f"ResNets); got depth={depth}, variant={variant_name!r}. Use weights=None or a .weights.h5 path"
+            f"ResNets); got depth={depth}, variant={variant!r}"
+            f"{f' with {variant_overrides}' if variant_overrides else ''}. Use weights=None or a .weights.h5 path"
         )
     validate_common(weights, include_top, classes, pooling, input_shape)
     config = LayerConfig(

@@ -14,7 +14,7 @@ import numpy as np
 
 
 __all__ = ["leaf_layers", "transfer_weights", "classifier_layer", "refresh_cached_state", "computation",
-           "COMPUTATION_FIELDS"]
+           "computation_mismatch", "COMPUTATION_FIELDS"]
 
 _POOLING_TYPES = (
     keras.layers.GlobalAveragePooling1D,
@@ -181,15 +181,38 @@ class _LayoutMismatch(ValueError):
         self.what = what
 
 
+def _weighted(model: keras.Model, skip_classifier: bool) -> tuple[list, list[int], int | None]:
+    """(leaf layers, indices of the weighted ones in pairing order, index of the classifier or None)."""
+    leaves = leaf_layers(model)
+    head = _classifier_index(leaves)
+    skipped = head if skip_classifier else None
+    return leaves, [i for i, layer in enumerate(leaves) if layer.weights and i != skipped], head
+
+
+def computation_mismatch(source: keras.Model, target: keras.Model, skip_classifier: bool = False) -> str | None:
+    """The first pair of weighted layers (paired in order, as :func:`transfer_weights` pairs them, up
+    to the shorter model) whose :func:`computation` differs, described with both; None if none does."""
+    (src_leaves, src_idx, src_head), (dst_leaves, dst_idx, dst_head) = (
+        _weighted(model, skip_classifier) for model in (source, target))
+    for k, (i, j) in enumerate(zip(src_idx, dst_idx)):
+        at_head = i == src_head or j == dst_head
+        src_does = computation(src_leaves, i, head=at_head)
+        dst_does = computation(dst_leaves, j, head=at_head)
+        if src_does != dst_does:
+            differ = sorted(f for f in set(src_does) | set(dst_does) if src_does.get(f) != dst_does.get(f))
+            return (
+                f"weighted layer {k + 1} (of {len(src_idx)}) has the same weight shapes but computes something "
+                f"else ({', '.join(differ)} differ): source layer {src_leaves[i].name!r} is {src_does}, target "
+                f"layer {dst_leaves[j].name!r} is {dst_does}"
+            )
+    return None
+
+
 def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> list[tuple[keras.layers.Layer, list]]:
-    """Pair the weighted layers of both models in order, check every shape and compute what to write."""
-    sides = []
-    for model in (source, target):
-        leaves = leaf_layers(model)
-        head = _classifier_index(leaves)
-        skipped = head if skip_classifier else None
-        sides.append((leaves, [i for i, layer in enumerate(leaves) if layer.weights and i != skipped], head))
-    (src_leaves, src_idx, src_head), (dst_leaves, dst_idx, dst_head) = sides
+    """Pair the weighted layers of both models in order, check every shape and what each pair computes,
+    and compute what to write."""
+    (src_leaves, src_idx, src_head), (dst_leaves, dst_idx, dst_head) = (
+        _weighted(model, skip_classifier) for model in (source, target))
     for k in range(max(len(src_idx), len(dst_idx))):
         src = src_leaves[src_idx[k]] if k < len(src_idx) else None
         dst = dst_leaves[dst_idx[k]] if k < len(dst_idx) else None
@@ -211,21 +234,11 @@ def _plan(source: keras.Model, target: keras.Model, skip_classifier: bool) -> li
             raise _LayoutMismatch(
                 f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {hint}", what
             )
-    for k, (i, j) in enumerate(zip(src_idx, dst_idx)):
-        at_head = i == src_head or j == dst_head
-        src_does = computation(src_leaves, i, head=at_head)
-        dst_does = computation(dst_leaves, j, head=at_head)
-        if src_does != dst_does:
-            differ = sorted(f for f in set(src_does) | set(dst_does) if src_does.get(f) != dst_does.get(f))
-            what = (
-                f"weighted layer {k + 1} (of {len(src_idx)}) has the same weight shapes but computes something "
-                f"else ({', '.join(differ)} differ): source layer {src_leaves[i].name!r} is {src_does}, target "
-                f"layer {dst_leaves[j].name!r} is {dst_does}"
-            )
-            raise _LayoutMismatch(
-                f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {_ARCHITECTURE_HINT}",
-                what,
-            )
+    what = computation_mismatch(source, target, skip_classifier)
+    if what is not None:
+        raise _LayoutMismatch(
+            f"cannot transfer weights from {source.name!r} to {target.name!r}: {what}; {_ARCHITECTURE_HINT}", what
+        )
     plan = []
     for i, j in zip(src_idx, dst_idx):
         src, dst = src_leaves[i], dst_leaves[j]
