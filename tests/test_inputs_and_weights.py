@@ -30,6 +30,7 @@ import kerasnets
     (lambda: kerasnets.ResNet(50, "v1", weights="imagenet", classes=10), "needs classes=1000"),
     (lambda: kerasnets.ResNet(50, "v1.5", weights="imagenet"), "variant='v1'"),
     (lambda: kerasnets.ResNet(18, "v1", weights="imagenet"), "depth 50, 101 or 152"),
+    (lambda: kerasnets.ResNet(50, "v1", weights="imagenet", avg_down=True), r"variant='v1' with \{'avg_down': True\}"),
     (lambda: kerasnets.EfficientNetLite0(weights="imagenet"), "B0..B7"),
     (lambda: kerasnets.EfficientNet(0, weights="imagenet", input_shape=(224, 224, 1), include_top=False), "3 input channels"),
     (lambda: kerasnets.EfficientNet(0, weights="/no/such/file.weights.h5"), "no file at"),

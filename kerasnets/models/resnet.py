@@ -22,7 +22,8 @@ from kerasnets.models.common import (
 )
 from kerasnets.models.pretrained import load_weights
 
-__all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "resnet_stages", "ResNet"]
+__all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "TRAINING_ONLY_FIELDS", "resnet_stages",
+           "ResNet"]
 
 #: depth -> (block kind, blocks per stage). Stage widths are 64, 128, 256, 512.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -158,6 +159,9 @@ def ResNet(
         synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
         include_preprocessing: put :class:`CaffePreprocessing` in the model so it takes RGB 0..255.
         **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``, ``bn_momentum=0.9``.
+            The model is named after the variant it computes (``resnet50``, ``resnet50_v1``,
+            ``resnet50d``; ``resnet50_custom`` when the overrides change more than
+            :data:`TRAINING_ONLY_FIELDS`), which is what weights files record and are checked against.
 
     Input contract: caffe-preprocessed BGR (``kerasnets.preprocessing.caffe_preprocess``), exactly like
     keras.applications ResNet; with ``include_preprocessing=True``, RGB pixels in 0..255.
