@@ -126,6 +126,11 @@ def test_tfrecord_without_keys_or_with_bad_labels_fails_early(tmp_path):
         data.load(str(tmp_path / "label-*"), num_classes=1000)
     ds, _ = data.load(str(tmp_path / "label-*"), num_classes=1000, label_offset=-1, training=False, image_size=16)
     assert next(iter(ds))[1].numpy().tolist() == [999]
+    _write_records(tmp_path / "float-00000-of-00001", {
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image])),
+        "image/class/label": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0]))})
+    with pytest.raises(ValueError, match=r"record 0 does not parse .* image/class/label: int64"):
+        data.load(str(tmp_path / "float-*"), num_classes=2)
     with pytest.raises(ValueError, match="no TFRecord files match"):
         data.load(str(tmp_path / "missing-*"), num_classes=2)
 

@@ -107,7 +107,13 @@ def check_tfrecords(files: list[str], num_classes: int, label_offset: int, probe
                 f"TFRecord {files[0]!r} record {index} lacks keys {missing} (has {sorted(keys)}); "
                 f"kerasnets reads the ImageNet layout {sorted(FEATURES)}; convert with kerasnets.data.write_tfrecords"
             )
-        _, label = parse_example(record, label_offset)
+        try:
+            _, label = parse_example(record, label_offset)
+        except tf.errors.InvalidArgumentError as error:  # e.g. a float label
+            reason = re.sub(r"{{.*?}} | \[Op:.*", "", error.message.splitlines()[0])  # without TF's node names
+            raise ValueError(
+                f"TFRecord {files[0]!r} record {index} does not parse as the ImageNet layout (image/encoded: bytes, "
+                f"image/class/label: int64): {reason}; convert with kerasnets.data.write_tfrecords") from None
         with label_errors():
             check_label(label, files[0], num_classes, label_offset)
 
