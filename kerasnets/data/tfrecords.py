@@ -4,6 +4,8 @@
 split's size and the class names in ``dataset.json`` next to the shards, so that a reader knows the
 dataset's size without reading it. :func:`tfrecord_count` tells how many records a set of shards
 holds: from an explicit number, that metadata, a cache, or by counting every shard in parallel.
+Writing a split again replaces all its shards. :func:`check_label` checks every record's label as
+the pipeline streams it, and :func:`label_errors` turns its error into a ValueError.
 """
 
 from __future__ import annotations
