@@ -196,7 +196,13 @@ def test_finetune_resumes_across_the_phase_boundary(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "finetune" / "summary.json").read_text())
     assert summary["resumed_from_phase"] == 1 and summary["resumed_from_step"] >= killed["step"]
-    assert summary["steps"] == 4 * summary["steps_per_epoch"]  # no step lost or repeated
+    # no step lost or repeated, counted apart from the summary's plan: 3 classes x 16 images in
+    # batches of 16 make 3 steps per epoch; the resumed process ran exactly phase 2's steps after its
+    # backup, and history.csv holds one row per epoch, each in its phase
+    assert summary["steps_per_epoch"] == 3 and summary["steps_run"] == 3 - summary["resumed_from_step"]
+    header, *rows = [line.split(",") for line in (tmp_path / "finetune" / "history.csv").read_text().splitlines()]
+    assert [(int(float(row[header.index("epoch")])), int(float(row[header.index("phase")]))) for row in rows] == \
+        [(0, 0), (1, 0), (2, 0), (3, 1)]
     assert [p["epochs"] for p in summary["phases"]] == [3, 1]  # --epochs 4 split 12:6 as 3:1
     assert "resumed" in resumed.stdout
     assert not (tmp_path / "finetune" / "backup").exists()
