@@ -37,6 +37,16 @@ def _png(path, rgb, rng):
     Image.fromarray(pixels).save(path)
 
 
+def write_undecodable_png(path):
+    """A real PNG whose pixel data is damaged: it passes the cheap file and header checks (signature,
+    IHDR, IEND) but does not decode, as a file corrupted in transit."""
+    _png(path, (200, 0, 0), np.random.RandomState(0))
+    damaged = bytearray(path.read_bytes())
+    start = damaged.index(b"IDAT") + 20
+    damaged[start:start + 10] = bytes(10)
+    path.write_bytes(bytes(damaged))
+
+
 def _colour_folder(root, counts, seed=0):
     """``root/<class>/<i>.png``: each image's own class channel in 90..255, the others in 0..200, so that
     the colour model below is right on most images and wrong on some."""
@@ -169,10 +179,7 @@ def test_evaluate_refuses_an_accuracy_over_fewer_images_than_the_split(tmp_path,
     command fails instead of passing the figure off as the split's."""
     _colour_model(tmp_path / "m.keras")
     root = _colour_folder(tmp_path / "ds", {"red": 6, "blue": 6})
-    damaged = bytearray((root / "red" / "0000.png").read_bytes())
-    start = damaged.index(b"IDAT") + 20
-    damaged[start:start + 10] = bytes(10)
-    (root / "red" / "0000.png").write_bytes(bytes(damaged))
+    write_undecodable_png(root / "red" / "0000.png")
     assert cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(root)]) == 2
     captured = capsys.readouterr()
     assert "on 11 of the 12 images" in captured.out
