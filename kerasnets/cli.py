@@ -266,7 +266,7 @@ def _load_any_model(path: str):
         from ai_edge_litert.interpreter import Interpreter
 
         shape = Interpreter(model_path=path).get_input_details()[0]["shape"]
-        return (lambda images: run_tflite(path, np.asarray(images, np.float32))), tuple(int(d) for d in shape[1:])
+        return (lambda images: run_tflite(path, np.asarray(images, np.float32))), _fixed_shape(path, shape[1:])
     if os.path.isdir(path):
         import tensorflow as tf
 
@@ -278,13 +278,24 @@ def _load_any_model(path: str):
         def call(images):
             return next(iter(signature(tf.constant(np.asarray(images, np.float32))).values())).numpy()
 
-        return call, tuple(int(d) for d in spec.shape[1:])
+        return call, _fixed_shape(path, spec.shape[1:])
     import keras
 
     import kerasnets  # noqa: F401  (registers the custom layers)
 
     model = keras.saving.load_model(path)
-    return (lambda images: np.asarray(model.predict(np.asarray(images, np.float32), verbose=0))), tuple(model.input_shape[1:])
+    return (lambda images: np.asarray(model.predict(np.asarray(images, np.float32), verbose=0))), _fixed_shape(
+        path, model.input_shape[1:])
+
+
+def _fixed_shape(path: str, shape) -> tuple[int, int, int]:
+    """``shape`` (height, width, channels) as ints; ValueError when the model takes any size (None or -1)."""
+    dims = tuple(None if d is None or int(d) < 1 else int(d) for d in shape)
+    if len(dims) != 3 or None in dims:
+        raise ValueError(f"the model at {path!r} takes inputs of shape {tuple(shape)}, not one fixed (height, width, "
+                         f"channels); predict and evaluate crop to the model's size: save it with a fixed input_shape, "
+                         f"e.g. (224, 224, 3)")
+    return dims
 
 
 def _serving_settings(model_path: str, size: int, crop_padding: int | None, resize: str | None) -> tuple[int, str]:

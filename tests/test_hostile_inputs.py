@@ -47,7 +47,7 @@ def _photo(height=37, width=53, seed=0):
 
 @functools.lru_cache(maxsize=None)
 def _png_declaring(width, height):
-    """A real, valid 8-bit grayscale PNG of all-zero pixels (389 KB at 20000 x 20000), built with zlib (once per session)."""
+    """A real, valid 8-bit grayscale PNG of all-zero pixels (389 KB at 20000 x 20000), built with zlib once."""
     compressor, rows, parts = zlib.compressobj(9), b"\0" * ((width + 1) * 500), []
     for _ in range(height // 500):
         parts.append(compressor.compress(rows))
@@ -267,7 +267,7 @@ def test_predict_names_each_bad_file_once_and_predicts_the_others_in_bounded_mem
     latin1 = os.path.join(os.fsencode(inputs), b"caf\xe9.png")  # a file name that is no UTF-8
     with open(latin1, "wb") as handle:
         handle.write((inputs / "red.png").read_bytes())
-    # a baseline JPEG declaring 20000 x 20000 (its data is a 53 x 37 photo's) is decoded at 1/8: bounded, whatever it says
+    # a baseline JPEG declaring 20000 x 20000 (with a 53 x 37 photo's data) decodes at 1/8: bounded, whatever it says
     (inputs / "huge_baseline.jpg").write_bytes(_jpeg_declaring(HUGE, HUGE, progressive=False))
     names = [*GOOD, *_bad_files(), "huge_baseline.jpg"]
     rc, out, err, peak = _peak_run("import sys; from kerasnets.cli import main; rc = main(sys.argv[1:])", "predict",
@@ -355,6 +355,14 @@ def test_non_square_model_exports_serves_and_predicts_with_a_window_of_its_aspec
     ranked = capsys.readouterr().out.split(": ", 1)[1].split(", ")
     assert [int(pair.split()[0]) for pair in ranked] == list(np.argsort(expected)[::-1])
     np.testing.assert_allclose([float(pair.split()[1]) for pair in ranked], np.sort(expected)[::-1], atol=1e-3)
+
+
+def test_predict_refuses_a_model_of_any_input_size_with_one_line(tmp_path, capsys):
+    _tiny_model((None, None, 3)).save(tmp_path / "any.keras")
+    Image.fromarray(_photo()).save(tmp_path / "photo.png")
+    assert cli.main(["predict", str(tmp_path / "any.keras"), str(tmp_path / "photo.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "takes inputs of shape (None, None, 3)" in err and "fixed input_shape" in err
 
 
 # --------------------------------------------------------------------------------------------- arrays

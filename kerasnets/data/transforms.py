@@ -81,7 +81,8 @@ def _jpeg_frame(encoded: tf.Tensor):
 
     zero = tf.constant(0, tf.int64)
     _, state, height, width, progressive = tf.while_loop(
-        lambda pos, state, *_: tf.equal(state, 0), step, (tf.constant(2, tf.int64), zero, zero, zero, tf.constant(False)),
+        lambda pos, state, *_: tf.equal(state, 0), step,
+        (tf.constant(2, tf.int64), zero, zero, zero, tf.constant(False)),
         maximum_iterations=headers.JPEG_MAX_STEPS)
     return tf.equal(state, 1), height, width, progressive
 
@@ -108,7 +109,8 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
             height = tf.abs(_number(_bytes_at(encoded, h_at, h_len), order, signed))
             pixels, what = height * width, tf.constant(kind)
             short = length < h_at + h_len
-            short_reason = tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length), " bytes)"])
+            short_reason = tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length),
+                                            " bytes)"])
         text = [tf.strings.as_string(v) for v in (width, height, pixels)]
         problem = tf.where(
             short, short_reason,
@@ -222,7 +224,8 @@ def output_size(size: int | tuple[int, int]) -> tuple[int, int]:
     pair = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
     try:
         height, width = (int(v) for v in pair)
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair) and min(height, width) > 0
+        valid = (all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair)
+                 and min(height, width) > 0)
     except (TypeError, ValueError):
         valid = False
     if not valid:
