@@ -6,8 +6,12 @@ many times the output: a 12-MP photo is never decoded at full resolution), rando
 choice is a stateless op keyed by it, so a ``tf.data`` iterator over the transformed data can be
 checkpointed (TF refuses to serialize stateful random ops) and replays exactly. Eval: center crop
 with ``crop_padding`` (the EfficientNet reference eval: crop ``size / (size + 32)`` of the short
-side), resize. Every image
+side; a (height, width) output crops the largest window of its aspect ratio), resize. Every image
 leaves as float32 RGB in 0..255: normalization stays inside the model.
+
+Encoded bytes are checked before any pixel is decoded (:func:`check_encoded`: signature, declared
+size, the pixel budget ``max_pixels`` of :mod:`kerasnets.data.headers`), as graph ops, so the
+check runs in ``tf.data`` and inside a SavedModel alike.
 """
 
 from __future__ import annotations
