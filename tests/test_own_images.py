@@ -13,6 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import ENV, RECIPES, ROOT, digits_folder, kerasnets_cmd
+from test_hostile_cli import reference_held_out, write_undecodable_png
 from kerasnets import cli, data, serving
 
 QUICKSTART = os.path.join(RECIPES, "quickstart.py")
@@ -106,7 +107,10 @@ def test_plain_folder_model_seed_and_eval_data_overrides(photo_folder, tmp_path,
     assert summary["model"].startswith("resnet18") and summary["seed"] == 3
     assert summary["eval_split"] == "validation"  # a plain class folder: its seeded 20% is held out
     assert "evaluating on split 'validation'" in caplog.text  # the engine says which split it chose
-    assert summary["eval_examples"] == round(0.2 * (24 + 24 + 2))  # 48 crops + 2 readable extra images
+    # the carve's documented per-file hash (seed 3, 20%) over the 48 crops and the 2 readable extra images
+    readable = [p for p in (photo_folder / "train").glob("*/*") if p.name not in ("empty.jpg", "truncated.jpg")]
+    assert len(readable) == 50
+    assert summary["eval_examples"] == sum(reference_held_out(p.parent.name, p.name, 0.2, 3) for p in readable)
     code = cli.main(["train", QUICKSTART, "--data", str(photo_folder / "train"), "--eval-data",
                      str(photo_folder / "test"), "--name", "separate", *common])
     assert code == 0, capsys.readouterr().err[-2000:]
@@ -267,7 +271,9 @@ def test_weights_of_another_architecture_and_empty_evaluation(quickstart, tmp_pa
     assert "resnet.weights.h5" in err and "shape" in err
     assert not (tmp_path / "out" / "quickstart").exists()
     broken = tmp_path / "broken"
-    _make_bad_source("nothing decodes", broken)
+    for digit in ("0", "1"):  # two of the model's classes, files that pass the cheap checks but never decode
+        for i in range(3):
+            write_undecodable_png(broken / digit / f"{i}.png")
     code = cli.main(["evaluate", str(quickstart["dir"] / "model.keras"), "--data", str(broken), "--split", "all"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "nothing to evaluate" in err
@@ -279,9 +285,13 @@ def test_int8_export_calibrates_on_train_and_reports_on_held_out_data(quickstart
     assert cli.main(["export", model, "--format", "tflite", "--quantize", "int8", "--calibration", "digits",
                      "--output", target]) == 0
     captured = capsys.readouterr()
-    assert "calibrating on split 'train', reporting on split 'test'" in captured.err
+    assert "calibrating on split 'train' of digits, reporting on split 'test' of digits" in captured.err
     report = json.loads(captured.out[captured.out.index("{"):])
     assert report["examples"] == len(data.digits_arrays("test")[1])  # the held-out split, all of it
+    assert (report["evaluated_on"]["source"], report["evaluated_on"]["split"]) == ("digits", "test")
+    calibrated = report["calibration"]["calibrated_on"]  # 500 of the 1,437 train images, every digit among them
+    assert calibrated["images"] == 500 and sorted(calibrated["per_class"]) == [str(d) for d in range(10)]
+    assert min(calibrated["per_class"].values()) >= 30, calibrated
     assert cli.main(["export", model, "--format", "tflite", "--quantize", "int8", "--calibration", "digits",
                      "--eval-split", "train", "--output", str(tmp_path / "x.tflite")]) == 2
     assert "held-out" in capsys.readouterr().err
