@@ -144,6 +144,11 @@ def test_huge_headers_are_refused_before_decoding_and_baseline_jpegs_count_at_on
     assert transforms.check_encoded(tf.constant(baseline)).numpy() == b""
     assert transforms.check_encoded(tf.constant(baseline), 2500 * 2500).numpy() == b""
     assert "decodes 6250000 pixels" in transforms.check_encoded(tf.constant(baseline), 2500 * 2500 - 1).numpy().decode()
+    # ... but a full-resolution decode counts every pixel (4000 x 4000 here: a refusal must not cost 1.2 GB)
+    midsize = _jpeg_declaring(4000, 4000, progressive=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="JPEG of 4000x4000 pixels decodes 16000000 pixels"):
+        transforms.decode_rgb(tf.constant(midsize), max_pixels=1_000_000)
+    assert transforms.check_encoded(tf.constant(midsize), 1_000_000).numpy() == b""  # the crops: 500 x 500
     for hostile in (b"", b"junk", b"\x89PNG\r\n\x1a\n", b"\xff\xd8" + b"\xff" * 5000, b"\xff\xd8\xff\xe0\x00\x02"):
         assert transforms.check_encoded(tf.constant(hostile)).numpy() != b""  # a reason, never an exception
     with pytest.raises(ValueError, match="max_pixels must be a positive integer"):

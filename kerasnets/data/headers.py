@@ -58,15 +58,16 @@ class ImageHeader:
     data_offset: int = 0  # JPEG: first byte of the scan data (after the start-of-scan segment)
 
 
-def decoded_pixels(header: ImageHeader) -> int:
+def decoded_pixels(header: ImageHeader, cropped: bool = True) -> int:
     """Pixels a decode of ``header``'s image holds in memory at most, the quantity the budget bounds.
 
-    Baseline JPEGs: the pixels at 1/8 scale. The crops decode only a window, downscaled in the DCT
-    domain by the largest of 2, 4, 8 that keeps the output size (``transforms.dct_ratio``): a
-    window of at least 8x the output decodes at 1/8, a smaller one at under 2x the output's side.
-    Progressive JPEGs (their coefficient buffer is full size) and other formats: every pixel.
+    Baseline JPEGs read through the crops (``cropped``): the pixels at 1/8 scale. The crops decode
+    only a window, downscaled in the DCT domain by the largest of 2, 4, 8 that keeps the output
+    size (``transforms.dct_ratio``): a window of at least 8x the output decodes at 1/8, a smaller
+    one at under 2x the output's side. Progressive JPEGs (their coefficient buffer is full size),
+    other formats, and any full-resolution decode (``cropped=False``): every pixel.
     """
-    if header.format == "JPEG" and not header.progressive:
+    if header.format == "JPEG" and not header.progressive and cropped:
         return at_eighth(header.height, header.width)
     return header.height * header.width
 

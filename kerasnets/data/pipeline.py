@@ -581,7 +581,7 @@ def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:
     """Whether any example of an encoded source decodes (reads in order until the first one does;
     a full pass only when none does)."""
     ds = base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base
-    ds = ds.map(lambda encoded, label: tf.shape(decode_rgb(encoded, max_pixels)))
+    ds = ds.map(lambda encoded, label: tf.shape(decode_rgb(encoded, max_pixels)))  # full decode: every pixel counts
     return bool(list(ds.ignore_errors().take(1).as_numpy_iterator()))
 
 

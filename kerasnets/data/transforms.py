@@ -91,19 +91,22 @@ def _jpeg_frame(encoded: tf.Tensor):
     return tf.equal(state, 1), height, width, progressive
 
 
-def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, cropped: bool = True) -> tf.Tensor:
     """Why the encoded image ``encoded`` (a scalar string tensor) cannot be decoded within ``max_pixels``,
     or "" when it can: graph ops on its header (the reasons of :func:`kerasnets.data.files.check_image_file`,
     decided by the same table and rule, :mod:`kerasnets.data.headers`). Never raises on any bytes."""
     max_pixels = headers.check_max_pixels(max_pixels)
     length = tf.cast(tf.strings.length(encoded), tf.int64)
+    # (``cropped``: the bytes go through the crops, which decode baseline JPEGs DCT-downscaled; False
+    # for a full-resolution decode, where every pixel counts: :func:`kerasnets.data.headers.decoded_pixels`)
     head = tf.strings.substr(encoded, 0, 8)
     reason = tf.constant(headers.NOT_AN_IMAGE)
     for kind, (magics, fields, order, signed) in headers.FORMATS.items():
         matches = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in magics])
         if fields is None:  # JPEG
             found, height, width, progressive = _jpeg_frame(encoded)
-            pixels = tf.where(progressive, height * width, headers.at_eighth(height, width))
+            scaled = headers.at_eighth(height, width) if cropped else height * width
+            pixels = tf.where(progressive, height * width, scaled)
             what = tf.where(progressive, "progressive JPEG", "JPEG")
             short = tf.logical_not(found)
             short_reason = tf.constant(headers.NO_JPEG_FRAME)
@@ -126,9 +129,9 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> t
     return tf.where(length == 0, "zero bytes", reason)
 
 
-def _checked(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
+def _checked(encoded: tf.Tensor, max_pixels: int, cropped: bool = True) -> tf.Tensor:
     """``encoded``, once :func:`check_encoded` passed; InvalidArgumentError naming the reason otherwise."""
-    reason = check_encoded(encoded, max_pixels)
+    reason = check_encoded(encoded, max_pixels, cropped)
     if tf.executing_eagerly():  # the reason alone, not Assert's summary of its tensors
         if reason.numpy():
             raise tf.errors.InvalidArgumentError(None, None, reason.numpy().decode())
@@ -146,10 +149,11 @@ def _decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
 def decode_rgb(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
     """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8).
 
-    The header is checked first (:func:`check_encoded`): a file that declares more than
-    ``max_pixels`` pixels is an InvalidArgumentError naming why, before any pixel is decoded.
+    The header is checked first (:func:`check_encoded`, every pixel counted: this decode is at full
+    resolution): a file that declares more than ``max_pixels`` pixels is an InvalidArgumentError
+    naming why, before any pixel is decoded.
     """
-    return _decode_rgb(_checked(encoded, max_pixels))
+    return _decode_rgb(_checked(encoded, max_pixels, cropped=False))
 
 
 def _to_rgb(image: tf.Tensor) -> tf.Tensor:
