@@ -103,31 +103,34 @@ def test_transfer_names_first_mismatching_layer():
 
 
 def test_transfer_refuses_equal_shapes_that_compute_something_else(tmp_path):
-    """Issue #18: v1.5 weights went silently into ResNet-50 with avg_down=True or stride_in_1x1=True
+    """Issue #18: v1.5 weights went silently into a ResNet with avg_down=True or stride_in_1x1=True
     (same weight shapes, other strides). Each is refused naming the layer and both settings, through
-    transfer_weights and through a saved model file; a harmless difference (BN momentum) is not."""
+    transfer_weights and through saved files; a harmless difference (BN momentum) is not."""
     shape = (64, 64, 3)  # small input: the check reads layer configs, not activations
-    source = kerasnets.ResNet(50, input_shape=shape)
-    source.save(tmp_path / "resnet50.keras")
-    source.save_weights(tmp_path / "resnet50.weights.h5")  # arrays and the model's name only
-    for overrides, layer, theirs, ours in [({"avg_down": True}, "conv3_block1_0_conv", "2, 2", "1, 1"),
-                                           ({"stride_in_1x1": True}, "conv3_block1_1_conv", "1, 1", "2, 2")]:
-        target = kerasnets.ResNet(50, input_shape=shape, **overrides)
-        kernel = target.get_layer(layer).get_weights()[0]
-        with pytest.raises(ValueError, match=rf"'{layer}'.*'strides': \({theirs}\).*'{layer}'.*'strides': \({ours}\)"):
-            kerasnets.transfer_weights(source, target)
-        np.testing.assert_array_equal(target.get_layer(layer).get_weights()[0], kernel)  # nothing written
-        with pytest.raises(ValueError, match=rf"resnet50.keras.*'{layer}'.*strides"):
-            kerasnets.ResNet(50, input_shape=shape, weights=str(tmp_path / "resnet50.keras"), **overrides)
-        with pytest.raises(ValueError, match=rf"resnet50.weights.h5.*saved from 'resnet50'.*'{layer}'.*strides"):
-            kerasnets.ResNet(50, input_shape=shape, weights=str(tmp_path / "resnet50.weights.h5"), **overrides)
-    # a training-only setting copies, from a model and from the weights file
-    momentum = kerasnets.ResNet(50, input_shape=shape, bn_momentum=0.5, weights=str(tmp_path / "resnet50.weights.h5"))
+    # ResNet-18 (the cheapest build) for avg_down, by every path a user takes
+    source = kerasnets.ResNet(18, input_shape=shape)
+    source.save(tmp_path / "resnet18.keras")
+    source.save_weights(tmp_path / "resnet18.weights.h5")  # arrays and the model's name only
+    target = kerasnets.ResNet(18, input_shape=shape, avg_down=True)
+    kernel = target.get_layer("conv3_block1_0_conv").get_weights()[0]
+    with pytest.raises(ValueError, match=r"'conv3_block1_0_conv'.*'strides': \(2, 2\).*'conv3_block1_0_conv'.*"
+                                         r"'strides': \(1, 1\)"):
+        kerasnets.transfer_weights(source, target)
+    np.testing.assert_array_equal(target.get_layer("conv3_block1_0_conv").get_weights()[0], kernel)  # untouched
+    with pytest.raises(ValueError, match=r"resnet18.keras.*'conv3_block1_0_conv'.*strides"):
+        kerasnets.ResNet(18, input_shape=shape, weights=str(tmp_path / "resnet18.keras"), avg_down=True)
+    with pytest.raises(ValueError, match=r"resnet18.weights.h5.*saved from 'resnet18'.*'conv3_block1_0_conv'.*strides"):
+        kerasnets.ResNet(18, input_shape=shape, weights=str(tmp_path / "resnet18.weights.h5"), avg_down=True)
+    # a training-only setting copies, from the weights file and from the model
+    momentum = kerasnets.ResNet(18, input_shape=shape, bn_momentum=0.5, weights=str(tmp_path / "resnet18.weights.h5"))
     np.testing.assert_array_equal(momentum.get_layer("conv1_conv").get_weights()[0],
                                   source.get_layer("conv1_conv").get_weights()[0])
     kerasnets.transfer_weights(source, momentum)
-    np.testing.assert_array_equal(momentum.get_layer("conv5_block3_3_conv").get_weights()[0],
-                                  source.get_layer("conv5_block3_3_conv").get_weights()[0])
+    # stride_in_1x1 exists in bottleneck blocks only: ResNet-50
+    with pytest.raises(ValueError, match=r"'conv3_block1_1_conv'.*'strides': \(1, 1\).*'conv3_block1_1_conv'.*"
+                                         r"'strides': \(2, 2\)"):
+        kerasnets.transfer_weights(kerasnets.ResNet(50, input_shape=shape),
+                                   kerasnets.ResNet(50, input_shape=shape, stride_in_1x1=True))
 
 
 def _two_dense_model(seed, units=(3, 3)):
