@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import keras
@@ -258,15 +259,59 @@ def _free_ports(count):
     return ports
 
 
-def _start_workers(command, output):
+def _start_workers(*commands):
+    """Two workers on 127.0.0.1, worker 0 (the chief) running ``commands[0]``, worker 1 the last command."""
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
         env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      cwd=ROOT))
+        procs.append(subprocess.Popen(commands[min(index, len(commands) - 1)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, cwd=ROOT))
     return procs
+
+
+#: the multi-worker runs' flags: 2 epochs of 6 steps, batch 16 per worker (two processes share 2
+#: cores); --deterministic: runs comparable bit for bit; the killed run and the uninterrupted one alike
+MULTIWORKER = ("--epochs", "2", "--steps-per-epoch", "6", "--batch-size", "16", "--deterministic",
+               "--backup-every-steps", "2")  # a backup mid-epoch, to be killed after
+#: ``kerasnets train`` whose exports fail (as on a full disk), after model.keras is written
+FAILING_EXPORT = """import sys
+import kerasnets.export
+
+
+def failing(*args, **kwargs):
+    raise RuntimeError("simulated export failure (disk full)")
+
+
+kerasnets.export.export_run = failing
+from kerasnets.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _multiworker_train(output, *extra):
+    return ["train", os.path.join(RECIPES, "quickstart.py"), *MULTIWORKER, "--output", str(output), *extra]
+
+
+@pytest.fixture(scope="module")
+def multiworker_run(tmp_path_factory):
+    """A two-worker run into a folder holding an earlier run's summary.json (--no-resume: replace it)
+    whose chief fails to export; then the same command without --no-resume, which finishes it."""
+    output = tmp_path_factory.mktemp("multiworker")
+    run = output / "quickstart"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"run_id": "0123456789abcdef", "recipe": "quickstart",
+                                                  "test_accuracy": 0.99}))  # an earlier run's
+    args = _multiworker_train(output, "--no-resume")
+    procs = _start_workers([sys.executable, "-c", FAILING_EXPORT, *args], kerasnets_cmd(*args))
+    failed = [(p.returncode, err) for p, (_, err) in ((p, p.communicate(timeout=1500)) for p in procs)]
+    after_failure = {"saved_steps": [_saved_step(run, task) for task in range(2)],
+                     "summary": (run / "summary.json").exists()}
+    procs = _start_workers(kerasnets_cmd(*_multiworker_train(output)))
+    finished = [(p.returncode, err) for p, (_, err) in ((p, p.communicate(timeout=1500)) for p in procs)]
+    return {"run": run, "failed": failed, "after_failure": after_failure, "finished": finished}
 
 
 def _saved_step(run, task):
@@ -277,17 +322,59 @@ def _saved_step(run, task):
         return 0
 
 
-def test_multiworker_killed_then_restarted_resumes_finishes_and_exports(tmp_path):
+@pytest.mark.slow
+def test_multiworker_failed_export_keeps_backups_and_the_same_command_finishes(multiworker_run):
+    """The earlier run's summary.json used to tell the workers that this run was done: they deleted
+    their backups although the chief had failed, and exited 0. Now both workers fail loudly, the
+    backups stay, and the same command resumes at the last step and writes this run's summary."""
+    (chief_code, chief_err), (worker_code, worker_err) = multiworker_run["failed"]
+    assert chief_code == 2 and "simulated export failure" in chief_err, chief_err[-3000:]
+    assert worker_code != 0 and "the chief wrote no summary of this run" in worker_err, worker_err[-3000:]
+    assert multiworker_run["after_failure"] == {"saved_steps": [12, 12], "summary": False}
+    for code, err in multiworker_run["finished"]:
+        assert code == 0, err[-3000:]
+    run = multiworker_run["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run_id"] != "0123456789abcdef" and summary["test_accuracy"] != 0.99
+    assert (summary["resumed_from_step"], summary["steps_run"], summary["steps"]) == (12, 0, 12)
+    assert not (run / "backup").exists()
+
+
+@pytest.mark.slow
+def test_multiworker_chief_reports_and_exports_the_model_it_saved(multiworker_run, capsys):
+    """The chief evaluated and exported a copy of the model without its ImageNet normalization: it
+    reported 0.1 where `kerasnets evaluate model.keras` gave 0.278, and its SavedModel differed from
+    model.keras by 0.977. Now the reported accuracy is evaluate's, and the SavedModel and TFLite
+    outputs are model.keras' within the export tolerance (1e-4 on probabilities)."""
+    import tensorflow as tf
+
+    from kerasnets import data
+    from kerasnets.export import run_tflite
+
+    run = multiworker_run["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["strategy"] == "MultiWorkerMirroredStrategy" and summary["eval_examples"] == 360
+    assert cli.main(["evaluate", str(run / "model.keras"), "--data", "digits", "--resize", "bilinear"]) == 0
+    accuracy = float(capsys.readouterr().out.split("accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-4)
+    images, _ = next(iter(data.load("digits", "test", 32, 64, training=False, resize_method="bilinear")[0]))
+    expected = np.asarray(keras.saving.load_model(run / "model.keras")(images, training=False))
+    served = tf.saved_model.load(str(run / "saved_model")).signatures["serving_default"](tf.constant(images))
+    for name, got in (("saved_model", next(iter(served.values()))),
+                      ("tflite_fp32", run_tflite(str(run / "model_fp32.tflite"), images.numpy()))):
+        assert np.abs(np.asarray(got) - expected).max() <= 1e-4, name
+
+
+@pytest.mark.slow
+def test_multiworker_killed_then_restarted_resumes_finishes_and_exports(tmp_path, multiworker_run):
     """Two workers on 127.0.0.1 with the default exports; worker 1 is killed mid-run (worker 0 then
     waits on its dead peer and is killed too); the same command restarts both: they resume from
-    the last backup both have, both exit 0, the chief exports, their final weights are identical.
-    --steps-per-epoch 6 --batch-size 16: two processes share 2 cores; --backup-every-steps 2: a
-    backup mid-epoch to be killed after (the default backs up each epoch)."""
-    command = kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--epochs", "2", "--steps-per-epoch",
-                            "6", "--batch-size", "16", "--backup-every-steps", "2", "--output", str(tmp_path))
+    the last backup both have, both exit 0, the chief exports, and both workers' final weights are
+    those of the uninterrupted run (multiworker_run: the same command and seed, never killed)."""
+    command = kerasnets_cmd(*_multiworker_train(tmp_path))
     run = tmp_path / "quickstart"
-    procs = _start_workers(command, tmp_path)
-    deadline = time.time() + 900
+    procs = _start_workers(command)
+    deadline = time.time() + 1500
     while time.time() < deadline and all(p.poll() is None for p in procs) and \
             min(_saved_step(run, 0), _saved_step(run, 1)) < 4:
         time.sleep(0.05)
@@ -299,8 +386,8 @@ def test_multiworker_killed_then_restarted_resumes_finishes_and_exports(tmp_path
     procs[0].communicate()
     killed_at = min(_saved_step(run, 0), _saved_step(run, 1))
     assert 4 <= killed_at < 12
-    procs = _start_workers(command, tmp_path)
-    outputs = [p.communicate(timeout=900) for p in procs]
+    procs = _start_workers(command)
+    outputs = [p.communicate(timeout=1500) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     summary = json.loads((run / "summary.json").read_text())
@@ -310,12 +397,15 @@ def test_multiworker_killed_then_restarted_resumes_finishes_and_exports(tmp_path
     assert summary["eval_examples"] == 360  # the chief scored every test image
     for key in ("keras", "saved_model", "tflite_fp32"):
         assert os.path.exists(summary["paths"][key]), key
-    models = []
-    for index in range(2):
+
+    def final_weights(folder, index):
         model = kerasnets.EfficientNet(QUICKSTART_PHI, coefficients=kerasnets.PAPER_COEFFICIENTS, input_shape=(32, 32, 3),
                                        classes=10, bn_momentum=0.9, drop_connect_rate=0.0, synchronized_bn=True)
-        model.load_weights(run / f"final-worker-{index}.weights.h5")
-        models.append(model)
-    for a, b in zip(models[0].weights, models[1].weights):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        model.load_weights(folder / f"final-worker-{index}.weights.h5")
+        return model.weights
+
+    uninterrupted = final_weights(multiworker_run["run"], 0)
+    for index in range(2):
+        for a, b in zip(final_weights(run, index), uninterrupted):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"worker {index}: {a.path}")
     assert not (run / "backup").exists()
