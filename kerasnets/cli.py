@@ -224,7 +224,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()  # the same seed gives the same weights, bit for bit
-        result = train(recipe, resume=args.resume, run_name=args.name, started=process_start_time())
+        from kerasnets.data.tfrecords import label_errors
+
+        with label_errors():  # a TFRecord label out of range, met mid-training: one line, not a traceback
+            result = train(recipe, resume=args.resume, run_name=args.name, started=process_start_time())
     except (ValueError, TypeError, FileNotFoundError, RuntimeError, TrainingDiverged) as error:
         return _fail(error)
     s = result.summary
@@ -422,12 +425,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         by_index = "num_classes" in options
         mapping = _label_map(names, len(names), info, by_index) if names else None
         correct = total = 0
-        for images, labels in dataset:
-            scores = predict(images.numpy())
-            if mapping is None:
-                mapping = _label_map(None, scores.shape[-1], info, by_index)
-            correct += int(np.sum(scores.argmax(-1) == mapping[labels.numpy()]))
-            total += len(labels)
+        from kerasnets.data.tfrecords import label_errors
+
+        with label_errors():  # a TFRecord label out of range past the first batch: one line, not a traceback
+            for images, labels in dataset:
+                scores = predict(images.numpy())
+                if mapping is None:
+                    mapping = _label_map(None, scores.shape[-1], info, by_index)
+                correct += int(np.sum(scores.argmax(-1) == mapping[labels.numpy()]))
+                total += len(labels)
     except (ValueError, TypeError, FileNotFoundError, OSError) as error:
         return _fail(error)
     if total == 0:

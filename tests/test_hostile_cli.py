@@ -214,6 +214,23 @@ def test_evaluate_imagenet_style_tfrecords_with_num_classes_and_label_offset(tmp
     assert "has no splits" in capsys.readouterr().err  # a glob's "split" chose no file: refused, not ignored
 
 
+
+def test_evaluate_names_a_bad_label_met_past_the_first_batch_in_one_line(tmp_path, capsys):
+    """A label out of range in a later shard is met mid-iteration, after the first-batch check: the
+    command still ends with one error line naming the label and the shard (exit 2), not a traceback."""
+    _colour_model(tmp_path / "m.keras")
+    files = _files(_colour_folder(tmp_path / "ds", {"red": 8, "green": 8, "blue": 8}))
+    _imagenet_style_records(tmp_path / "validation-00000-of-00002", files, offset=1)  # 1-based, right
+    _imagenet_style_records(tmp_path / "validation-00001-of-00002", files[:2], offset=0)  # 0-based: red is 0
+    # --batch-size 4: the first batch holds shard 0's records only, so the bad label is met later
+    code = cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(tmp_path / "validation-*"),
+                     "--num-classes", "3", "--label-offset", "-1", "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert "label -1 (after label_offset=-1) in shard" in err and "validation-00001-of-00002" in err
+
+
 # ----------------------------------------------------------------------------------------- export
 
 def run_file(path, images):
