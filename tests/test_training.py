@@ -32,7 +32,14 @@ from conftest import ENV, QUICKSTART_PHI, RECIPES, ROOT, kerasnets_cmd  # noqa: 
 def test_main_job_reaches_97_percent_and_exports(quickstart):
     summary, run = quickstart["summary"], quickstart["dir"]
     assert summary["test_accuracy"] >= 0.97
-    assert summary["steps"] == summary["steps_per_epoch"] * summary["epochs"]
+    # the steps executed (each timed as it ran) against the recipe's epochs over the digits train
+    # split in batches of 64 (not summary["steps"], which is the plan)
+    from kerasnets import data
+
+    recipe = load_recipe(os.path.join(RECIPES, "quickstart.py"))
+    planned = math.ceil(len(data.digits_arrays("train")[1]) / recipe.batch_size) * recipe.epochs
+    counts = summary["timings"]["counts"]
+    assert counts["first_step"] + counts["train_steps"] == summary["steps"] == planned
     assert summary["params"] == kerasnets.EfficientNet(QUICKSTART_PHI, coefficients=kerasnets.PAPER_COEFFICIENTS,
                                                        input_shape=(32, 32, 3), classes=10).count_params()
     for name in ("model.keras", "saved_model/saved_model.pb", "model_fp32.tflite", "labels.txt", "metadata.json",
@@ -45,7 +52,6 @@ def test_main_job_reaches_97_percent_and_exports(quickstart):
     assert metadata["input"]["range"] == [0, 255]
     # the exported TFLite file itself, run here on test digits, against the saved Keras model (the
     # export's own parity report is not evidence: it raises on a mismatch before writing)
-    from kerasnets import data
     from kerasnets.export import run_tflite
 
     images, _ = next(iter(data.load("digits", "test", 32, 64, training=False, resize_method="bilinear")[0]))
@@ -63,7 +69,7 @@ def test_main_job_timings_add_up_to_its_wall_time(quickstart):
     summary = quickstart["summary"]
     timings, recipe = summary["timings"], load_recipe(os.path.join(RECIPES, "quickstart.py"))
     spans, counts = timings["spans"], timings["counts"]
-    assert sum(spans.values()) + timings["other"] == pytest.approx(timings["total"], abs=0.2)
+    assert sum(spans.values()) <= timings["total"] + 0.2  # no part counted twice ("other" is the rest)
     assert abs(quickstart["wall"] - timings["total"]) <= 5.0
     # "other" (time no span covers) is 0.1 s on a quiet machine but was 19 s of 98 s in one full
     # suite run (not yet explained, issue #11): its size is reported, not asserted
