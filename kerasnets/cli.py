@@ -246,8 +246,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"resumed       phase {s['resumed_from_phase'] + 1}, step {s['resumed_from_step']}")
     if s.get("ema_decay"):
         print(f"weights EMA   decay {s['ema_decay']} (evaluated and exported)")
-    print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']} images of split {s['eval_split']!r} "
-          f"of {s['eval_data']}")
+    expected = s.get("eval_expected_examples")
+    of_expected = f" of the {expected}" if expected is not None and expected != s["eval_examples"] else ""
+    print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']}{of_expected} images of split "
+          f"{s['eval_split']!r} of {s['eval_data']}")
     print(f"model         {s['params']:,} params, {s['flops'] / 1e6:.1f}M FLOPs at {s['input_size'][0]}x{s['input_size'][1]}")
     print(f"run           {s['strategy']}, {s['precision']}")
     print(f"time          {describe(s['timings'])}")
@@ -706,7 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="output root (default saved_models)")
     train.add_argument("--name", help="run name (default: the recipe's name)")
     train.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                       help="resume from the run's last backup (default) or start over")
+                       help="resume an unfinished run from its last backup (default); a finished run's folder is "
+                            "refused: --no-resume replaces it, or pick another --name/--output")
     train.add_argument("--backup-every-steps", type=int,
                        help="also back up every this many steps within epochs (0 = at epoch ends only)")
     train.add_argument("--backup-every-epochs", type=int, help="back up at every N-th epoch end (and each phase's last)")

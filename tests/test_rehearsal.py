@@ -65,6 +65,19 @@ def test_efficientnet_recipe_on_imagenet_layout(efficientnet_run, mini_imagenet)
     assert "128 images of split" in efficientnet_run["stdout"]
 
 
+def test_evaluate_reads_the_runs_imagenet_shards_as_the_run_did(efficientnet_run, capsys):
+    """kerasnets evaluate of the run's model.keras on its 1-based validation shards needs no flags:
+    the run's label_offset and num_classes travel in the model's contract, and its score is the
+    summary's (the same 128 images, the same model)."""
+    from kerasnets import cli
+
+    summary = efficientnet_run["summary"]
+    assert cli.main(["evaluate", summary["paths"]["keras"], "--data", summary["eval_data"]]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if ": accuracy " in line)
+    assert float(line.split("accuracy ")[1].split()[0]) == pytest.approx(summary["test_accuracy"], abs=1e-4)
+    assert "128 of the 128" in line
+
+
 def test_resnet_recipe_on_imagenet_layout(mini_imagenet, tmp_path):
     proc = subprocess.run(_train("resnet50_imagenet.py", mini_imagenet["train"], tmp_path, epochs=1), env=ENV,
                           capture_output=True, text=True, cwd=ROOT, timeout=1200)

@@ -114,7 +114,9 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
                     eval_info.split, eval_info.source, expected, expected - results["examples"])
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
         "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
-        "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve})
+        "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve,
+        # TFRecords' label reading, so that kerasnets evaluate / export read the shards as this run did
+        **{k: recipe.eval_options[k] for k in ("num_classes", "label_offset") if k in recipe.eval_options}})
     summary: dict[str, Any] = {
         "recipe": recipe.name,
         "run_id": trainer.run_id,
