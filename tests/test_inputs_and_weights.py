@@ -54,6 +54,18 @@ def test_weights_file_round_trip_and_wrong_architecture(tmp_path):
         kerasnets.ResNet(34, input_shape=(32, 32, 3), classes=3, weights=str(path))
 
 
+def test_a_keras_applications_weights_file_loads_into_its_twin(tmp_path):
+    """keras.applications names its ResNet-50 v1 "resnet50", the name of kerasnets' v1.5 preset: a
+    file saved from it must still load into ResNet(50, "v1") (its arrays, not its name, decide), and
+    compute what keras.applications computes. 64 px: the outputs, not the resolution, are tested."""
+    twin = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=5)
+    path = tmp_path / "keras_resnet50.weights.h5"
+    twin.save_weights(path)
+    ours = kerasnets.ResNet(50, "v1", weights=str(path), input_shape=(64, 64, 3), classes=5)
+    x = np.random.RandomState(0).uniform(-120, 130, (2, 64, 64, 3)).astype("float32")  # caffe-preprocessed range
+    np.testing.assert_allclose(np.asarray(ours(x)), np.asarray(twin(x)), atol=1e-5)
+
+
 def test_imagenet_offline_error_says_how_to_use_a_local_file(monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("network is unreachable")

@@ -293,13 +293,18 @@ def _check_saved_preset(model: keras.Model, path: str, saved_name: Any, fix: str
     the saved name is a kerasnets preset (models are named as their preset, a variant that computes
     differently gets ``_custom``) other than ``model``'s name, that preset is built and each weighted
     layer's :func:`~kerasnets.models.weights.computation` compared. Files of models named otherwise
-    are checked by shape only.
+    are checked by shape only, and so are files whose arrays are not that preset's shape for shape:
+    their name is another library's (keras.applications names its ResNet-50 v1 ``resnet50``, the
+    name of kerasnets' v1.5 preset).
     """
     from kerasnets.presets import PRESETS, build  # lazy: presets imports the builders, which import this module
 
     if not isinstance(saved_name, str) or saved_name == model.name or saved_name not in PRESETS:
         return
     reference = build(saved_name, include_top=False, input_shape=tuple(model.inputs[0].shape[1:]))
+    reference_shapes = [tuple(w.shape) for w in reference.weights]
+    if reference_shapes != [tuple(w.shape) for w in model.weights][: len(reference_shapes)]:
+        return  # not that preset's arrays: the shape-by-shape load decides
     what = computation_mismatch(reference, model, skip_classifier=True)
     if what is not None:
         raise ValueError(
