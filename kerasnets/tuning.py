@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -323,7 +324,9 @@ def _plain(value: Any) -> Any:
         return value
     if hasattr(value, "tobytes") and hasattr(value, "shape"):  # in-memory images / labels
         return f"array{tuple(value.shape)} {value.dtype} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
-    return repr(value)
+    if callable(value) and hasattr(value, "__qualname__"):  # functions and classes: by name, not address
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))  # objects: repr without the memory address
 
 
 def search_fingerprint(recipe: Recipe, oracle: str, seed: int) -> dict[str, Any]:

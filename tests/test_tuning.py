@@ -106,6 +106,21 @@ def test_grid_search_writes_results_and_resumes(tmp_path):
         tuning.run_search(TINY, output=str(tmp_path), oracle="grid", max_trials=3)
 
 
+def test_search_fingerprint_of_a_recipe_holding_objects_is_the_same_in_every_process():
+    """A resumed search is refused when its recipe differs; objects in a recipe (an initializer, a
+    function) must be recorded by what they are, not by their memory address, or every resume
+    of such a recipe would be refused. Two separately built recipes stand for two processes."""
+    import keras
+
+    def build():
+        return dataclasses.replace(TINY, model_options={"kernel_initializer": keras.initializers.HeNormal(seed=1)},
+                                   train_options={"augment": lambda image: image})
+    first, second = build(), build()
+    assert first.model_options["kernel_initializer"] is not second.model_options["kernel_initializer"]
+    assert tuning.search_fingerprint(first, "grid", 0) == tuning.search_fingerprint(second, "grid", 0)
+    assert tuning.search_fingerprint(first, "grid", 0) != tuning.search_fingerprint(TINY, "grid", 0)
+
+
 @pytest.mark.parametrize("oracle", ["random", "bayesian"])
 def test_random_and_bayesian_oracles_complete_trials(tmp_path, oracle):
     tuning.run_search(TINY, output=str(tmp_path), oracle=oracle, max_trials=2)

@@ -51,9 +51,11 @@ def single_device_copy(model: keras.Model, weights: list) -> keras.Model:
     return copy
 
 
-def _barrier(strategy) -> None:
-    """Every worker waits here until all have arrived (one tiny all-reduce)."""
-    strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
+def _barrier(strategy, value: float = 1.0) -> float:
+    """Every worker waits here until all have arrived (one tiny all-reduce); returns the sum of each
+    worker's ``value``, so that the chief can tell the others whether it finished (no shared file
+    system needed)."""
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(value)), axis=None))
 
 
 def _final_weights(trainer) -> list:
@@ -67,8 +69,8 @@ def finalize(trainer) -> RunResult:
     if run.multiworker:  # every worker leaves its final weights, so that their equality can be checked
         run.model.save_weights(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"))
         if not run.chief:
-            _barrier(run.strategy)  # the chief has evaluated, exported and written the summary
-            if not _summary_of(run.run_dir, trainer.run_id):
+            # the chief has evaluated, exported and written the summary; it says so through the barrier
+            if _barrier(run.strategy, 0.0) < 0.5:
                 raise RuntimeError(f"worker {run.task}: the chief wrote no summary of this run in {run.run_dir} (its "
                                    "evaluation or export failed: see its log); the backups are kept, so the same "
                                    "command on every worker retries from the last step")
@@ -77,8 +79,9 @@ def finalize(trainer) -> RunResult:
         try:
             return _finalize_chief(trainer, weights)
         finally:  # the workers leave together; backups go only once this run's summary is written
-            _barrier(run.strategy)
-            if _summary_of(run.run_dir, trainer.run_id):
+            finished = _summary_of(run.run_dir, trainer.run_id)
+            _barrier(run.strategy, 1.0 if finished else 0.0)
+            if finished:
                 trainer.backup.clear()
     return _finalize_chief(trainer, weights)
 
