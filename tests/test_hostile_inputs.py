@@ -119,7 +119,12 @@ def test_both_header_readers_agree_with_pil_on_every_format():
         "16bit.png": _encode(gray.astype(np.uint16) * 257, "PNG"),
         "palette.gif": _encode(image, "GIF"),
         "rgb.bmp": _encode(image, "BMP"),
+        # WebP (TensorFlow decodes it in TFRecords, TFDS and serve_bytes): each first chunk PIL writes
+        "lossy.webp": _encode(image, "WEBP", quality=80),  # VP8
+        "lossless.webp": _encode(image, "WEBP", lossless=True),  # VP8L
+        "exif.webp": _encode(image, "WEBP", quality=80, exif=Image.Exif().tobytes()),  # VP8X
     }
+    assert {files[n][12:16] for n in ("lossy.webp", "lossless.webp", "exif.webp")} == {b"VP8 ", b"VP8L", b"VP8X"}
     for name, encoded in files.items():
         width, height = Image.open(io.BytesIO(encoded)).size
         header = headers.read_header(io.BytesIO(encoded))
@@ -131,6 +136,18 @@ def test_both_header_readers_agree_with_pil_on_every_format():
         refused = transforms.check_encoded(tf.constant(encoded), pixels - 1).numpy().decode()
         assert f"{width}x{height} pixels decodes {pixels} pixels" in refused, name
         assert refused == headers.over_budget(header, pixels - 1)  # one wording for both readers
+    # a WebP is decoded as PIL decodes it (lossless: pixel for pixel)
+    decoded = transforms.decode_rgb(tf.constant(files["lossless.webp"])).numpy()
+    assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(files["lossless.webp"])).convert("RGB")))
+    # a WebP declaring 16000 x 16000 (VP8X: width-1 and height-1, 24 bits each) is refused by both readers
+    huge = _encode(image, "WEBP", quality=80, exif=Image.Exif().tobytes())
+    huge = huge[:24] + (16000 - 1).to_bytes(3, "little") * 2 + huge[30:]
+    reason = headers.over_budget(headers.read_header(io.BytesIO(huge)), headers.DEFAULT_MAX_PIXELS)
+    assert "WebP of 16000x16000 pixels decodes 256000000 pixels" in reason
+    assert transforms.check_encoded(tf.constant(huge)).numpy().decode() == reason
+    wav = b"RIFF" + bytes(4) + b"WAVEfmt " + bytes(30)  # another RIFF file
+    assert headers.read_header(io.BytesIO(wav)) == headers.NOT_AN_IMAGE
+    assert transforms.check_encoded(tf.constant(wav)).numpy().decode() == headers.NOT_AN_IMAGE
 
 
 def test_huge_headers_are_refused_before_decoding_and_baseline_jpegs_count_at_one_eighth(tmp_path):
@@ -245,7 +262,7 @@ def _bad_files():
     return {
         **{name: (encoded, f"{HUGE}x{HUGE} pixels") for name, encoded in _huge_files().items()},
         "empty.jpg": (b"", "zero bytes"),
-        "text.png": (b"just some text", "not a JPEG/PNG/BMP/GIF file"),
+        "text.png": (b"just some text", "not a JPEG/PNG/BMP/GIF/WebP file"),
         "truncated_header.png": (_encode(_photo(), "PNG")[:20], "truncated PNG"),
         "no_frame.jpg": (b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\0" * 40, "no start-of-frame"),
         "cut.jpg": (jpeg[: len(jpeg) // 2], "cannot read image"),  # passes the header check, fails to decode

@@ -19,7 +19,8 @@ from typing import BinaryIO
 
 __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "JPEG_SOF", "JPEG_PROGRESSIVE_SOF", "JPEG_HEADER_LIMIT", "JPEG_MAX_STEPS",
            "ImageHeader", "read_header", "decoded_pixels", "at_eighth", "budget_message", "over_budget",
-           "check_max_pixels", "find_jpeg_end", "NOT_AN_IMAGE", "NO_JPEG_FRAME"]
+           "check_max_pixels", "find_jpeg_end", "NOT_AN_IMAGE", "NO_JPEG_FRAME", "WEBP_CHUNKS", "WEBP_HEADER",
+           "NO_WEBP_CHUNK"]
 
 #: Default pixel budget: PIL's ``Image.MAX_IMAGE_PIXELS`` (what timm and torchvision users get),
 #: 89,478,485 pixels: an RGB image of 268 MB, under 1 GB through crop and resize. Baseline JPEGs
@@ -34,7 +35,19 @@ FORMATS = {
     "GIF": ((b"GIF87a", b"GIF89a"), (6, 2, 8, 2), "little", False),  # logical screen descriptor
     "BMP": ((b"BM",), (18, 4, 22, 4), "little", True),  # BITMAPINFOHEADER; a negative height is top-down
     "JPEG": ((b"\xff\xd8",), None, "big", False),
+    "WebP": ((b"RIFF",), "webp", "little", False),  # RIFF + "WEBP"; the size is in its first chunk (WEBP_CHUNKS)
 }
+#: WebP's first chunk -> where its canvas size is: (width offset, bytes, height offset, bytes, mask,
+#: added). VP8X (extended): 24-bit width-1 and height-1; VP8 (lossy): 14-bit width and height after
+#: the key frame's start code; VP8L (lossless): 14-bit width-1 and height-1 packed in 4 bytes from
+#: byte 21 (the height is read from those bytes shifted right by 14 bits, marked by offset -1).
+WEBP_CHUNKS = {
+    b"VP8X": (24, 3, 27, 3, 0xFFFFFF, 1),
+    b"VP8 ": (26, 2, 28, 2, 0x3FFF, 0),
+    b"VP8L": (21, 4, -1, 4, 0x3FFF, 1),
+}
+#: Bytes a WebP needs for its size: RIFF header, "WEBP", the first chunk's header and size fields.
+WEBP_HEADER = 30
 #: Start-of-frame markers (the byte after 0xFF) that carry height and width: SOF0-3, 5-7, 9-11, 13-15.
 JPEG_SOF = tuple(c for c in range(0xC0, 0xD0) if c not in (0xC4, 0xC8, 0xCC))
 #: Progressive SOFs: libjpeg buffers every DCT coefficient of the whole image, at any output scale.
@@ -43,7 +56,8 @@ JPEG_PROGRESSIVE_SOF = (0xC2, 0xC6, 0xCA, 0xCE)
 #: many markers and fill bytes the walk to it reads at most (real files: under 30).
 JPEG_HEADER_LIMIT = 1 << 20
 JPEG_MAX_STEPS = 1000
-NOT_AN_IMAGE = "not a JPEG/PNG/BMP/GIF file"
+NOT_AN_IMAGE = "not a JPEG/PNG/BMP/GIF/WebP file"
+NO_WEBP_CHUNK = "corrupt WebP header (its first chunk is not VP8, VP8L or VP8X)"
 NO_JPEG_FRAME = "corrupt JPEG header (no start-of-frame segment)"
 
 
@@ -130,9 +144,23 @@ def _jpeg_frame(handle: BinaryIO) -> ImageHeader | str:
     return frame or NO_JPEG_FRAME
 
 
+def _webp(head: bytes) -> ImageHeader | str:
+    """A WebP's canvas size from its first chunk (:data:`WEBP_CHUNKS`; the graph reader does the same)."""
+    if head[8:12] != b"WEBP":
+        return NOT_AN_IMAGE  # another RIFF file (WAV, AVI)
+    if len(head) < WEBP_HEADER:
+        return f"truncated WebP (header cut at {len(head)} bytes)"
+    if head[12:16] not in WEBP_CHUNKS:
+        return NO_WEBP_CHUNK
+    w_at, w_len, h_at, h_len, mask, added = WEBP_CHUNKS[head[12:16]]
+    width = int.from_bytes(head[w_at:w_at + w_len], "little")
+    height = width >> 14 if h_at < 0 else int.from_bytes(head[h_at:h_at + h_len], "little")
+    return ImageHeader("WebP", (height & mask) + added, (width & mask) + added)
+
+
 def read_header(handle: BinaryIO) -> ImageHeader | str:
     """The header of the image file open in ``handle`` (binary, seekable), or why it has none readable."""
-    head = handle.read(26)
+    head = handle.read(WEBP_HEADER)
     if not head:
         return "zero bytes"
     kind = next((k for k, (magics, *_) in FORMATS.items() if any(head.startswith(m) for m in magics)), None)
@@ -141,6 +169,8 @@ def read_header(handle: BinaryIO) -> ImageHeader | str:
     _, fields, order, signed = FORMATS[kind]
     if fields is None:
         return _jpeg_frame(handle)
+    if fields == "webp":
+        return _webp(head)
     w_at, w_len, h_at, h_len = fields
     if len(head) < h_at + h_len:
         return f"truncated {kind} (header cut at {len(head)} bytes)"

@@ -91,6 +91,22 @@ def _jpeg_frame(encoded: tf.Tensor):
     return tf.equal(state, 1), height, width, progressive
 
 
+def _webp_frame(encoded: tf.Tensor):
+    """Whether a WebP's first chunk is one of :data:`~kerasnets.data.headers.WEBP_CHUNKS`, and its
+    canvas height and width (the Python reader, ``headers._webp``, does the same)."""
+    chunk = tf.strings.substr(tf.strings.join([encoded, "\0" * 16]), 12, 4)  # padded: substr raises past the end
+    known, height, width = tf.constant(False), tf.constant(0, tf.int64), tf.constant(0, tf.int64)
+    for name, (w_at, w_len, h_at, h_len, mask, added) in headers.WEBP_CHUNKS.items():
+        raw_width = _number(_bytes_at(encoded, w_at, w_len), "little", False)
+        raw_height = (tf.bitwise.right_shift(raw_width, 14) if h_at < 0
+                      else _number(_bytes_at(encoded, h_at, h_len), "little", False))
+        this = tf.equal(chunk, name.decode("latin-1"))
+        known = known | this
+        width = tf.where(this, tf.bitwise.bitwise_and(raw_width, mask) + added, width)
+        height = tf.where(this, tf.bitwise.bitwise_and(raw_height, mask) + added, height)
+    return known, height, width
+
+
 def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, cropped: bool = True) -> tf.Tensor:
     """Why the encoded image ``encoded`` (a scalar string tensor) cannot be decoded within ``max_pixels``,
     or "" when it can: graph ops on its header (the reasons of :func:`kerasnets.data.files.check_image_file`,
@@ -110,6 +126,16 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, crop
             what = tf.where(progressive, "progressive JPEG", "JPEG")
             short = tf.logical_not(found)
             short_reason = tf.constant(headers.NO_JPEG_FRAME)
+        elif fields == "webp":
+            known, height, width = _webp_frame(encoded)
+            pixels, what = height * width, tf.constant(kind)
+            # another RIFF file (WAV, AVI); padded: substr raises past the end
+            riff_only = tf.strings.substr(tf.strings.join([encoded, "\0" * 12]), 8, 4) != "WEBP"
+            short = riff_only | (length < headers.WEBP_HEADER) | tf.logical_not(known)
+            short_reason = tf.where(riff_only, headers.NOT_AN_IMAGE, tf.where(
+                length < headers.WEBP_HEADER,
+                tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length), " bytes)"]),
+                headers.NO_WEBP_CHUNK))
         else:
             w_at, w_len, h_at, h_len = fields
             width = _number(_bytes_at(encoded, w_at, w_len), order, signed)
@@ -147,7 +173,7 @@ def _decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def decode_rgb(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
-    """Decode JPEG/PNG/BMP/GIF bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8).
+    """Decode JPEG/PNG/BMP/GIF/WebP bytes to uint8 RGB (grayscale, RGBA, palette and 16-bit become RGB uint8).
 
     The header is checked first (:func:`check_encoded`, every pixel counted: this decode is at full
     resolution): a file that declares more than ``max_pixels`` pixels is an InvalidArgumentError
