@@ -92,9 +92,14 @@ def _tiny_model(shape=(32, 32, 3)):
 
 
 def _peak_run(code, *args):
-    """Run ``code`` in a fresh interpreter; (returncode, stdout, stderr, peak RSS in MB)."""
-    script = (f"{code}\nimport resource, sys\n"
-              "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    """Run ``code`` in a fresh interpreter; (returncode, stdout, stderr, peak RSS in MB).
+
+    The peak is the child's own ``VmHWM`` (/proc/self/status), not ``getrusage``'s ``ru_maxrss``:
+    Linux carries ``ru_maxrss`` across exec, so a child spawned by a pytest process that has grown
+    past the limit (the full suite) would report the parent's size."""
+    script = (f"{code}\nimport sys\n"
+              "print('PEAK_KB', next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM')), file=sys.stderr)\n"
               "sys.exit(globals().get('rc', 0))")
     proc = subprocess.run([sys.executable, "-c", script, *args], env=ENV, cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
