@@ -223,8 +223,9 @@ def _make_bad_source(kind, root):
     elif kind == "nothing decodes":
         for name in ("a", "b"):
             (root / name).mkdir(parents=True)
-            for i in range(3):
-                (root / name / f"{i}.jpg").write_bytes(_undecodable_jpeg())
+            for i in range(10):  # damaged PNGs: they pass the header checks at scan time, then fail to decode; 20
+                # files so that the 20% validation carve (per-file hash) holds some out
+                write_undecodable_png(root / name / f"{i}.png")
     elif kind == "class without images":
         (root / "train" / "cat").mkdir(parents=True)
         (root / "train" / "dog").mkdir(parents=True)
