@@ -175,6 +175,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
         name="diverge",
         build_model=lambda r, c: kerasnets.ResNet(18, input_shape=(32, 32, 3), classes=c.num_classes),
         build_optimizer=lambda r, c: keras.optimizers.SGD(1e30),
+        # 6 steps at lr 1e30 are enough to diverge; no export: the run must stop before one
         image_size=32, batch_size=16, epochs=1, steps_per_epoch=6, output=str(tmp_path), export=(),
     )
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf).*Lower the learning rate"):
@@ -204,6 +205,8 @@ def _tiny_recipe(output, **fields):
                                  keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
                                  keras.layers.Dense(context.num_classes, activation="softmax")])
 
+    # a tiny run (16 px, 2 steps, .keras only): these tests check counts and folders, not accuracy; the
+    # default path (quickstart recipe, default flags and exports) is the session's `quickstart` fixture
     return Recipe(name="tiny", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.SGD(0.01),
                   image_size=16, batch_size=16, epochs=1, steps_per_epoch=2, output=str(output), export=("keras",),
                   **fields)
