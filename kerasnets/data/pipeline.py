@@ -131,7 +131,17 @@ def _from_arrays(images: np.ndarray, labels: np.ndarray, class_names=None, split
             raise ValueError(f"numpy source with validation_split has splits {splits}, got {split!r}")
         keep = split_indices(len(images), validation_split, split, seed)
         images, labels = images[keep], labels[keep]
-    return _Raw(tf.data.Dataset.from_tensor_slices((images, labels)), names, len(images), "arrays", split, splits)
+    images, labels = tf.constant(images), tf.constant(labels)  # one copy, shared by every epoch
+
+    def epoch_examples(epoch: tf.Tensor) -> tf.data.Dataset:
+        """Every example once, in an order seeded by (seed, epoch), gathered one at a time: no
+        shuffle buffer, so an iterator checkpoint holds positions and prefetched batches only."""
+        order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(labels, out_type=tf.int64)[0]),
+                                                         seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).map(lambda i: (tf.gather(images, i), tf.gather(labels, i)))
+
+    return _Raw(tf.data.Dataset.from_tensor_slices((images, labels)), names, int(labels.shape[0]), "arrays", split,
+                splits, epoch_dataset=epoch_examples, epoch_permutes=True)
 
 
 def _digits(split: str, data_dir: str | None, validation_split: float | None, seed: int) -> _Raw:

@@ -73,9 +73,12 @@ def _claim_run_folder(run_dir: str, resume: bool) -> None:
 def _symbolic(dataset: tf.data.Dataset, kind: str) -> tf.data.Dataset:
     """Checkpoint the iterator's position, not its buffers (a few KB instead of the prefetched
     batches); restored buffers are recomputed, exactly, from the stateless per-image seeds.
-    Encoded sources (folders, TFRecords) drop undecodable files with ``ignore_errors``, which TF
-    cannot checkpoint symbolically: their backups hold the buffers (for ImageNet TFRecords the
-    10,000 shuffled records, about 1 GB)."""
+    Arrays and digits read each epoch as a stateless permutation seeded by (seed, epoch), with no
+    shuffle buffer, so the symbolic mode costs them nothing measurable (with the old 8,000-image
+    shuffle buffer it made a batch of 64 take 77 ms instead of 3.9 ms). Encoded sources (folders,
+    TFRecords) drop undecodable files with ``ignore_errors``, which TF cannot checkpoint
+    symbolically: their backups hold the buffers (for ImageNet TFRecords the 10,000 shuffled
+    records, about 1 GB)."""
     if kind in ("folder", "tfrecords"):
         return dataset
     options = tf.data.Options()
