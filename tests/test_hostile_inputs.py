@@ -215,6 +215,32 @@ def _pixels(source, size, split="all"):
     return np.concatenate([x.numpy() for x, _ in ds]), info
 
 
+@functools.lru_cache(maxsize=None)
+def _big_baseline_jpeg(colour):
+    """A real baseline JPEG of 10000 x 9000 flat ``colour`` (90 MP, over the 89.5-MP budget at full
+    resolution, 1/8 of it through the crops): 1.4 MB, written by PIL in under a second."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (10000, 9000), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_a_folder_of_baseline_jpegs_over_89_mp_trains_as_an_endless_stream(tmp_path):
+    """The pipeline decodes such JPEGs DCT-downscaled at 1/8 and accepts them, but the probe that
+    tells a folder where nothing decodes from a readable one decoded at full resolution, called the
+    folder unreadable and gave one pass instead of the endless training stream (1 batch, then the
+    end). Now: every batch asked for, each image its class's colour."""
+    colours = {"a": (200, 30, 90), "b": (20, 160, 170)}
+    _folder_with(tmp_path / "big", {f"{name}/big.jpg": _big_baseline_jpeg(rgb) for name, rgb in colours.items()})
+    # 'all' with training: the endless stream a training run reads (the default carve would hold out one of 2 files)
+    ds, info = data.load(str(tmp_path / "big"), "all", image_size=32, batch_size=2, training=True, repeat=True)
+    assert info.num_examples == 2 and not info.extras["skipped"]
+    batches = list(ds.take(3))
+    assert len(batches) == 3
+    for images, labels in batches:
+        for image, label in zip(images.numpy(), labels.numpy()):
+            np.testing.assert_allclose(image.mean(axis=(0, 1)), colours[info.class_names[label]], atol=2)
+
+
 def test_jpegs_with_trailing_data_are_read_and_truncated_ones_skipped(tmp_path):
     image = _photo(48, 48)
     jpeg = _encode(image, "JPEG", quality=95)

@@ -15,7 +15,7 @@ from kerasnets.data.files import canonical_split, folder_layout, folder_splits, 
 from kerasnets.data.tfrecords import (check_label, check_tfrecords, label_errors, labels_file, metadata_entry,
                                       parse_example, record_files, tfrecord_count)
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
-from kerasnets.data.transforms import RESIZE_METHODS, decode_rgb, eval_transform, train_transform
+from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
            "SOURCE_KINDS"]
@@ -589,9 +589,15 @@ def load(
 
 def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:
     """Whether any example of an encoded source decodes (reads in order until the first one does;
-    a full pass only when none does)."""
+    a full pass only when none does).
+
+    Each example goes through the crop the pipeline itself applies (``center_crop``, whose header
+    check is the pipeline's pixel budget: a baseline JPEG counts at 1/8 and decodes DCT-downscaled),
+    at 8 px so that the decode is as cheap as it gets. A full-resolution decode here called a folder
+    of baseline JPEGs over 89 MP unreadable, which the pipeline reads, and ended the endless stream
+    after one pass."""
     ds = base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base
-    ds = ds.map(lambda encoded, label: tf.shape(decode_rgb(encoded, max_pixels)))  # full decode: every pixel counts
+    ds = ds.map(lambda encoded, label: tf.shape(center_crop(encoded, 8, crop_padding=0, max_pixels=max_pixels)))
     return bool(list(ds.ignore_errors().take(1).as_numpy_iterator()))
 
 
