@@ -418,6 +418,43 @@ def test_predict_refuses_a_model_of_any_input_size_with_one_line(tmp_path, capsy
     assert len(err.splitlines()) == 1 and "takes inputs of shape (None, None, 3)" in err and "fixed input_shape" in err
 
 
+# ---------------------------------------------------------------------------------------- run folders
+
+#: a finished run's folder as saved_models/README.md documents it (what a user finds and would ship)
+FINISHED_RUN = ("summary.json", "history.csv", "curves.png", "model.keras", "saved_model/saved_model.pb",
+                "saved_model/preprocessing.json", "model_fp32.tflite", "model_fp32.json", "model_int8.tflite",
+                "model_int8.json", "labels.txt", "metadata.json", "logs/train/events.out.tfevents.1.host")
+
+
+def test_a_no_resume_rerun_that_fails_leaves_no_old_export_looking_current(tmp_path):
+    """--no-resume into a finished run's folder used to remove only its summary and history: a rerun
+    that then failed (here it diverges at once) left the old model.keras, SavedModel and TFLite
+    files beside no summary, to be shipped as the new run's. Now nothing of the old run is left."""
+    from kerasnets.training import Recipe, TrainingDiverged, train
+
+    run = tmp_path / "reused"
+    for name in FINISHED_RUN:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"an earlier run's " + name.encode())
+    (run / "summary.json").write_text(json.dumps({"run_id": "0123", "test_accuracy": 0.99}))
+    (run / "notes.txt").write_text("the user's own file")
+
+    def build_model(recipe, context):
+        return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(),
+                                 keras.layers.Dense(context.num_classes, activation="softmax")])
+
+    # a one-conv model at 16 px and lr 1e30: the run diverges within its 4 steps, the early failure tested
+    recipe = Recipe(name="reused", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.SGD(1e30),
+                    image_size=16, batch_size=16, epochs=1, steps_per_epoch=4, output=str(tmp_path))
+    with pytest.raises(ValueError, match="holds a finished run"):  # without --no-resume: refused, nothing touched
+        train(recipe, verbose=0)
+    assert all((run / name).exists() for name in FINISHED_RUN)
+    with pytest.raises(TrainingDiverged):
+        train(recipe, resume=False, verbose=0)
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "backup" not in p.parts)
+    assert left == ["notes.txt"]
+
+
 # --------------------------------------------------------------------------------------------- arrays
 
 

@@ -25,9 +25,18 @@ from kerasnets.serving import PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
 
-__all__ = ["finalize", "RunResult", "single_device_copy"]
+__all__ = ["finalize", "RunResult", "single_device_copy", "RUN_OUTPUTS", "clear_finished_run"]
 
 log = logging.getLogger("kerasnets.training")
+
+#: What a run writes into its folder once it has trained (globs; ``summary.json`` first: it marks the
+#: run finished): the summary, history, curves and TensorBoard logs, ``model.keras``, the exports of
+#: :func:`kerasnets.export.export_run` (``saved_model/``, ``model_<quant>.tflite`` with its
+#: ``.json``, ``labels.txt``, ``metadata.json``) and, multi-worker, each worker's final weights.
+#: Not listed: ``backup/`` (:class:`~kerasnets.training.backup.RunBackup` clears it) and the
+#: TFRecord count cache (a count of the data, valid for any run).
+RUN_OUTPUTS = ("summary.json", "model.keras", "saved_model", "model_*.tflite", "model_*.json", "labels.txt",
+               "metadata.json", "final-worker-*.weights.h5", "curves.png", "logs", "history.csv")
 
 
 @dataclasses.dataclass
@@ -84,6 +93,35 @@ def finalize(trainer) -> RunResult:
             if finished:
                 trainer.backup.clear()
     return _finalize_chief(trainer, weights)
+
+
+def clear_finished_run(run_dir: str) -> list[str]:
+    """Remove every :data:`RUN_OUTPUTS` file or folder of an earlier run from ``run_dir``; the paths removed.
+
+    ``summary.json`` goes first, so that a folder whose clearing is interrupted is an unfinished run
+    (resumed or replaced), never a finished one with another run's exports; then the exports, so
+    that none survives to look like the new run's. Every worker of a multi-worker run may call this
+    at once: a path another one removed first is skipped.
+    """
+    import glob
+    import shutil
+
+    def gone_already(function, path, error):
+        if not isinstance(error[1], FileNotFoundError):
+            raise error[1]
+
+    removed = []
+    for pattern in RUN_OUTPUTS:
+        for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), pattern))):
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, onerror=gone_already)
+                else:
+                    os.remove(path)
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def _summary_of(run_dir: str, run_id: str | None) -> bool:

@@ -49,25 +49,22 @@ def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, 
             "trainable_blocks": list(frozen.trainable_blocks)}
 
 
-#: what a finished run leaves in its folder and a new run in that folder replaces
-FINISHED_RUN_FILES = ("summary.json", "history.csv")
-
-
 def _claim_run_folder(run_dir: str, resume: bool) -> None:
     """Refuse a folder that holds a finished run (its ``summary.json``) unless ``resume`` is False,
-    which starts over in it: the finished run's summary and history are removed before anything
-    trains, so that no later step mistakes them for this run's. An unfinished run (backups, no
-    summary) is resumed as usual."""
+    which starts over in it: everything an earlier run wrote there (summary first, then
+    ``model.keras``, the SavedModel, TFLite files, history, logs: ``finalize.RUN_OUTPUTS``) is
+    removed before anything trains, so that a rerun that fails leaves no old export looking like
+    its own. An unfinished run (backups, no summary) is resumed as usual."""
+    from kerasnets.training.finalize import clear_finished_run
+
     summary = os.path.join(run_dir, "summary.json")
     if resume and os.path.exists(summary):
         raise ValueError(f"{run_dir} holds a finished run ({summary} exists): rerunning would train over it. For a new "
                          "run pass --output DIR or --name NAME; to replace it pass --no-resume (or delete the folder)")
     if not resume:
-        for name in FINISHED_RUN_FILES:
-            try:  # every worker of a multi-worker run does this; one of them removes the file
-                os.remove(os.path.join(run_dir, name))
-            except FileNotFoundError:
-                pass
+        removed = clear_finished_run(run_dir)
+        if removed:
+            log.info("--no-resume: removed %d outputs of the earlier run in %s", len(removed), run_dir)
 
 
 def _symbolic(dataset: tf.data.Dataset, kind: str) -> tf.data.Dataset:
