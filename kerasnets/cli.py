@@ -628,7 +628,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if reason:
                 raise ValueError(reason)
             image = center_crop(encoded, shape[:2], crop_padding=crop_padding, method=resize,
-                                max_pixels=max_pixels).numpy()
+                                max_pixels=max_pixels, checked=True).numpy()
         except (tf.errors.OpError, ValueError, OSError) as error:
             why = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
             why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", why))  # TF's op name wrappers

@@ -187,10 +187,11 @@ def saved_model(
       ``crop_padding``, ``resize_method``; a (height, width) model gets a center window of its
       aspect ratio), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``, and a
       ``status`` per image: "ok", or why it was refused before decoding (empty, not an image, a
-      header declaring more than ``max_pixels`` pixels: see :mod:`kerasnets.data.headers`); a
-      refused image gets class id -1, name "" and probability 0, and never fails the others. Images are decoded one at a
-      time, so a request's memory is bounded by one image within the budget (bytes that pass the
-      header check but are corrupt inside still fail the request with InvalidArgumentError).
+      header declaring more than ``max_pixels`` pixels, a JPEG or PNG cut short:
+      :func:`~kerasnets.data.transforms.check_encoded`); a refused image gets class id -1, name ""
+      and probability 0, and never fails the others. Images are decoded one at a time, so a
+      request's memory is bounded by one image within the budget (bytes that pass the header and
+      end checks but are corrupt inside still fail the request with InvalidArgumentError).
 
     ``contract`` is the model's preprocessing contract (the engine passes the one it trained with;
     ``kerasnets export`` reads it from the ``.keras`` file); ``class_names``, ``crop_padding`` and
@@ -229,7 +230,7 @@ def saved_model(
             reason = check_encoded(one, max_pixels)
             image = tf.cond(tf.equal(reason, ""),
                             lambda: center_crop(one, (height, width), crop_padding=crop_padding,
-                                                method=resize_method, max_pixels=max_pixels),
+                                                method=resize_method, max_pixels=max_pixels, checked=True),
                             lambda: tf.zeros([height, width, 3], tf.float32))
             return image, tf.where(tf.equal(reason, ""), "ok", reason)
 

@@ -270,3 +270,61 @@ def test_float32_copy_of_a_mixed_precision_model_computes_its_weights_in_float32
     assert np.abs(np.asarray(copy(images, training=False)) - expected).max() <= 1e-4 * scale
     assert np.abs(np.asarray(mixed(images, training=False), np.float32) - expected).max() > 1e-3 * scale  # bf16
     assert export.float32_model(reference) is reference
+
+
+def _tiny_conv_model():
+    """A 3-class 32 x 32 softmax model whose output depends on where each pixel is (Flatten): a wrong
+    crop or decode changes it."""
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)))
+
+
+def test_serve_bytes_and_predict_refuse_files_cut_short_alone_and_check_each_once(tmp_path, monkeypatch, capsys):
+    """A JPEG cut in half and a PNG without its IEND chunk pass the header checks; each failed the whole
+    serve_bytes request (InvalidArgumentError). Now each gets its status, class id -1 and probability 0,
+    and the others are served: a JPEG, and the same JPEG followed by 3 KB of other data (a motion
+    photo's video: valid), give the model's output on the pixels TensorFlow decodes from the JPEG.
+    The bytes are checked once per image (``check_encoded``), never again inside the crop (``_checked``)."""
+    from kerasnets.data import transforms
+
+    rng = np.random.RandomState(0)
+    photo = rng.randint(0, 256, (32, 32, 3)).astype(np.uint8)  # the model's size: crop 0 + resize is the identity
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(photo).save(jpeg, format="JPEG", quality=90)
+    Image.fromarray(photo).save(png, format="PNG")
+    jpeg, png = jpeg.getvalue(), png.getvalue()
+    batch = [jpeg, jpeg[:len(jpeg) // 2], png[:-12], jpeg + rng.bytes(3000)]  # png[:-12]: its IEND chunk cut off
+    model = _tiny_conv_model()
+    contract = kerasnets.serving.PreprocessingContract((32, 32), 3, "bilinear", 0, ("a", "b", "c"))
+    crops_checked = []
+    real_checked = transforms._checked
+    monkeypatch.setattr(transforms, "_checked", lambda *a, **k: crops_checked.append(1) or real_checked(*a, **k))
+    export.saved_model(model, str(tmp_path / "sm"), contract=contract)
+    assert not crops_checked  # serve_bytes' crop does not check the bytes check_encoded passed
+    served = tf.saved_model.load(str(tmp_path / "sm")).signatures["serve_bytes"](tf.constant(batch))
+    status = [s.decode() for s in served["status"].numpy()]
+    assert status == ["ok", "truncated JPEG (no end-of-image marker after its scan data)",
+                      "truncated PNG (no IEND chunk)", "ok"]
+    expected = np.asarray(model(tf.io.decode_jpeg(jpeg)[None].numpy().astype(np.float32)))[0]
+    for row in (0, 3):
+        np.testing.assert_allclose(served["probabilities"].numpy()[row], np.sort(expected)[::-1], atol=1e-5)
+        assert served["class_ids"].numpy()[row, 0] == expected.argmax()
+    for row in (1, 2):
+        assert (served["class_ids"].numpy()[row] == -1).all() and (served["probabilities"].numpy()[row] == 0).all()
+
+    # kerasnets predict: the same files, one error line for each cut one, each file checked once
+    model.save(tmp_path / "m.keras")
+    kerasnets.serving.write_keras_contract(str(tmp_path / "m.keras"), contract)
+    for name, encoded in zip(("good.jpg", "cut.jpg", "cut.png", "trailing.jpg"), batch):
+        (tmp_path / name).write_bytes(encoded)
+    checks = []
+    real_check = transforms.check_encoded
+    monkeypatch.setattr(transforms, "check_encoded", lambda *a, **k: checks.append(1) or real_check(*a, **k))
+    code = cli.main(["predict", str(tmp_path / "m.keras"), *(str(tmp_path / n) for n in ("good.jpg", "cut.jpg",
+                                                                                         "cut.png", "trailing.jpg"))])
+    out, err = capsys.readouterr()
+    assert code == 2 and "cut.jpg: error: cannot read image (truncated JPEG" in err and "cut.png: error" in err
+    assert [line.split(": ")[0] for line in out.splitlines()] == [str(tmp_path / "good.jpg"),
+                                                                  str(tmp_path / "trailing.jpg")]
+    assert len(checks) == 1 + 4 and not crops_checked  # --max-pixels validated once, then one check per file

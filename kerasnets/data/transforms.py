@@ -10,8 +10,8 @@ side; a (height, width) output crops the largest window of its aspect ratio), re
 leaves as float32 RGB in 0..255: normalization stays inside the model.
 
 Encoded bytes are checked before any pixel is decoded (:func:`check_encoded`: signature, declared
-size, the pixel budget ``max_pixels`` of :mod:`kerasnets.data.headers`), as graph ops, so the
-check runs in ``tf.data`` and inside a SavedModel alike.
+size, the pixel budget ``max_pixels`` of :mod:`kerasnets.data.headers`, the file's end: a JPEG or
+PNG cut short is refused), as graph ops, so the check runs in ``tf.data`` and inside a SavedModel alike.
 """
 
 from __future__ import annotations
@@ -67,28 +67,65 @@ def _number(values: tf.Tensor, order: str, signed: bool) -> tf.Tensor:
 
 
 def _jpeg_frame(encoded: tf.Tensor):
-    """(found, height, width, progressive) from a JPEG's start-of-frame: the walk of
-    :func:`kerasnets.data.headers.read_header` over the same markers, as graph ops."""
+    """(found, height, width, progressive, data offset) from a JPEG's start-of-frame: the walk of
+    :func:`kerasnets.data.headers.read_header` over the same markers, as graph ops. As there, the
+    walk goes on past the frame to the start of scan: the data offset is where its entropy-coded
+    data begins (the end of the frame segment when no scan follows)."""
     size = tf.cast(tf.strings.length(encoded), tf.int64)
 
-    def step(pos, state, height, width, progressive):  # state: 0 walking, 1 found, 2 no frame
+    def step(pos, done, frame, height, width, progressive, offset):
         marker = _bytes_at(encoded, pos, 9)  # FF, code, length (2 bytes), precision, height (2), width (2)
         code, length = marker[1], marker[2] * 256 + marker[3]
-        is_frame = tf.reduce_any(tf.equal(code, headers.JPEG_SOF))
-        broken = ((marker[0] != 0xFF) | (pos + 4 > size) | (pos >= headers.JPEG_HEADER_LIMIT)
-                  | ((code != 0xFF) & ~is_frame & ((code == 0xD9) | (code == 0xDA) | (length < 2)))
-                  | (is_frame & (pos + 9 > size)))
-        state = tf.where(broken, tf.constant(2, tf.int64), tf.where(is_frame, tf.constant(1, tf.int64), 0))
+        valid = (marker[0] == 0xFF) & (pos + 4 <= size) & (pos < headers.JPEG_HEADER_LIMIT)
+        segment = valid & (code != 0xFF)  # not a fill byte
+        new_frame = segment & tf.reduce_any(tf.equal(code, headers.JPEG_SOF)) & ~frame
+        cut_frame = new_frame & (pos + 9 > size)  # a frame whose size is cut off: no frame at all
+        new_frame = new_frame & ~cut_frame
+        scan = segment & (code == 0xDA) & frame
+        done = ~valid | cut_frame | (segment & ((code == 0xD9) | (code == 0xDA) | (length < 2)))
+        height = tf.where(new_frame, marker[5] * 256 + marker[6], height)
+        width = tf.where(new_frame, marker[7] * 256 + marker[8], width)
+        progressive = tf.where(new_frame, tf.reduce_any(tf.equal(code, headers.JPEG_PROGRESSIVE_SOF)), progressive)
+        offset = tf.where(new_frame | scan, pos + 2 + length, offset)
         pos = tf.where(code == 0xFF, pos + 1, pos + 2 + length)
-        progressive = tf.reduce_any(tf.equal(code, headers.JPEG_PROGRESSIVE_SOF))
-        return pos, state, marker[5] * 256 + marker[6], marker[7] * 256 + marker[8], progressive
+        return pos, done, frame | new_frame, height, width, progressive, offset
 
     zero = tf.constant(0, tf.int64)
-    _, state, height, width, progressive = tf.while_loop(
-        lambda pos, state, *_: tf.equal(state, 0), step,
-        (tf.constant(2, tf.int64), zero, zero, zero, tf.constant(False)),
+    _, _, found, height, width, progressive, offset = tf.while_loop(
+        lambda pos, done, *_: tf.logical_not(done), step,
+        (tf.constant(2, tf.int64), tf.constant(False), tf.constant(False), zero, zero, tf.constant(False), zero),
         maximum_iterations=headers.JPEG_MAX_STEPS)
-    return tf.equal(state, 1), height, width, progressive
+    return found, height, width, progressive, offset
+
+
+def _contains(encoded: tf.Tensor, piece: bytes) -> tf.Tensor:
+    """Whether the bytes ``piece`` occur in ``encoded`` (a scalar string tensor)."""
+    return tf.size(tf.strings.split(encoded, sep=piece)) > 1
+
+
+def _truncated(encoded: tf.Tensor, kind: str, applies: tf.Tensor, data_offset=0) -> tf.Tensor:
+    """Whether the encoded ``kind`` image lacks its end, the rule of
+    :func:`kerasnets.data.files.check_image_file`: a PNG's last 16 bytes hold its IEND chunk, a
+    GIF ends with its trailer, a JPEG holds an end-of-image marker in its last 16 bytes or
+    anywhere after ``data_offset`` (a motion photo's MP4 or padding may follow it; the file is
+    searched only then, and only when ``applies``: the bytes are a JPEG with a frame)."""
+    length = tf.strings.length(encoded)
+    tail = tf.strings.substr(encoded, tf.maximum(length - 16, 0), 16)
+    if kind == "PNG":
+        return ~_contains(tail, b"IEND")
+    if kind == "GIF":
+        return tf.strings.substr(tail, tf.maximum(tf.strings.length(tail) - 1, 0), 1) != ";"
+    if kind == "JPEG":
+        start = tf.minimum(tf.cast(data_offset, tf.int32), length)
+        return tf.cond(applies & ~_contains(tail, b"\xff\xd9"),
+                       lambda: ~_contains(tf.strings.substr(encoded, start, length - start), b"\xff\xd9"),
+                       lambda: tf.constant(False))
+    return tf.constant(False)
+
+
+#: why a file of each format is refused by :func:`_truncated` (the wording of ``check_image_file``)
+_TRUNCATED = {"JPEG": "truncated JPEG (no end-of-image marker after its scan data)",
+              "PNG": "truncated PNG (no IEND chunk)", "GIF": "truncated GIF (no trailer)"}
 
 
 def _webp_frame(encoded: tf.Tensor):
@@ -109,8 +146,10 @@ def _webp_frame(encoded: tf.Tensor):
 
 def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, cropped: bool = True) -> tf.Tensor:
     """Why the encoded image ``encoded`` (a scalar string tensor) cannot be decoded within ``max_pixels``,
-    or "" when it can: graph ops on its header (the reasons of :func:`kerasnets.data.files.check_image_file`,
-    decided by the same table and rule, :mod:`kerasnets.data.headers`). Never raises on any bytes."""
+    or "" when it can: graph ops on its header and its end (the reasons of
+    :func:`kerasnets.data.files.check_image_file`, decided by the same table and rule,
+    :mod:`kerasnets.data.headers`: a JPEG or PNG cut short is refused, a JPEG with data after its
+    end-of-image marker is not). Never raises on any bytes."""
     max_pixels = headers.check_max_pixels(max_pixels)
     length = tf.cast(tf.strings.length(encoded), tf.int64)
     # (``cropped``: the bytes go through the crops, which decode baseline JPEGs DCT-downscaled; False
@@ -120,12 +159,13 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, crop
     for kind, (magics, fields, order, signed) in headers.FORMATS.items():
         matches = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in magics])
         if fields is None:  # JPEG
-            found, height, width, progressive = _jpeg_frame(encoded)
+            found, height, width, progressive, data_offset = _jpeg_frame(encoded)
             scaled = headers.at_eighth(height, width) if cropped else height * width
             pixels = tf.where(progressive, height * width, scaled)
             what = tf.where(progressive, "progressive JPEG", "JPEG")
             short = tf.logical_not(found)
             short_reason = tf.constant(headers.NO_JPEG_FRAME)
+            truncated = _truncated(encoded, kind, matches & found, data_offset)
         elif fields == "webp":
             known, height, width = _webp_frame(encoded)
             pixels, what = height * width, tf.constant(kind)
@@ -136,6 +176,7 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, crop
                 length < headers.WEBP_HEADER,
                 tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length), " bytes)"]),
                 headers.NO_WEBP_CHUNK))
+            truncated = tf.constant(False)
         else:
             w_at, w_len, h_at, h_len = fields
             width = _number(_bytes_at(encoded, w_at, w_len), order, signed)
@@ -144,13 +185,13 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, crop
             short = length < h_at + h_len
             short_reason = tf.strings.join([f"truncated {kind} (header cut at ", tf.strings.as_string(length),
                                             " bytes)"])
+            truncated = _truncated(encoded, kind, matches)
         text = [tf.strings.as_string(v) for v in (width, height, pixels)]
-        problem = tf.where(
-            short, short_reason,
-            tf.where((height <= 0) | (width <= 0),
-                     tf.strings.join([f"corrupt {kind} header (declares ", text[0], "x", text[1], " pixels)"]),
-                     tf.where(pixels > max_pixels,
-                              headers.budget_message(what, text[0], text[1], text[2], str(max_pixels)), "")))
+        size_problem = tf.where(
+            (height <= 0) | (width <= 0),
+            tf.strings.join([f"corrupt {kind} header (declares ", text[0], "x", text[1], " pixels)"]),
+            tf.where(pixels > max_pixels, headers.budget_message(what, text[0], text[1], text[2], str(max_pixels)), ""))
+        problem = tf.where(short, short_reason, tf.where(truncated, _TRUNCATED.get(kind, ""), size_problem))
         reason = tf.where(matches, problem, reason)
     return tf.where(length == 0, "zero bytes", reason)
 
@@ -240,12 +281,14 @@ def _crop(image_or_bytes: tf.Tensor, offset_y, offset_x, height, width, size: in
     return tf.image.crop_to_bounding_box(_to_rgb(image_or_bytes), offset_y, offset_x, height, width)
 
 
-def _on_pixels_or_jpeg(image_or_bytes: tf.Tensor, transform, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+def _on_pixels_or_jpeg(image_or_bytes: tf.Tensor, transform, max_pixels: int = DEFAULT_MAX_PIXELS,
+                       checked: bool = False) -> tf.Tensor:
     """Run ``transform`` on JPEG bytes as they are, on other encoded formats after one decode; encoded
-    bytes are checked first (:func:`check_encoded`: InvalidArgumentError naming why, before decoding)."""
+    bytes are checked first (:func:`check_encoded`: InvalidArgumentError naming why, before decoding),
+    unless ``checked``: the caller ran :func:`check_encoded` on them and decodes only what it passed."""
     if image_or_bytes.dtype != tf.string:
         return transform(image_or_bytes)
-    encoded = _checked(image_or_bytes, max_pixels)
+    encoded = image_or_bytes if checked else _checked(image_or_bytes, max_pixels)
     return tf.cond(
         tf.io.is_jpeg(encoded),
         lambda: transform(encoded),
@@ -275,17 +318,20 @@ def _resize(image: tf.Tensor, size: int | tuple[int, int], method: str) -> tf.Te
 
 
 def center_crop(image_or_bytes: tf.Tensor, size: int | tuple[int, int], crop_padding: int = 32,
-                method: str = "bicubic", max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+                method: str = "bicubic", max_pixels: int = DEFAULT_MAX_PIXELS, checked: bool = False) -> tf.Tensor:
     """Center crop ``s / (s + crop_padding)`` of the image, resized to ``size`` (``s`` x ``s`` for an int,
     (height, width) for a pair; ``s`` is its short side).
 
     The window has the output's aspect ratio: the largest one that fits in the image, scaled by that
-    fraction (a square output: the fraction of the image's short side). Encoded bytes that declare
-    more than ``max_pixels`` decoded pixels (:mod:`kerasnets.data.headers`) are an
-    InvalidArgumentError naming the reason, raised before any pixel is decoded.
+    fraction (a square output: the fraction of the image's short side). Encoded bytes that
+    :func:`check_encoded` refuses (more than ``max_pixels`` decoded pixels, a file cut short:
+    :mod:`kerasnets.data.headers`) are an InvalidArgumentError naming the reason, raised before any
+    pixel is decoded. ``checked=True``: the caller already ran :func:`check_encoded` on the bytes
+    (with this ``max_pixels``) and crops only those it passed, so the check is not run twice.
     """
     out = output_size(size)
-    return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, out, crop_padding, method), max_pixels)
+    return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, out, crop_padding, method), max_pixels,
+                              checked)
 
 
 def _center_window(height, width, out: tuple[int, int], crop_padding: int):
