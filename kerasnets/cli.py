@@ -418,10 +418,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, shape[0], args.crop_padding, args.resize)
+        crop_padding, resize = _serving_settings(args.model, min(shape[:2]), args.crop_padding, args.resize)
         split, options = _evaluation_split(args.model, args.data, args.split)
         options = _load_options(args.data, options, args.num_classes, args.label_offset)
-        dataset, info = data.load(args.data, split, image_size=shape[0], batch_size=args.batch_size,
+        dataset, info = data.load(args.data, split, image_size=shape[:2], batch_size=args.batch_size,
                                   training=False, resize_method=resize, crop_padding=crop_padding, **options)
         names = read_class_names(args.model)
         by_index = "num_classes" in options
@@ -576,14 +576,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
         model = keras.saving.load_model(args.model)
         contract = read_contract(args.model)
         names = contract.class_names if contract else read_class_names(args.model)
-        crop_padding, resize = _serving_settings(args.model, model.input_shape[1], None, args.resize)
+        size = tuple(model.input_shape[1:3])  # (height, width): the eval crop takes a window of its aspect
+        crop_padding, resize = _serving_settings(args.model, min(size), None, args.resize)
         if args.format == "saved_model":
             report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
                                         overwrite=args.overwrite)
         else:
             calibration = evaluation = sources = None
             if args.calibration or args.eval_data:
-                common = dict(image_size=model.input_shape[1], batch_size=32, training=False, resize_method=resize,
+                common = dict(image_size=size, batch_size=32, training=False, resize_method=resize,
                               crop_padding=crop_padding)
                 calibration, evaluation, sources = _export_data(args, names, int(model.output_shape[-1]), common)
             report = export.tflite(model, args.output, args.quantize, representative=calibration,

@@ -59,15 +59,16 @@ def _colour_folder(root, counts, seed=0):
     return root
 
 
-def _colour_model(path, evaluation=None, resize="bilinear"):
-    """A .keras model that predicts the dominant colour channel, saved with a contract naming CLASSES."""
-    inputs = keras.Input((SIZE, SIZE, 3))
+def _colour_model(path, evaluation=None, resize="bilinear", size=(SIZE, SIZE)):
+    """A .keras model of input ``size`` (height, width) that predicts the dominant colour channel,
+    saved with a contract naming CLASSES."""
+    inputs = keras.Input((*size, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
     outputs = keras.layers.Dense(3, activation="softmax", name="predictions")(pooled)
     model = keras.Model(inputs, outputs)
     model.get_layer("predictions").set_weights([np.eye(3, dtype=np.float32) * 20, np.zeros(3, np.float32)])
     model.save(path)
-    contract = serving.PreprocessingContract((SIZE, SIZE), 3, resize, 0, CLASSES, evaluation=evaluation or {})
+    contract = serving.PreprocessingContract(tuple(size), 3, resize, 0, CLASSES, evaluation=evaluation or {})
     serving.write_keras_contract(str(path), contract)
     return model
 
@@ -229,6 +230,48 @@ def test_evaluate_names_a_bad_label_met_past_the_first_batch_in_one_line(tmp_pat
     assert code == 2, err
     assert err.count("error:") == 1 and "Traceback" not in err
     assert "label -1 (after label_offset=-1) in shard" in err and "validation-00001-of-00002" in err
+
+
+def test_evaluate_and_int8_export_of_a_non_square_model(tmp_path, capsys):
+    """A (16, 24) model (the builders take any input_shape) on a plain folder of 16 x 32 images: its
+    eval crop (padding 0) is the central 16 x 24 window of each, unresized, so a numpy slice is the
+    reference. Each image's outer 4-column margins hold another class's colour, so a wrong window
+    (the whole image, a square one) changes predictions. Both commands failed with a Keras shape
+    error (the data was loaded at 16 x 16)."""
+    rng = np.random.RandomState(0)
+    root = tmp_path / "wide"
+    for index in range(36):
+        name = CLASSES[index % 3]
+        centre = rng.randint(0, 201, 3)
+        centre[CLASSES.index(name)] = rng.randint(90, 256)
+        pixels = np.zeros((SIZE, 32, 3), np.uint8)
+        pixels[:, 4:28] = centre
+        pixels[:, :4, (index + 1) % 3] = pixels[:, 28:, (index + 1) % 3] = 255  # the margins: the next class
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / name / f"{index:03d}.png")
+    model = _colour_model(tmp_path / "m.keras", size=(SIZE, 24))
+    files = _files(root)
+    images = np.stack([np.asarray(Image.open(p), np.float32) for p, _ in files])
+    labels = np.array([CLASSES.index(n) for _, n in files])
+    predicted = np.asarray(model(images[:, :, 4:28])).argmax(-1)
+    reference = float(np.mean(predicted == labels))
+    whole = float(np.mean((images.mean(axis=(1, 2)) * 20 / 255).argmax(-1) == labels))  # the model's rule, whole image
+    assert 0.6 < reference < 1.0 and whole < reference - 0.1  # the window matters
+
+    assert cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(root)]) == 0
+    accuracy, line = _accuracy_line(capsys.readouterr().out)
+    assert accuracy == pytest.approx(reference, abs=1e-4) and "on 36 of the 36 images" in line and "'all'" in line
+
+    target = tmp_path / "m_int8.tflite"
+    assert cli.main(["export", str(tmp_path / "m.keras"), "--format", "tflite", "--quantize", "int8",
+                     "--calibration", str(root), "--steps", "12", "--output", str(target)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed[printed.index("\n{\n") + 1:])
+    held = np.array([reference_held_out(n, p.name, 0.2, 0) for p, n in files])  # the default carve of a plain folder
+    assert report["evaluated_on"]["images"] == held.sum() > 0
+    assert report["keras_accuracy"] == pytest.approx(np.mean(predicted[held] == labels[held]))
+    outputs = run_file(target, images[held][:, :, 4:28])
+    assert report["tflite_accuracy"] == pytest.approx(np.mean(outputs.argmax(-1) == labels[held]))
 
 
 # ----------------------------------------------------------------------------------------- export

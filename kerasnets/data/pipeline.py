@@ -15,7 +15,7 @@ from kerasnets.data.files import canonical_split, folder_layout, folder_splits, 
 from kerasnets.data.tfrecords import (check_label, check_tfrecords, label_errors, labels_file, metadata_entry,
                                       parse_example, record_files, tfrecord_count)
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
-from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, train_transform
+from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, output_size, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
            "SOURCE_KINDS"]
@@ -44,7 +44,7 @@ class DatasetInfo:
     split: str
     class_names: tuple[str, ...]
     num_examples: int
-    image_size: int
+    image_size: int | tuple[int, int]  # (height, width) when loaded for a non-square model
     extras: dict = field(default_factory=dict)
     preprocessing: dict = field(default_factory=dict)
     splits: tuple[str, ...] | None = None
@@ -375,6 +375,23 @@ def check_not_empty(dataset: tf.data.Dataset, info: DatasetInfo) -> None:
                      f"check that they are real JPEG/PNG/BMP/GIF images (open one with PIL) and replace the broken ones")
 
 
+def _image_size(image_size: Any, training: bool) -> int | tuple[int, int]:
+    """``load``'s ``image_size``: an int >= 8, or a (height, width) pair of them when not training
+    (a square pair as its int); ValueError naming the allowed values otherwise."""
+    try:
+        height, width = output_size(image_size)
+    except ValueError:
+        height = width = 0
+    if min(height, width) < 8:
+        raise ValueError(f"image_size must be an integer >= 8 or a (height, width) pair of them, got {image_size!r}")
+    if height == width:
+        return height
+    if training:
+        raise ValueError(f"image_size={image_size!r} is not square, but training crops are square "
+                         f"(random_resized_crop): pass an int, or training=False to evaluate a (height, width) model")
+    return height, width
+
+
 def default_crop_padding(image_size: int) -> int:
     """The eval center-crop padding for ``image_size``: the EfficientNet reference's 32 from 224 px up;
     below 224, the same fraction as at 224 (87.5%, torchvision's and timm's ``crop_pct``), since 32 px
@@ -418,7 +435,9 @@ def load(
             ``(images, labels)`` tuple of numpy arrays.
         split: folders, digits, arrays: "train", "validation" (alias "val"), "test", "all", any
             casing (see :func:`available_splits`); TFDS: any TFDS split; TFRecord globs: ignored.
-        image_size: output height and width.
+        image_size: output height and width: an int, or a (height, width) pair for evaluation
+            (``training=False``: the center crop takes the largest window of that aspect ratio;
+            training crops are square). A square pair is the int.
         training: random crop/flip/augment and shuffle (default: ``split == "train"``).
         seed: seeds the shuffles and every random crop, flip and AutoAugment choice (same seed, same
             stream). deterministic: keep the element order of parallel maps (the default: the stream
@@ -475,8 +494,7 @@ def load(
     encoded images) and the prefetched batches.
     """
     training = (str(split).lower() == "train") if training is None else training
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}")
+    image_size = _image_size(image_size, training)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int) or shuffle_buffer < 1:
@@ -490,7 +508,7 @@ def load(
     if num_examples is not None and raw.kind != "tfrecords" and num_examples != raw.num_examples:
         log.warning("num_examples=%s given, but %s split %r has %d examples: using %d", num_examples,
                     source if isinstance(source, str) else "arrays", raw.split, raw.num_examples, raw.num_examples)
-    settings = {"crop_padding": default_crop_padding(image_size), "flip": True, **raw.defaults}
+    settings = {"crop_padding": default_crop_padding(min(output_size(image_size))), "flip": True, **raw.defaults}
     crop_padding = settings["crop_padding"] if crop_padding is None else crop_padding
     flip = settings["flip"] if flip is None else flip
     resize_method = resize_method or ("bilinear" if training else "bicubic")
