@@ -441,13 +441,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if total == 0:
         return _fail(ValueError(f"no image of {args.data!r} split {split!r} could be read: nothing to evaluate "
                                 "(check the folder or pass another --split)"))
-    print(f"{args.model}: accuracy {correct / total:.4f} on {total} of the {info.num_examples} images of "
-          f"{args.data!r} split {split!r} (center crop padding {crop_padding}, {resize})")
-    if total != info.num_examples:
-        return _fail(ValueError(f"scored {total} of the {info.num_examples} images of {args.data!r} split {split!r}: "
-                                f"{info.num_examples - total} could not be decoded, so the accuracy is not the split's; "
-                                "replace the broken files (open each with PIL) or remove them"))
-    return 0
+    from kerasnets.data.pipeline import scored_count
+
+    scored, problem = scored_count(total, info)  # the trainer's rule too: a decode shortfall is exit 2
+    print(f"{args.model}: accuracy {correct / total:.4f} on {scored} (center crop padding {crop_padding}, {resize})")
+    return _fail(ValueError(problem)) if problem else 0
 
 
 #: images an export's accuracy report is measured on, drawn evenly over the whole held-out split

@@ -418,6 +418,25 @@ def test_predict_refuses_a_model_of_any_input_size_with_one_line(tmp_path, capsy
     assert len(err.splitlines()) == 1 and "takes inputs of shape (None, None, 3)" in err and "fixed input_shape" in err
 
 
+# ------------------------------------------------------------------------------------ evaluation counts
+
+
+def test_evaluate_scores_the_rest_of_a_folder_and_reports_what_the_scan_skipped(tmp_path, capsys):
+    """Files the scan refuses (named one by one in its warning) are reported beside the count and do
+    not fail the command; only images that pass every check and then fail to decode do (exit 2,
+    tests/test_hostile_cli.py), the rule the trainer's final evaluation follows too."""
+    from test_hostile_cli import _accuracy_line, _colour_folder, _colour_model, _files, _reference_accuracy
+
+    model = _colour_model(tmp_path / "m.keras")
+    root = _colour_folder(tmp_path / "ds", {"red": 6, "blue": 6})
+    readable = _files(root, ("red", "blue"))
+    _folder_with(root, {"red/empty.png": b"", "blue/huge.jpg": _jpeg_declaring(HUGE, HUGE, progressive=True)})
+    assert cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(root)]) == 0
+    accuracy, line = _accuracy_line(capsys.readouterr().out)
+    assert "on 12 of the 12 images" in line and "(2 more files skipped by the scan" in line
+    assert accuracy == pytest.approx(_reference_accuracy(model, readable), abs=1e-4)
+
+
 # ---------------------------------------------------------------------------------------- run folders
 
 #: a finished run's folder as saved_models/README.md documents it (what a user finds and would ship)

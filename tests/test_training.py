@@ -233,11 +233,14 @@ def test_rerun_into_a_finished_run_is_refused_and_no_resume_replaces_it(tmp_path
     assert len((run / "history.csv").read_text().splitlines()) == 2  # header and this run's one epoch
 
 
-def test_final_evaluation_says_when_it_scored_fewer_images_than_the_split_holds(tmp_path, caplog):
+def test_final_evaluation_refuses_an_accuracy_of_fewer_images_than_the_split_holds(tmp_path):
     """A test folder with a file that passes the header checks but does not decode (a 12-bit JPEG,
     as some scientific cameras write: TF's decoder refuses it): the pipeline drops it, and the
-    summary used to present the accuracy of the rest as the split's. It now states both counts,
-    and a warning names the gap. A tiny model: the count is what is tested."""
+    summary used to present the accuracy of the rest as the split's (then a warning, exit 0, while
+    kerasnets evaluate exits 2 on the same folder). Now the rule of kerasnets evaluate
+    (data.pipeline.scored_count): an error naming both counts, no summary, the backups kept; once
+    the file is removed the same call evaluates the whole split from the last step, training
+    nothing again. A tiny model: the counts are what is tested."""
     import io
 
     from PIL import Image
@@ -251,11 +254,15 @@ def test_final_evaluation_says_when_it_scored_fewer_images_than_the_split_holds(
     jpeg = bytearray(encoded.getvalue())
     jpeg[jpeg.index(b"\xff\xc0") + 4] = 12  # the frame header's sample precision: 8 -> 12 bits
     (data / "test" / "0" / "twelve_bit.jpg").write_bytes(bytes(jpeg))
-    result = train(_tiny_recipe(tmp_path, data=str(data)), verbose=0)
-    assert result.summary["eval_examples"] == test_images
-    assert result.summary["eval_expected_examples"] == test_images + 1
-    assert f"test accuracy is of {test_images} images, but split 'test'" in caplog.text
-    assert f"holds {test_images + 1}" in caplog.text
+    recipe = _tiny_recipe(tmp_path, data=str(data))
+    with pytest.raises(ValueError, match=rf"scored {test_images} of the {test_images + 1} images of .* split 'test': "
+                                         r"1 could not be decoded.*backups are kept"):
+        train(recipe, verbose=0)
+    assert not (tmp_path / "tiny" / "summary.json").exists()
+    (data / "test" / "0" / "twelve_bit.jpg").unlink()
+    result = train(recipe, verbose=0)
+    assert result.summary["eval_examples"] == result.summary["eval_expected_examples"] == test_images
+    assert result.summary["steps_run"] == 0 and result.summary["resumed_from_step"] == 2  # 2 steps, trained once
 
 
 def _free_ports(count):

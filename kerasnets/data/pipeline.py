@@ -17,8 +17,8 @@ from kerasnets.data.tfrecords import (check_label, check_tfrecords, label_errors
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, output_size, train_transform
 
-__all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding",
-           "SOURCE_KINDS"]
+__all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "scored_count",
+           "default_crop_padding", "SOURCE_KINDS"]
 
 log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -390,6 +390,32 @@ def _image_size(image_size: Any, training: bool) -> int | tuple[int, int]:
         raise ValueError(f"image_size={image_size!r} is not square, but training crops are square "
                          f"(random_resized_crop): pass an int, or training=False to evaluate a (height, width) model")
     return height, width
+
+
+def scored_count(scored: int, info: DatasetInfo, expected: int | None = None) -> tuple[str, str | None]:
+    """``(what an accuracy on `scored` images is of, why it is not the split's or None)``: the one
+    rule for the trainer's final evaluation and ``kerasnets evaluate``.
+
+    ``expected`` is the number of images the evaluation should have scored: ``info.num_examples``
+    by default (files that passed the folder scan, records, examples); None or negative: unknown,
+    nothing to check. Files the scan skipped (empty, not an image, truncated, over the pixel
+    budget: ``info.extras["skipped"]``) are not in that count: they are reported, not fatal, since
+    the scan named each one before anything ran. A shortfall beyond them is images that passed
+    every check but failed to decode and were dropped by the pipeline: the accuracy is then of a
+    part of the split, which the caller refuses (ValueError, exit status 2) with the reason given.
+    """
+    expected = info.num_examples if expected is None else expected
+    skipped = len(info.extras.get("skipped") or ())
+    known = expected is not None and expected >= 0
+    of = expected if known else "unknown number of"
+    text = f"{scored} of the {of} images of {info.source!r} split {info.split!r}"
+    if skipped:
+        text += f" ({skipped} more files skipped by the scan: unreadable or over the pixel budget)"
+    if not known or scored == expected:
+        return text, None
+    return text, (f"scored {scored} of the {expected} images of {info.source!r} split {info.split!r}: "
+                  f"{expected - scored} could not be decoded (they passed the file checks and were dropped), so the "
+                  "accuracy is not the split's; replace the broken files (open each with PIL) or remove them")
 
 
 def default_crop_padding(image_size: int) -> int:

@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from kerasnets.atomic import atomic_write_text
+from kerasnets.data.pipeline import scored_count
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
 from kerasnets.serving import PreprocessingContract, write_keras_contract
@@ -149,10 +150,11 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
     stats = profile(model)
     info, eval_info = run.info, run.eval_info
     expected = _expected_eval_examples(eval_info.num_examples, recipe.eval_steps, run.global_batch)
-    if expected is not None and results["examples"] != expected:
-        log.warning("!! test accuracy is of %d images, but split %r of %s holds %d: %d could not be read or decoded "
-                    "(dropped). Fix or remove those files for a score of the whole split", results["examples"],
-                    eval_info.split, eval_info.source, expected, expected - results["examples"])
+    scored, problem = scored_count(results["examples"], eval_info, -1 if expected is None else expected)
+    if problem:  # kerasnets evaluate's rule (one function): no summary, the backups stay for a rerun
+        raise ValueError(f"{problem}; the run's backups are kept, so the same command then evaluates again from its "
+                         "last step")
+    log.info("test accuracy on %s", scored)
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
         "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
         "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve,
@@ -167,6 +169,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "eval_split": eval_info.split,
         "eval_examples": results["examples"],  # images scored
         "eval_expected_examples": expected,  # images the split holds (at most eval_steps batches; None: unknown)
+        "eval_skipped_files": len(eval_info.extras.get("skipped") or ()),  # refused by the folder scan, not scored
+        "train_skipped_files": len(info.extras.get("skipped") or ()),
         "train_examples": info.num_examples,
         "examples_source": info.extras.get("count_source"),
         "test_accuracy": float(results["accuracy"]),
