@@ -313,6 +313,49 @@ def test_export_tflite_writes_the_resize_flag_into_its_contract(tmp_path, capsys
     assert json.loads((tmp_path / "m.json").read_text())["preprocessing"]["resize_method"] == "bilinear"
 
 
+def _algorithm_r(stream, count, seed):
+    """Vitter's Algorithm R as published, seeded like the export's draw: the reference the draw must match."""
+    rng, reservoir = np.random.RandomState(seed), []
+    for i, item in enumerate(stream):
+        if i < count:
+            reservoir.append(item)
+        else:
+            j = rng.randint(0, i + 1)
+            if j < count:
+                reservoir[j] = item
+    return sorted(reservoir)
+
+
+def test_export_draw_is_a_seeded_uniform_sample_held_as_uint8():
+    """``kerasnets export`` draws its calibration and report images (cli._draw) as a reservoir of
+    ``count`` uint8 images: bounded whatever the split's size (it held up to 2 x count float32 images,
+    4.4 GB at 600 px). The draw is every k-th example (k = 300 // 40 = 7) sampled by Algorithm R: the
+    images kept are exactly the reference's (each image's pixels encode its index), with their own
+    labels, every class, and the same on a second call; inclusion is uniform (count / n) over seeds."""
+    index = np.arange(300)
+    images = np.zeros((300, 8, 8, 3), np.uint8)  # 8 px, crop 0: the eval transform is the identity
+    images[..., 0], images[..., 1] = (index % 256)[:, None, None], (index // 256)[:, None, None]
+    labels = index // 100  # sorted by class, as a folder's files are
+    common = dict(image_size=8, batch_size=32, training=False, resize_method="bilinear", crop_padding=0)
+    drawn, described = cli._draw((images, labels), "all", 40, CLASSES, 3, {"class_names": list(CLASSES)}, common)
+    kept = drawn[0][:, 0, 0, 0].astype(int) + 256 * drawn[0][:, 0, 0, 1].astype(int)
+    assert drawn[0].dtype == np.uint8 and drawn[0].shape == (40, 8, 8, 3)
+    assert list(kept) == _algorithm_r(range(0, 300, 7), 40, seed=0)
+    assert list(drawn[1]) == list(kept // 100) and set(drawn[1]) == {0, 1, 2}
+    again = cli._draw((images, labels), "all", 40, CLASSES, 3, {"class_names": list(CLASSES)}, common)[0]
+    assert np.array_equal(again[0], drawn[0]) and described["split_images"] == 300
+    # a long stream in batches (labels carry each item's index): exactly the reference's items, any seed
+    stream = [(np.zeros((64, 1)), np.arange(start, start + 64)) for start in range(0, 1024, 64)]
+    for seed in (0, 1):
+        assert list(cli._reservoir(stream, 25, seed)[1]) == _algorithm_r(range(1024), 25, seed)
+    # uniform: over 3000 seeds each of 100 items is kept with probability 10 / 100 (4 sigma: +- 0.022)
+    counts = np.zeros(100)
+    stream = [(np.arange(100).reshape(100, 1), np.zeros(100))]  # one batch of 100 one-pixel "images"
+    for seed in range(3000):
+        counts[cli._reservoir(stream, 10, seed)[0][:, 0]] += 1
+    assert np.abs(counts / 3000 - 0.1).max() < 0.022, counts.min()
+
+
 @pytest.mark.parametrize("flags, words", [
     (["--format", "saved_model", "--quantize", "int8", "--calibration", "DATA"],
      ["saved_model", "--quantize", "--calibration", "--format tflite"]),
