@@ -189,6 +189,7 @@ def train_overrides(args: argparse.Namespace, recipe: Recipe) -> Recipe:
         precision=args.precision, strategy=args.strategy, output=args.output, image_size=args.image_size,
         steps_per_epoch=args.steps_per_epoch, backup_every_steps=args.backup_every_steps,
         backup_every_epochs=args.backup_every_epochs, validation_freq=args.validation_freq,
+        steps_per_execution=args.steps_per_execution,
         train_examples=args.train_examples, eval_examples=args.eval_examples,
         export=tuple(args.export) if args.export is not None else None,
     )
@@ -731,6 +732,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backup-every-steps", type=int,
                        help="also back up every this many steps within epochs (0 = at epoch ends only)")
     train.add_argument("--backup-every-epochs", type=int, help="back up at every N-th epoch end (and each phase's last)")
+    train.add_argument("--steps-per-execution", metavar="{auto,N}",  # the recipe checks the value
+                       type=lambda v: int(v) if v.lstrip("-").isdigit() else v,
+                       help="training steps per compiled call (default auto: 32, cut at backups and epoch ends); "
+                            "the weights do not depend on it")
     train.add_argument("--validation-freq", type=int, help="validate every N epochs (and after each phase's last)")
     train.add_argument("--deterministic", action="store_true",
                        help="deterministic ops (slower): the same seed gives the same weights, resumed or not")

@@ -308,19 +308,13 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
     recipe_file = tmp_path / "two_phases.py"
     recipe_file.write_text(TWO_PHASES)
     received = []
-    original = loop.StepFunctions.__init__
+    original = loop.StepFunctions._replica_train
 
-    def recording(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        step = self.train_step
+    def recording(self, images, labels):  # the batches are drawn inside the compiled call: recorded from there
+        tf.py_function(lambda x: received.append(x.numpy()) or 0, [images], tf.int32)
+        return original(self, images, labels)
 
-        def recorded(images, labels):
-            received.append(np.asarray(images))
-            return step(images, labels)
-
-        self.train_step = recorded
-
-    monkeypatch.setattr(loop.StepFunctions, "__init__", recording)
+    monkeypatch.setattr(loop.StepFunctions, "_replica_train", recording)
     command = ["train", str(recipe_file), "--output", str(tmp_path), "--deterministic"]
     try:
         assert cli.main(command + ["--name", "whole"]) == 0
@@ -329,7 +323,7 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
         assert not np.array_equal(received[6], received[0])  # phase 2's first batch is not phase 1's
         for index, (got, expected) in enumerate(zip(received, stream)):
             np.testing.assert_array_equal(got, expected, err_msg=f"step {index + 1}")
-        monkeypatch.setattr(loop.StepFunctions, "__init__", original)
+        monkeypatch.setattr(loop.StepFunctions, "_replica_train", original)
         keras.backend.clear_session()
         _interrupted_then_resumed(command + ["--name", "resumed"], monkeypatch, loop, cli, at_call=9)
     finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
@@ -343,20 +337,21 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
 
 
 def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call):
-    """Run ``command``, interrupted (as by kill -9) at its ``at_call``-th step, then run it again."""
+    """Run ``command``, interrupted (as by kill -9) before the compiled call that holds its
+    ``at_call``-th step, then run it again."""
     original, calls = loop.StepFunctions.__init__, [0]
 
     def interrupting(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        step = self.train_step
+        steps = self.train_steps
 
-        def counted(images, labels):
-            calls[0] += 1
-            if calls[0] == at_call:
+        def counted(iterator, count):
+            if calls[0] < at_call <= calls[0] + int(count):
                 raise _Interrupted()
-            return step(images, labels)
+            calls[0] += int(count)
+            return steps(iterator, count)
 
-        self.train_step = counted
+        self.train_steps = counted
 
     monkeypatch.setattr(loop.StepFunctions, "__init__", interrupting)
     with pytest.raises(_Interrupted):
@@ -403,3 +398,54 @@ def test_arrays_stream_resumed_mid_epoch_reads_the_uninterrupted_batches_from_a_
     epochs = [sum((indices(b) for b in (first + expected)[e * 25:(e + 1) * 25]), []) for e in (0, 1)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(count))  # every image once per epoch
     assert epochs[0] != epochs[1]  # reshuffled
+
+
+ONE_PHASE = """
+import keras
+from kerasnets.training import Recipe
+
+
+def build_model(recipe, context):
+    return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Conv2D(4, 3),
+                             keras.layers.BatchNormalization(), keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(context.num_classes, activation="softmax")])
+
+
+RECIPE = Recipe(name="calls", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.Adam(0.01),
+                image_size=16, batch_size=8, epochs=2, steps_per_epoch=5, ema_decay=0.9, export=("keras",))
+"""
+
+
+def test_steps_per_execution_gives_the_one_step_weights_and_resumes_exactly_from_backups_inside_a_call(
+        tmp_path, monkeypatch):
+    """4 steps per compiled call, backups every 3 steps: the calls are cut so that the backups land
+    on steps 3, 6 and 9 (inside what would be one call), and a run interrupted at step 8 resumes from
+    step 6 to the weights of the uninterrupted run at one step per call (its EMA, which the saved
+    model holds, included), bit for bit. A tiny model (16 px, 2 epochs of 5 steps): what is tested
+    is the loop, not the network; --deterministic: bit-for-bit comparable runs."""
+    from kerasnets import cli
+    from kerasnets.training import loop
+    from kerasnets.training.backup import RunBackup as Backup
+    from tensorflow.python.framework import config as tf_config
+
+    recipe_file = tmp_path / "calls.py"
+    recipe_file.write_text(ONE_PHASE)
+    command = ["train", str(recipe_file), "--output", str(tmp_path), "--deterministic"]
+    saves = []
+    monkeypatch.setattr(Backup, "save", lambda self, checkpoint, phase, step, _save=Backup.save: (
+        saves.append(step), _save(self, checkpoint, phase, step))[1])
+    try:
+        assert cli.main(command + ["--name", "one", "--steps-per-execution", "1"]) == 0
+        keras.backend.clear_session()
+        saves.clear()
+        _interrupted_then_resumed(command + ["--name", "four", "--steps-per-execution", "4", "--backup-every-steps",
+                                             "3"], monkeypatch, loop, cli, at_call=8)
+    finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
+        tf_config.disable_op_determinism()
+    assert saves == [3, 5, 6, 9, 10]  # every 3 steps and at epoch ends; interrupted after 6, resumed from it
+    summary = json.loads((tmp_path / "four" / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 6 and summary["steps_run"] == 4
+    one = keras.saving.load_model(tmp_path / "one" / "model.keras", compile=False)
+    four = keras.saving.load_model(tmp_path / "four" / "model.keras", compile=False)
+    for a, b in zip(one.weights, four.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

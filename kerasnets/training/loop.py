@@ -93,17 +93,25 @@ class StepFunctions:
         l2: L2 penalty coefficient over ``l2_weights`` (``l2 * sum(tf.nn.l2_loss(w))``).
         ema: a :class:`WeightEMA`, updated after every step, or None.
         jit_compile: XLA (worth it on GPU/TPU; 6-10x slower for EfficientNet on CPU).
+        counter: an int64 variable that :meth:`train_steps` adds one to per step, inside the
+            compiled call (the trainer's step, saved with the backups), or None.
+
+    ``train_step(images, labels)`` runs one step; ``train_steps(iterator, count)`` runs ``count``
+    steps in one compiled call (the trainer's loop): batches are drawn from ``iterator`` on the
+    device side, loss and accuracy accumulate there, and the host reads them once per call.
     """
 
     def __init__(self, model, optimizer, label_smoothing: float, strategy, l2: float = 0.0,
                  l2_weights: list | None = None, ema: WeightEMA | None = None, jit_compile: bool = False,
-                 run_eagerly: bool = False):
+                 run_eagerly: bool = False, counter: tf.Variable | None = None):
         self.model, self.optimizer, self.strategy, self.ema = model, optimizer, strategy, ema
+        self.counter = counter
         self.loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, reduction=None)
         self.l2, self.l2_weights = float(l2), list(l2_weights or [])
         self.replicas = strategy.num_replicas_in_sync
         wrap = (lambda f: f) if run_eagerly else (lambda f: tf.function(f, jit_compile=jit_compile))
         self.train_step = wrap(self._train_step)
+        self.train_steps = wrap(self._train_steps)
         self.eval_step = wrap(self._eval_step)
         self.steps = 0  # train steps run (the trainer times the first, which traces, apart)
 
@@ -145,6 +153,26 @@ class StepFunctions:
         if self.ema is not None:
             self.ema.update()
         return loss, correct, count
+
+    def _train_steps(self, iterator, count):
+        """Up to ``count`` steps on batches from ``iterator``; stops after a step whose loss is not
+        finite. Returns (loss x images summed over the steps, correct predictions, images, steps
+        run, the last step's loss): the divergence check reads the last two."""
+        total, correct, seen = tf.constant(0.0), tf.constant(0.0), tf.constant(0.0)
+        done, last = tf.constant(0, tf.int64), tf.constant(0.0)
+        for _ in tf.range(tf.cast(count, tf.int64)):
+            images, labels = next(iterator)
+            last, right, images_seen = self._train_step(images, labels)
+            last = tf.cast(last, tf.float32)
+            total += last * images_seen
+            correct += right
+            seen += images_seen
+            done += 1
+            if self.counter is not None:
+                self.counter.assign_add(1)
+            if not tf.math.is_finite(last):
+                break
+        return total, correct, seen, done, last
 
     def _replica_eval(self, images, labels, mask):
         predictions = self.model(images, training=False)

@@ -23,7 +23,7 @@ from kerasnets.training.backup import RunBackup
 from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
-from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe
+from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, resolve_steps_per_execution
 from kerasnets.training.setup import RunSetup, setup, store_counts
 from kerasnets.training.timings import Timings
 
@@ -238,7 +238,7 @@ class Trainer:
                                   jit_compile=accelerator_present() and not recipe.run_eagerly
                                   and not tf.distribute.has_strategy() and strategy.num_replicas_in_sync == 1
                                   and not run.tpu,
-                                  run_eagerly=recipe.run_eagerly)
+                                  run_eagerly=recipe.run_eagerly, counter=step)
         self.functions = functions
         return functions, iterator, step, checkpoint, optimizer, context, frozen
 
@@ -247,35 +247,39 @@ class Trainer:
         per_epoch = run.steps_per_epoch
         begin = int(step.numpy())
         epoch = begin // per_epoch
+        end = (epoch + 1) * per_epoch
         started = time.time()
         progress = keras.utils.Progbar(per_epoch, stateful_metrics=["loss", "accuracy"],
                                        verbose=self.verbose if run.chief else 0)
         totals = [0.0, 0.0, 0.0]
-        for current in range(begin, (epoch + 1) * per_epoch):
-            step_began = time.perf_counter()
-            images, labels = next(iterator)
-            loss, correct, count = functions.train_step(images, labels)
-            step.assign_add(1)
-            loss = float(loss)
-            self.steps_run += 1
-            if not math.isfinite(loss):
-                last = self.backup.latest()
+        current, every = begin, recipe.backup_every_steps
+        while current < end:
+            count = _call_steps(current, end, every, resolve_steps_per_execution(recipe.steps_per_execution),
+                                first=functions.steps == 0)
+            call_began = time.perf_counter()
+            # the one host read of the call: every step's loss and accuracy summed on the device
+            loss_sum, correct, seen, done, last_loss = (v.numpy() for v in functions.train_steps(
+                iterator, tf.constant(count, tf.int64)))
+            done = int(done)
+            self.steps_run += done
+            if not math.isfinite(float(last_loss)):
+                saved = self.backup.latest()
                 raise TrainingDiverged(
-                    f"loss became {loss} at step {current + 1} of phase {phase.name!r} (epoch {first_epoch + epoch + 1}); "
-                    f"training stopped. The last good backup is {last and os.path.join(self.backup.dir, last['dir'])}. "
-                    f"Lower the learning rate (now {_learning_rate(optimizer):.4g}), check the data (images must be "
-                    "0..255), or use precision='float32'")
-            totals = [totals[0] + loss * float(count), totals[1] + float(correct), totals[2] + float(count)]
-            progress.update(current - epoch * per_epoch + 1, [("loss", totals[0] / totals[2]),
-                                                              ("accuracy", totals[1] / totals[2])])
-            # a phase's first step traces and optimises the graph: timed apart from the steady steps
-            self.timings.add("first_step" if current == begin and functions.steps == 0 else "train_steps",
-                             time.perf_counter() - step_began)
-            functions.steps += 1
-            every = recipe.backup_every_steps
-            if every and (current + 1) % every == 0 and (current + 1) % per_epoch:
+                    f"loss became {float(last_loss)} at step {current + done} of phase {phase.name!r} "
+                    f"(epoch {first_epoch + epoch + 1}); training stopped. The last good backup is "
+                    f"{saved and os.path.join(self.backup.dir, saved['dir'])}. Lower the learning rate (now "
+                    f"{_learning_rate(optimizer):.4g}), check the data (images must be 0..255), or use precision='float32'")
+            current += done
+            totals = [totals[0] + float(loss_sum), totals[1] + float(correct), totals[2] + float(seen)]
+            progress.update(current - epoch * per_epoch, [("loss", totals[0] / totals[2]),
+                                                          ("accuracy", totals[1] / totals[2])])
+            # a phase's first call (one step) traces and optimises the graph: timed apart from the steady steps
+            self.timings.add("first_step" if functions.steps == 0 else "train_steps", time.perf_counter() - call_began,
+                             count=done)
+            functions.steps += done
+            if every and current % every == 0 and current % per_epoch:
                 with self.timings.span("backup"):
-                    self.backup.save(checkpoint, index, current + 1)
+                    self.backup.save(checkpoint, index, current)
         row = {"epoch": first_epoch + epoch, "phase": index, "loss": totals[0] / max(totals[2], 1.0),
                "accuracy": totals[1] / max(totals[2], 1.0), "learning_rate": _learning_rate(optimizer)}
         last = epoch + 1 == phase.epochs
@@ -356,6 +360,16 @@ class Trainer:
         self.setup()
         self.fit()
         return self.finalize()
+
+
+def _call_steps(current: int, end: int, every: int, per_call: int, first: bool) -> int:
+    """Steps of the next compiled call from step ``current``: ``per_call``, cut at the epoch's end
+    ``end`` and at the next backup (every ``every`` steps; 0: none), so that backups and epochs
+    land on their steps; a phase's first call runs one step (it traces, and is timed apart)."""
+    count = min(per_call, end - current)
+    if every:
+        count = min(count, every - current % every)
+    return 1 if first else count
 
 
 def _learning_rate(optimizer) -> float:
