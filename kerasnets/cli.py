@@ -355,12 +355,39 @@ def _record_split(source: str, split: str | None) -> str | None:
 
 
 def _run_evaluation(model_path: str, source: str) -> dict:
-    """The contract's record of where the run measured its accuracy, when that was ``source``; else {}."""
-    from kerasnets.serving import read_contract
+    """The contract's record of where the run measured its accuracy, when that was ``source``; else {}.
+
+    A contract without ``carve`` (a model trained before the
+    per-file carve) whose held-out split is a carve of the folder is warned about once: its
+    held-out files are re-carved by the per-file hash and may include images it trained on."""
+    from kerasnets.data.files import folder_layout
+    from kerasnets.serving import CARVE, read_contract
 
     contract = read_contract(model_path)
     evaluation = contract.evaluation if contract else {}
-    return evaluation if evaluation and str(evaluation.get("data")) in (source, os.path.abspath(source)) else {}
+    if not evaluation:
+        return {}
+    recorded, folder = str(evaluation.get("data")), source_kind(source) == "folder"
+    layout = folder_layout(source) if folder else None
+    if recorded not in (source, os.path.abspath(source)):
+        return {}
+    if evaluation.get("carve") != CARVE and folder and evaluation.get("split") == "validation" and (
+            "validation" not in layout.split_dirs):
+        _say_once(f"{model_path} was trained before kerasnets carved held-out images per file (its contract records "
+                  f"no carve): its validation split of {source} is re-carved by the per-file hash (seed "
+                  f"{evaluation.get('seed')}) and may include images it trained on, so its accuracy may be "
+                  f"optimistic; retrain it, or score a folder it never saw (e.g. a test/ folder)")
+    return evaluation
+
+
+_SAID: set = set()
+
+
+def _say_once(message: str) -> None:
+    """Log ``message`` as a warning the first time it comes up in this process."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.warning("%s", message)
 
 
 def _load_options(source: str, options: dict, num_classes: int | None, label_offset: int | None) -> dict:

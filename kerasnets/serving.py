@@ -24,9 +24,13 @@ from typing import Any
 
 from kerasnets.atomic import atomic_write_text
 
-__all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "write_keras_contract", "read_contract", "read_class_names",
+__all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "CARVE", "write_keras_contract", "read_contract", "read_class_names",
            "write_contract_file", "write_labels"]
 
+#: How the run's held-out files were carved, recorded in the contract's ``evaluation`` (``"carve"``):
+#: each file by the SHA-256 of its seed, class and path in its class folder
+#: (:func:`kerasnets.data.files.held_out`). Contracts written before it have no ``carve``.
+CARVE = "sha256-per-file"
 #: Name of the contract's entry inside a ``.keras`` zip file.
 CONTRACT_ENTRY = "kerasnets.json"
 _FIELDS_FILE = "preprocessing.json"
@@ -45,8 +49,8 @@ class PreprocessingContract:
         input_range: pixel range the model takes; kerasnets models normalize inside (0..255).
         class_names: the label of each output.
         evaluation: where the run measured its accuracy: ``{"data", "split", "seed",
-            "validation_split"}`` (``kerasnets evaluate`` on the same data re-draws the same held-out
-            carve, never the training images); empty when unknown.
+            "validation_split", "carve"}`` (``kerasnets evaluate`` on the same data re-draws the same
+            held-out carve, never the training images; ``carve`` is :data:`CARVE`); empty when unknown.
     """
 
     image_size: tuple[int, int]

@@ -50,6 +50,8 @@ def test_engine_saved_model_serves_encoded_images_with_the_eval_crop(trained, qu
     model = trained["model"]
     _, info = data.load("digits", "test", image_size=32, batch_size=8, training=False)
     assert info.preprocessing["crop_padding"] == 0
+    # the run records its carve rule, which evaluate and export look for (a contract without it is older)
+    assert kerasnets.serving.read_contract(str(quickstart["dir"] / "model.keras")).evaluation["carve"] == "sha256-per-file"
     raw, _ = data.digits_arrays("test")
     pngs, whole = [], []
     for digit in raw[:24]:

@@ -174,6 +174,32 @@ def test_evaluate_scores_the_runs_own_carve(tmp_path, capsys):
     assert accuracy == pytest.approx(_reference_accuracy(model, held), abs=1e-4)
 
 
+def test_a_model_from_before_the_per_file_carve_is_warned_about_once(tmp_path, capsys, caplog, monkeypatch):
+    """A contract without ``carve`` was written before held-out files were carved per file: evaluate
+    and int8 export re-carve its folder by the hash, which may hold out images it trained on; each
+    command says so once (export reads the contract for its report and for its calibration draw).
+    A contract that records the carve is not warned about."""
+    root = _colour_folder(tmp_path / "plain", {"red": 10, "green": 10, "blue": 10})
+    evaluation = {"data": str(root), "split": "validation", "seed": 7, "validation_split": 0.3}
+    _colour_model(tmp_path / "old.keras", evaluation)
+    _colour_model(tmp_path / "new.keras", {**evaluation, "carve": serving.CARVE})
+
+    def warned():
+        return [r.getMessage() for r in caplog.records if "before kerasnets carved" in r.getMessage()]
+
+    for command in (["evaluate", str(tmp_path / "old.keras"), "--data", str(root)],
+                    ["export", str(tmp_path / "old.keras"), "--format", "tflite", "--quantize", "int8",
+                     "--calibration", str(root), "--steps", "6", "--output", str(tmp_path / "m.tflite")]):
+        monkeypatch.setattr(cli, "_SAID", set())  # each command runs in its own process: once per process
+        caplog.clear()
+        assert cli.main(command) == 0
+        assert len(warned()) == 1 and str(root) in warned()[0] and "may include images it trained on" in warned()[0]
+    caplog.clear()
+    assert cli._run_evaluation(str(tmp_path / "new.keras"), str(root))["carve"] == serving.CARVE  # what both read
+    assert not warned()
+    capsys.readouterr()
+
+
 def test_evaluate_refuses_an_accuracy_over_fewer_images_than_the_split(tmp_path, capsys):
     """A PNG whose pixel data is damaged passes the cheap file checks but does not decode; the
     pipeline drops it, so the accuracy covers 11 of 12 images: both counts are printed and the

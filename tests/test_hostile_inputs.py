@@ -282,7 +282,58 @@ def test_odd_file_names_and_channel_layouts_are_read_as_pil_reads_them(tmp_path)
     assert 0 < info.num_examples == len(list(train.unbatch())) <= 5
 
 
-# ------------------------------------------------------------------------------- predict and serve_bytes
+# ----------------------------------------------------------------------------------------- TFRecords
+
+
+def _hostile_folder(root):
+    """root/<class>/ with good files of odd names and layouts and bad files of every kind; returns
+    {relative name: class} of the good ones. Good images differ in colour, so each is recognisable."""
+    from test_hostile_cli import write_undecodable_png
+
+    jpeg = _encode(_photo(32, 32, seed=3), "JPEG", quality=95)
+    good = {
+        "a/plain.png": _encode(_photo(32, 32, seed=0), "PNG"),
+        b"a/caf\xe9 latin-1.png": _encode(_photo(32, 32, seed=1), "PNG"),  # a name that is no UTF-8
+        "a/with space.jpg": _encode(_photo(32, 32, seed=2), "JPEG", quality=95),
+        "b/\u65e5\u672c\u8a9e.png": _encode(np.dstack([_photo(32, 32, seed=4), np.full((32, 32), 255, np.uint8)]),
+                                             "PNG"),  # RGBA
+        "b/motion_photo.jpg": jpeg + b"\0\0\0\x18ftypmp42" + np.random.RandomState(0).bytes(5000),  # trailing data
+        "b/gray.png": _encode(_photo(32, 32, seed=5)[..., 0], "PNG"),
+    }
+    bad = {
+        "a/empty.jpg": b"",
+        "a/huge.png": _png_declaring(HUGE, HUGE),  # 389 KB declaring 400 MP
+        "b/text.png": b"just some text",
+        "b/truncated.jpg": jpeg[: len(jpeg) // 2],
+    }
+    _folder_with(root, {**good, **bad})
+    write_undecodable_png(root / "b" / "corrupt.png")  # passes every header check, fails to decode
+    return {os.fsdecode(name): os.fsdecode(name).split("/")[0] for name in good}
+
+
+def test_write_tfrecords_writes_the_good_files_of_a_hostile_folder_and_counts_the_rest(tmp_path):
+    expected = _hostile_folder(tmp_path / "photos")
+    rc, out, err, peak = _peak_run(
+        "import json, sys; from kerasnets import data\n"
+        "print(json.dumps(data.write_tfrecords(sys.argv[1], sys.argv[2], shards=2)))",  # default flags otherwise
+        str(tmp_path / "photos"), str(tmp_path / "records" / "train"))
+    assert rc == 0 and peak < PEAK_LIMIT_MB, (rc, peak, err[-2000:])
+    written = json.loads((tmp_path / "records" / "dataset.json").read_text())["splits"]["train"]
+    assert (written["examples"], written["skipped"]) == (len(expected), 5)
+    assert "skipped 5 of 11 image files" in err and "corrupt.png" in err  # the one that only fails to decode
+    # read back: exactly the good images, each once, with its class; pixels as PIL decodes the originals
+    originals = {name: np.asarray(Image.open(os.path.join(os.fsencode(tmp_path / "photos"), os.fsencode(name)))
+                                  .convert("RGB"), np.float32) for name in expected}
+    ds, info = data.load(str(tmp_path / "records" / "train-*"), image_size=32, batch_size=64, crop_padding=0,
+                         training=False)
+    assert info.class_names == ("a", "b") and info.num_examples == len(expected)
+    found = []
+    for images, labels in ds:
+        for image, label in zip(images.numpy(), labels.numpy()):
+            name = min(originals, key=lambda n: np.abs(originals[n] - image).mean())
+            assert np.abs(originals[name] - image).mean() < 3, name  # JPEG decoders (IDCTs) differ by a level or two
+            found.append((name, info.class_names[label]))
+    assert sorted(found) == sorted(expected.items())
 
 GOOD = {"red.png": (200, 30, 90), "teal.png": (20, 160, 170)}  # flat colours: any crop and resize keeps them
 

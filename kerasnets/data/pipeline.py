@@ -18,7 +18,7 @@ from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, output_size, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "scored_count",
-           "default_crop_padding", "SOURCE_KINDS"]
+           "decode_probe", "default_crop_padding", "SOURCE_KINDS"]
 
 log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -631,17 +631,24 @@ def load(
     return ds, info
 
 
-def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:
-    """Whether any example of an encoded source decodes (reads in order until the first one does;
-    a full pass only when none does).
+def decode_probe(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
+    """The shape of the encoded image ``encoded`` decoded as the pipeline decodes it, or an
+    InvalidArgumentError naming why it does not decode: what tells a readable file from one that
+    passes every header check but is corrupt inside (the load probe, ``write_tfrecords``).
 
-    Each example goes through the crop the pipeline itself applies (``center_crop``, whose header
-    check is the pipeline's pixel budget: a baseline JPEG counts at 1/8 and decodes DCT-downscaled),
-    at 8 px so that the decode is as cheap as it gets. A full-resolution decode here called a folder
-    of baseline JPEGs over 89 MP unreadable, which the pipeline reads, and ended the endless stream
-    after one pass."""
+    It runs the pipeline's own crop (``center_crop``, whose header check is the pipeline's pixel
+    budget: a baseline JPEG counts at 1/8 and decodes DCT-downscaled) at 8 px, the cheapest decode.
+    A full-resolution decode here called a folder of baseline JPEGs over 89 MP unreadable, which
+    the pipeline reads, and ended the endless training stream after one pass.
+    """
+    return tf.shape(center_crop(encoded, 8, crop_padding=0, max_pixels=max_pixels))
+
+
+def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:
+    """Whether any example of an encoded source decodes (:func:`decode_probe`; reads in order until
+    the first one does, a full pass only when none does)."""
     ds = base.map(raw.read, num_parallel_calls=AUTOTUNE) if raw.read else base
-    ds = ds.map(lambda encoded, label: tf.shape(center_crop(encoded, 8, crop_padding=0, max_pixels=max_pixels)))
+    ds = ds.map(lambda encoded, label: decode_probe(encoded, max_pixels))
     return bool(list(ds.ignore_errors().take(1).as_numpy_iterator()))
 
 

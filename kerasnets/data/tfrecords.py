@@ -120,13 +120,12 @@ def check_tfrecords(files: list[str], num_classes: int, label_offset: int, probe
             check_label(label, files[0], num_classes, label_offset)
 
 
-def _example(path: str, label: int) -> bytes:
-    with open(path, "rb") as handle:
-        encoded = handle.read()
+def _example(encoded: bytes, path: str, label: int) -> bytes:
+    """One ImageNet-layout record; the file name as the OS's bytes (a latin-1 name is no UTF-8 string)."""
     feature = {
         "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
         "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[os.path.basename(path).encode()])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[os.fsencode(os.path.basename(path))])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -201,6 +200,13 @@ def write_tfrecords(
     shards (same ``basename(out)``, any ``-of-NNNNN`` total, e.g. left by an earlier ``shards=4``) are
     deleted, then the labels file and ``dataset.json`` are rewritten. A reader that globs the split
     meanwhile may see two totals, which :func:`record_files` refuses; other splits are untouched.
+
+    Files the folder scan refuses (empty, not an image, truncated, over the pixel budget) are skipped,
+    and so is a file that passes those checks but does not decode as the pipeline decodes it
+    (:func:`kerasnets.data.pipeline.decode_probe`: its crop, baseline JPEGs at 1/8 scale, so the
+    check costs a fraction of a full decode and its memory is within the budget); one warning
+    names how many of each were skipped, ``dataset.json`` records the split's ``skipped`` count
+    beside its ``examples``, and a folder where no file decodes is a ValueError.
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be an integer >= 1, got {shards!r}")
@@ -217,13 +223,23 @@ def write_tfrecords(
     order = np.random.default_rng(seed).permutation(len(found.paths))
     items = [(found.paths[i], found.labels[i]) for i in order]
     names = [f"{out}-{i:05d}-of-{shards:05d}" for i in range(shards)]
-    done = [0]
+    done, broken = [0], []  # list.append is atomic: the shard threads share them
+    from kerasnets.data.pipeline import decode_probe  # (pipeline imports this module)
+
+    probe = tf.function(decode_probe, input_signature=[tf.TensorSpec([], tf.string)]).get_concrete_function()
 
     def write_shard(index: int) -> str:
         tmp = names[index] + ".tmp"
         with tf.io.TFRecordWriter(tmp) as writer:
             for path, label in items[index::shards]:
-                writer.write(_example(path, label))
+                with open(path, "rb") as handle:
+                    encoded = handle.read()
+                try:
+                    probe(tf.constant(encoded))
+                except tf.errors.OpError as error:
+                    broken.append((path, error.message.strip().splitlines()[0]))
+                    continue
+                writer.write(_example(encoded, path, label))
                 done[0] += 1
                 if progress and done[0] % 100 == 0:
                     print(f"\rwrite_tfrecords: {done[0]}/{len(items)} images", end="", file=sys.stderr, flush=True)
@@ -237,8 +253,20 @@ def write_tfrecords(
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name + ".tmp")
         raise
+    skipped = len(found.skipped) + len(broken)
     if progress:
-        print(f"\rwrite_tfrecords: {len(items)}/{len(items)} images in {shards} shards", file=sys.stderr)
+        print(f"\rwrite_tfrecords: {done[0]}/{len(items)} images in {shards} shards", file=sys.stderr)
+    if skipped:
+        example = ", e.g. {} ({})".format(*broken[0]) if broken else ""
+        log.warning("write_tfrecords: skipped %d of %d image files in %s: %d unreadable or over the pixel budget (the "
+                    "scan), %d that passed its checks but do not decode%s", skipped, len(items) + len(found.skipped),
+                    folder, len(found.skipped), len(broken), example)
+    if not done[0]:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + ".tmp")
+        raise ValueError(f"no image of {folder!r} decodes ({len(items)} files passed the header checks, e.g. "
+                         f"{broken[0][0]}: {broken[0][1]}); check that they are real images (open one with PIL)")
     base = os.path.basename(out)
 
     def record(document: dict) -> None:
@@ -247,7 +275,7 @@ def write_tfrecords(
                         os.path.join(out_dir, METADATA_FILE), document["class_names"], list(found.class_names))
         document["class_names"] = list(found.class_names)
         document.setdefault("splits", {})[base] = {
-            "examples": len(items), "shards": shards, "files": f"{base}-*-of-{shards:05d}"}
+            "examples": done[0], "skipped": skipped, "shards": shards, "files": f"{base}-*-of-{shards:05d}"}
 
     with _locked(out_dir):
         for name in names:

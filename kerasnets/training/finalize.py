@@ -22,7 +22,7 @@ from kerasnets.atomic import atomic_write_text
 from kerasnets.data.pipeline import scored_count
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
-from kerasnets.serving import PreprocessingContract, write_keras_contract
+from kerasnets.serving import CARVE, PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
 
@@ -157,7 +157,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
     log.info("test accuracy on %s", scored)
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
         "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
-        "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve,
+        "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve, "carve": CARVE,
         # TFRecords' label reading, so that kerasnets evaluate / export read the shards as this run did
         **{k: recipe.eval_options[k] for k in ("num_classes", "label_offset") if k in recipe.eval_options}})
     summary: dict[str, Any] = {
