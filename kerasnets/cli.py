@@ -357,10 +357,12 @@ def _record_split(source: str, split: str | None) -> str | None:
 def _run_evaluation(model_path: str, source: str) -> dict:
     """The contract's record of where the run measured its accuracy, when that was ``source``; else {}.
 
-    A contract without ``carve`` (a model trained before the
+    An image folder at another path whose classes are the model's is taken for the run's folder
+    moved or copied (the carve hashes each file's path inside its class folder, so it holds out
+    the same files there), and said once. A contract without ``carve`` (a model trained before the
     per-file carve) whose held-out split is a carve of the folder is warned about once: its
     held-out files are re-carved by the per-file hash and may include images it trained on."""
-    from kerasnets.data.files import folder_layout
+    from kerasnets.data.files import folder_layout, folder_splits
     from kerasnets.serving import CARVE, read_contract
 
     contract = read_contract(model_path)
@@ -370,7 +372,13 @@ def _run_evaluation(model_path: str, source: str) -> dict:
     recorded, folder = str(evaluation.get("data")), source_kind(source) == "folder"
     layout = folder_layout(source) if folder else None
     if recorded not in (source, os.path.abspath(source)):
-        return {}
+        if not (folder and os.path.isabs(recorded) and set(layout.class_names) == set(contract.class_names)
+                and evaluation.get("split") in folder_splits(layout, evaluation.get("validation_split"))):
+            return {}
+        _say_once(f"{source} is not the data the run evaluated on ({recorded}) but holds the same classes: scored as "
+                  f"that folder moved or copied, on the run's split {evaluation['split']!r} (seed "
+                  f"{evaluation.get('seed')}, validation_split {evaluation.get('validation_split')}: the same files); "
+                  f"pass --split all to score every image")
     if evaluation.get("carve") != CARVE and folder and evaluation.get("split") == "validation" and (
             "validation" not in layout.split_dirs):
         _say_once(f"{model_path} was trained before kerasnets carved held-out images per file (its contract records "

@@ -174,6 +174,31 @@ def test_evaluate_scores_the_runs_own_carve(tmp_path, capsys):
     assert accuracy == pytest.approx(_reference_accuracy(model, held), abs=1e-4)
 
 
+def test_evaluate_of_a_moved_or_copied_folder_scores_the_runs_own_carve(tmp_path, capsys, caplog):
+    """The run's plain folder copied elsewhere (or moved: the contract's path no longer matters) holds
+    the model's classes: evaluate there scores the same held-out files as at the original path (the
+    carve hashes each file's path inside its class folder), and says why. It used to score the whole
+    copy, training images included. A folder with other classes is still scored whole."""
+    import shutil
+
+    root = _colour_folder(tmp_path / "plain", {"red": 20, "green": 20, "blue": 20})
+    evaluation = {"data": str(root), "split": "validation", "seed": 7, "validation_split": 0.3,
+                  "carve": serving.CARVE}
+    model = _colour_model(tmp_path / "m.keras", evaluation)
+    copy = shutil.copytree(root, tmp_path / "elsewhere" / "plain copy")
+    # the files the run held out at the original path (test_evaluate_scores_the_runs_own_carve scores them there)
+    held = [(copy / n / p.name, n) for p, n in _files(root) if reference_held_out(n, p.name, 0.3, 7)]
+    assert cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(copy)]) == 0
+    accuracy, line = _accuracy_line(capsys.readouterr().out)
+    assert accuracy == pytest.approx(_reference_accuracy(model, held), abs=1e-4)
+    assert f"on {len(held)} of the {len(held)} images" in line and "split 'validation'" in line
+    said = [r.getMessage() for r in caplog.records if "moved or copied" in r.getMessage()]
+    assert len(said) == 1 and str(copy) in said[0] and str(root) in said[0]
+    two_classes = _colour_folder(tmp_path / "red and blue", {"red": 4, "blue": 4})
+    assert cli.main(["evaluate", str(tmp_path / "m.keras"), "--data", str(two_classes)]) == 0
+    assert "on 8 of the 8 images" in _accuracy_line(capsys.readouterr().out)[1]  # not the run's data: whole
+
+
 def test_a_model_from_before_the_per_file_carve_is_warned_about_once(tmp_path, capsys, caplog, monkeypatch):
     """A contract without ``carve`` was written before held-out files were carved per file: evaluate
     and int8 export re-carve its folder by the hash, which may hold out images it trained on; each
