@@ -335,6 +335,51 @@ def test_write_tfrecords_writes_the_good_files_of_a_hostile_folder_and_counts_th
             found.append((name, info.class_names[label]))
     assert sorted(found) == sorted(expected.items())
 
+
+#: a recipe file for `kerasnets train`: one conv at 16 px, 1 epoch of 2 steps, model.keras only
+TINY_RECIPE = """
+import keras
+from kerasnets.training import Recipe
+
+
+def build_model(recipe, context):
+    return keras.Sequential([keras.Input((recipe.image_size, recipe.image_size, 3)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(context.num_classes, activation="softmax")])
+
+
+RECIPE = Recipe(name="tiny", build_model=build_model, build_optimizer=lambda r, c: keras.optimizers.SGD(0.01),
+                image_size=16, batch_size=4, epochs=1, steps_per_epoch=2, export=("keras",))
+"""
+
+
+def test_kerasnets_train_on_a_hostile_folder_trains_on_the_good_files_and_reports_the_skipped(tmp_path, capsys,
+                                                                                             caplog):
+    """The user's command on a folder with every kind of bad file beside good ones of odd names:
+    it trains, scores every good test image, names the skipped files, exits 0. (A folder where
+    nothing decodes: one error line, exit 2, no run folder: test_own_images.py,
+    test_bad_sources_fail_with_one_line_and_write_nothing.)"""
+    good_train = _hostile_folder(tmp_path / "photos" / "train")
+    good_test = {"a/red.png": (200, 30, 90), "b/teal.png": (20, 160, 170), "b/teal 2.png": (30, 150, 160)}
+    _folder_with(tmp_path / "photos" / "test", {
+        **{name: _encode(np.full((40, 40, 3), rgb, np.uint8), "PNG") for name, rgb in good_test.items()},
+        "a/empty.png": b"", "b/huge.jpg": _jpeg_declaring(HUGE, HUGE, progressive=True)})
+    # a recipe file of a one-conv model, in-process: the data path is tested here, the quickstart's
+    # model, training and exports by its own tests (with it this test took 70 s, 53 of them tracing)
+    (tmp_path / "tiny.py").write_text(TINY_RECIPE)
+    assert cli.main(["train", str(tmp_path / "tiny.py"), "--data", str(tmp_path / "photos"),
+                     "--output", str(tmp_path / "runs")]) == 0, capsys.readouterr().err[-3000:]
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["class_names"] == ["a", "b"] and summary["eval_split"] == "test"
+    assert summary["train_examples"] == len(good_train) + 1  # + the file corrupt inside: dropped as it streams
+    assert (summary["train_skipped_files"], summary["eval_skipped_files"]) == (4, 2)
+    assert summary["eval_examples"] == summary["eval_expected_examples"] == len(good_test)
+    assert "skipped 4 unreadable image file(s)" in caplog.text and "huge.png" in caplog.text
+    assert "skipped 2 unreadable image file(s)" in caplog.text
+
+
+# ------------------------------------------------------------------------------- predict and serve_bytes
+
 GOOD = {"red.png": (200, 30, 90), "teal.png": (20, 160, 170)}  # flat colours: any crop and resize keeps them
 
 
