@@ -209,9 +209,9 @@ def test_folder_skips_and_counts_huge_files_and_keeps_memory_bounded(tmp_path):
     assert [os.path.basename(p) for p in info.extras["skipped"]] == ["large.png"] and info.num_examples == 2
 
 
-def _pixels(source, size, split="all"):
+def _pixels(source, size, split="all", **options):
     """Whole images as the pipeline yields them: no crop (padding 0) at their own size, in file order."""
-    ds, info = data.load(source, split, image_size=size, batch_size=64, crop_padding=0, training=False)
+    ds, info = data.load(source, split, image_size=size, batch_size=64, crop_padding=0, training=False, **options)
     return np.concatenate([x.numpy() for x, _ in ds]), info
 
 
@@ -568,6 +568,65 @@ def test_a_no_resume_rerun_that_fails_leaves_no_old_export_looking_current(tmp_p
         train(recipe, resume=False, verbose=0)
     left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file() and "backup" not in p.parts)
     assert left == ["notes.txt"]
+
+
+# ------------------------------------------------------------------------------------------------ TFDS
+# Datasets TFDS builds offline from arrays these tests make (no network): the source path a
+# `tfds:NAME` user takes, from the prepared files through as_dataset, on good and hostile features.
+
+TFDS_IMAGES = np.random.RandomState(7).randint(0, 256, (10, 12, 12, 3)).astype(np.uint8)
+TFDS_LABELS = np.arange(10) % 3
+
+
+def _tfds_builder(class_name, image_feature, label_feature, images):
+    """A GeneratorBasedBuilder registered as snake_case(class_name) with one "train" split of ``images``."""
+    import tensorflow_datasets as tfds
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+            {"image": image_feature, "label": label_feature}), supervised_keys=("image", "label"))
+
+    def _split_generators(self, dl_manager):
+        return {"train": ((i, {"image": image, "label": int(TFDS_LABELS[i])}) for i, image in enumerate(images))}
+
+    return type(class_name, (tfds.core.GeneratorBasedBuilder,), {
+        "VERSION": tfds.core.Version("1.0.0"), "_info": _info, "_split_generators": _split_generators,
+        "_generate_examples": lambda self: None})
+
+
+def test_tfds_source_yields_what_the_builder_holds_and_refuses_hostile_features(tmp_path):
+    import tensorflow_datasets as tfds
+
+    names = tfds.features.ClassLabel(names=["x", "y", "z"])
+    _tfds_builder("KnGood", tfds.features.Image(shape=(12, 12, 3)), names, TFDS_IMAGES)
+    _tfds_builder("KnSixteenBit", tfds.features.Image(shape=(12, 12, 1), dtype=np.uint16), names,
+                  TFDS_IMAGES[..., :1].astype(np.uint16) * 256 + 200)  # high byte: the 8-bit pixel
+    _tfds_builder("KnFloat", tfds.features.Image(shape=(12, 12, 1), dtype=np.float32), names,
+                  TFDS_IMAGES[..., :1].astype(np.float32) / 255)  # 0..1 pixels
+    _tfds_builder("KnNoClasses", tfds.features.Image(shape=(12, 12, 3)), tfds.features.Tensor(shape=(), dtype=np.int64),
+                  TFDS_IMAGES)
+    options = {"data_dir": str(tmp_path), "download": True}  # download=True prepares from the arrays, offline
+
+    def examples(name, split="train"):
+        """(index into the arrays the builder was given, label) of each example, in the order TFDS stores them."""
+        # crop padding 0 at the images' own size: the whole image, so pixels compare exactly
+        ds, info = data.load(f"tfds:{name}", split, image_size=12, crop_padding=0, training=False, **options)
+        reference = TFDS_IMAGES if name == "kn_good" else np.repeat(TFDS_IMAGES[..., :1], 3, -1)
+        found = [(int(np.flatnonzero((reference == image).all(axis=(1, 2, 3)))[0]), int(label))
+                 for images, labels in ds for image, label in zip(images.numpy(), labels.numpy())]
+        return found, info
+
+    found, info = examples("kn_good")
+    assert info.num_examples == 10 and info.class_names == ("x", "y", "z")
+    assert sorted(found) == list(enumerate(TFDS_LABELS))  # every example once, with its label
+    found, info = examples("kn_good", "train[:40%]")
+    assert len(found) == info.num_examples == 4  # a sliced split: its own count
+    found, _ = examples("kn_sixteen_bit")  # 16-bit pixels to 8 bits as a 16-bit PNG file reads (its high byte)
+    assert sorted(found) == list(enumerate(TFDS_LABELS))
+    with pytest.raises(ValueError, match=r"kn_float.*float32.*0\.\.255"):
+        data.load("tfds:kn_float", "train", image_size=12, **options)
+    with pytest.raises(ValueError, match=r"kn_no_classes.*'label' is a Tensor.*ClassLabel"):
+        data.load("tfds:kn_no_classes", "train", image_size=12, **options)
 
 
 # --------------------------------------------------------------------------------------------- arrays

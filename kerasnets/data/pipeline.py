@@ -189,12 +189,37 @@ def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
                    f"{name}/ folder into {builder.data_dir_root}. ")
             )
         builder.download_and_prepare()
-    features = builder.info.features
-    label_key = builder.info.supervised_keys[1] if builder.info.supervised_keys else "label"
-    names = tuple(features[label_key].names)
+    names, sixteen_bit = _tfds_features(name, builder)
     ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    if sixteen_bit:  # to 8 bits as decode_image reads a 16-bit PNG file (the high byte), not clipped at 255
+        ds = ds.map(lambda image, label: (tf.cast(tf.bitwise.right_shift(image, 8), tf.uint8), label),
+                    num_parallel_calls=AUTOTUNE)
     n = builder.info.splits[split].num_examples
     return _Raw(ds, names, n, "tfds", split, tuple(builder.info.splits.keys()))
+
+
+def _tfds_features(name: str, builder) -> tuple[tuple[str, ...], bool]:
+    """``(class names, whether the images are 16-bit)`` of a TFDS dataset's supervised features,
+    read from its metadata before any example; ValueError naming the feature and the fix when
+    they are not what the pipeline takes: a ClassLabel, and an image of 1, 3 or 4 channels of
+    uint8 (0..255) or uint16 pixels (a float image has no range the pipeline could trust)."""
+    import tensorflow_datasets as tfds
+
+    image_key, label_key = builder.info.supervised_keys or ("image", "label")
+    features = builder.info.features
+    label, image = features[label_key], features[image_key]
+    if not isinstance(label, tfds.features.ClassLabel):
+        raise ValueError(f"TFDS dataset {name!r}: its label {label_key!r} is a {type(label).__name__}, not a "
+                         f"tfds.features.ClassLabel, so it names no classes; use a classification dataset, or load it "
+                         f"with tfds and pass (images, labels) numpy arrays")
+    channels = image.shape[-1] if image.shape else None
+    dtype = np.dtype(getattr(image, "np_dtype", None) or image.dtype.as_numpy_dtype)
+    if len(image.shape or ()) != 3 or channels not in (1, 3, 4) or dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"TFDS dataset {name!r}: its image {image_key!r} is {dtype.name} of shape {image.shape}, but "
+                         f"the pipeline takes [height, width, C] images with C in (1, 3, 4) of uint8 pixels in "
+                         f"0..255 (or uint16); load it with tfds, convert to uint8 0..255 and pass (images, labels) "
+                         f"numpy arrays")
+    return tuple(label.names), dtype == np.uint16
 
 
 def _read(path: tf.Tensor, label: tf.Tensor):
