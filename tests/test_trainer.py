@@ -449,3 +449,14 @@ def test_steps_per_execution_gives_the_one_step_weights_and_resumes_exactly_from
     four = keras.saving.load_model(tmp_path / "four" / "model.keras", compile=False)
     for a, b in zip(one.weights, four.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+def test_numpy_sources_are_described_by_shape_and_dtype_not_pixels():
+    """The summary's data line for an arrays source: str() printed 8,000 images' pixels (numpy
+    elides the middle but still prints about 1,500 characters); the description is one short line."""
+    from kerasnets.training.setup import describe_source
+
+    images, labels = np.zeros((8000, 32, 32, 3), np.uint8), np.zeros(8000, np.int64)
+    assert describe_source((images, labels)) == ("numpy arrays: images (8000, 32, 32, 3) uint8, "
+                                                 "labels (8000,) int64")
+    assert describe_source("digits") == "digits" and describe_source("/data/train-*") == "/data/train-*"

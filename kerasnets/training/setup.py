@@ -25,7 +25,7 @@ from kerasnets.training.finetune import build_preset
 from kerasnets.training.precision import check_model_precision, precision_scope, resolve_precision
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext
 
-__all__ = ["RunSetup", "setup", "STANDIN_TFRECORDS", "worker_index"]
+__all__ = ["RunSetup", "setup", "STANDIN_TFRECORDS", "worker_index", "describe_source"]
 
 log = logging.getLogger("kerasnets.training")
 #: ``Recipe.data`` value (used by --smoke) that writes digits as ImageNet-layout TFRecords first.
@@ -95,6 +95,15 @@ def _standin_tfrecords(run_dir: str) -> str:
         Image.fromarray(np.stack([big] * 3, -1)).save(os.path.join(folder, f"{index:04d}.jpg"), quality=95)
     kdata.write_tfrecords(os.path.join(root, "images"), os.path.join(root, "records", "train"), shards=4, progress=False)
     return pattern
+
+
+def describe_source(source: Any) -> str:
+    """A data source as one short line for summaries and logs: ``(images, labels)`` numpy arrays as
+    their shapes and dtypes (``str`` printed every pixel), anything else as ``str``."""
+    if isinstance(source, (tuple, list)) and len(source) == 2 and all(hasattr(a, "shape") for a in source):
+        images, labels = (np.asarray(a) for a in source)
+        return f"numpy arrays: images {images.shape} {images.dtype}, labels {labels.shape} {labels.dtype}"
+    return str(source)
 
 
 def _source(data: Any, run_dir: str) -> Any:
