@@ -499,9 +499,18 @@ def test_training_pipeline_where_nothing_decodes_is_empty_not_endless(tmp_path):
     assert _drain(ds.take(3)) == []
     with pytest.raises(ValueError, match=r"no image of .*fake.* split 'train' could be decoded \(4 files\)"):
         data.check_not_empty(ds, info)
-    data.write_tfrecords(str(root), str(tmp_path / "rec" / "train"), shards=2, progress=False)
+    with pytest.raises(ValueError, match=r"no image of .*fake.* decodes \(4 files .*Invalid JPEG data"):
+        data.write_tfrecords(str(root), str(tmp_path / "rec" / "train"), shards=2, progress=False)
+    (tmp_path / "rec").mkdir(exist_ok=True)  # shards written by another converter, which copied the bytes unchecked
+    for shard in range(2):
+        with tf.io.TFRecordWriter(str(tmp_path / "rec" / f"train-{shard:05d}-of-00002")) as writer:
+            for i in range(2):
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[_random_jpeg_bytes(i)])),
+                    "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[shard])),
+                })).SerializeToString())
     records, record_info = data.load(str(tmp_path / "rec" / "train-*"), image_size=16, batch_size=2,
-                                     training=True, repeat=True)
+                                     training=True, repeat=True, num_classes=2)
     assert _drain(records.take(3)) == []
     with pytest.raises(ValueError, match=r"could be decoded \(4 records\)"):
         data.check_not_empty(records, record_info)

@@ -657,16 +657,17 @@ def load(
 
 
 def decode_probe(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS) -> tf.Tensor:
-    """The shape of the encoded image ``encoded`` decoded as the pipeline decodes it, or an
+    """The encoded image ``encoded`` decoded as the pipeline decodes it, at 8 x 8 pixels, or an
     InvalidArgumentError naming why it does not decode: what tells a readable file from one that
     passes every header check but is corrupt inside (the load probe, ``write_tfrecords``).
 
     It runs the pipeline's own crop (``center_crop``, whose header check is the pipeline's pixel
     budget: a baseline JPEG counts at 1/8 and decodes DCT-downscaled) at 8 px, the cheapest decode.
     A full-resolution decode here called a folder of baseline JPEGs over 89 MP unreadable, which
-    the pipeline reads, and ended the endless training stream after one pass.
+    the pipeline reads, and ended the endless training stream after one pass. The pixels themselves
+    are returned: their shape alone is static, and graph optimization then pruned the decode.
     """
-    return tf.shape(center_crop(encoded, 8, crop_padding=0, max_pixels=max_pixels))
+    return center_crop(encoded, 8, crop_padding=0, max_pixels=max_pixels)
 
 
 def _decodes_any(raw: _Raw, base: tf.data.Dataset, max_pixels: int) -> bool:

@@ -130,6 +130,14 @@ def _example(encoded: bytes, path: str, label: int) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def _decode_error(error: tf.errors.OpError) -> str:
+    """The reason in a failed graph call's message (e.g. "Invalid JPEG data, size 623"), without
+    TensorFlow's traceback of the graph's Python lines and its node names."""
+    lines = [line.strip() for line in error.message.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(("File ", "[[", "Graph execution error", "Detected"))]
+    return lines[-1] if lines else type(error).__name__
+
+
 @contextlib.contextmanager
 def _locked(folder: str) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (POSIX ``flock`` of the directory; no lock file is left)."""
@@ -237,7 +245,7 @@ def write_tfrecords(
                 try:
                     probe(tf.constant(encoded))
                 except tf.errors.OpError as error:
-                    broken.append((path, error.message.strip().splitlines()[0]))
+                    broken.append((path, _decode_error(error)))
                     continue
                 writer.write(_example(encoded, path, label))
                 done[0] += 1
