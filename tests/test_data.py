@@ -686,8 +686,8 @@ def test_dataset_json_records_each_split_and_merges(tmp_path):
     document = json.loads((records / "dataset.json").read_text())
     assert document == {
         "class_names": ["bird", "cat", "dog"],
-        "splits": {"train": {"examples": 11, "shards": 2, "files": "train-*-of-00002"},
-                   "test": {"examples": 5, "shards": 1, "files": "test-*-of-00001"}},
+        "splits": {"train": {"examples": 11, "skipped": 0, "shards": 2, "files": "train-*-of-00002"},
+                   "test": {"examples": 5, "skipped": 0, "shards": 1, "files": "test-*-of-00001"}},
     }
     assert data.read_metadata(str(records)) == document
     assert not [p.name for p in records.iterdir() if ".tmp" in p.name]
