@@ -253,9 +253,9 @@ class Trainer:
                                        verbose=self.verbose if run.chief else 0)
         totals = [0.0, 0.0, 0.0]
         current, every = begin, recipe.backup_every_steps
+        per_call = resolve_steps_per_execution(recipe.steps_per_execution)
         while current < end:
-            count = _call_steps(current, end, every, resolve_steps_per_execution(recipe.steps_per_execution),
-                                first=functions.steps == 0)
+            count = _call_steps(current, end, every, per_call, first=functions.steps == 0)
             call_began = time.perf_counter()
             # the one host read of the call: every step's loss and accuracy summed on the device
             loss_sum, correct, seen, done, last_loss = (v.numpy() for v in functions.train_steps(
