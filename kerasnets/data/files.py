@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from kerasnets.data.headers import DEFAULT_MAX_PIXELS, find_jpeg_end, over_budget, read_header
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS, END_MARKERS, TRUNCATED, find_jpeg_end, over_budget, read_header
 
 __all__ = [
     "IMAGE_EXTENSIONS", "SPLITS", "ImageFolder", "FolderLayout", "canonical_split", "folder_layout",
@@ -51,14 +51,14 @@ def check_image_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | N
                 return header
             handle.seek(max(0, size - 16))
             tail = handle.read(16)
-            if header.format == "JPEG" and b"\xff\xd9" not in tail and find_jpeg_end(handle, header.data_offset) < 0:
-                return "truncated JPEG (no end-of-image marker after its scan data)"
+            if header.format == "JPEG" and END_MARKERS["JPEG"] not in tail and find_jpeg_end(handle, header.data_offset) < 0:
+                return TRUNCATED["JPEG"]
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    if header.format == "PNG" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
-    if header.format == "GIF" and not tail.endswith(b";"):
-        return "truncated GIF (no trailer)"
+    if header.format == "PNG" and END_MARKERS["PNG"] not in tail:
+        return TRUNCATED["PNG"]
+    if header.format == "GIF" and not tail.endswith(END_MARKERS["GIF"]):
+        return TRUNCATED["GIF"]
     return over_budget(header, max_pixels)
 
 

@@ -28,6 +28,14 @@ __all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "JPEG_SOF", "JPEG_PROGRESSIVE_SOF", 
 #: side) fits; a PNG, GIF or BMP above it, or a progressive JPEG, is refused before decoding.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+#: format -> the bytes its file ends with (a JPEG's end-of-image marker may be followed by a motion
+#: photo's MP4 or padding: it is then searched for after the scan data), and why a file without
+#: them is refused: the one rule of both readers (``files.check_image_file`` on files,
+#: ``transforms.check_encoded`` on encoded tensors).
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b";"}
+TRUNCATED = {"JPEG": "truncated JPEG (no end-of-image marker after its scan data)",
+             "PNG": "truncated PNG (no IEND chunk)", "GIF": "truncated GIF (no trailer)"}
+
 #: format -> (signatures, (width offset, width bytes, height offset, height bytes), byte order, signed).
 #: JPEG keeps its size in a start-of-frame segment found by walking the markers (no fixed offset).
 FORMATS = {
@@ -193,7 +201,7 @@ def find_jpeg_end(handle: BinaryIO, start: int, chunk: int = 1 << 20) -> int:
         block = handle.read(chunk)
         if not block:
             return -1
-        found = (carry + block).find(b"\xff\xd9")
+        found = (carry + block).find(END_MARKERS["JPEG"])
         if found >= 0:
             return offset - len(carry) + found
         carry = block[-1:]

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets.data import headers
-from kerasnets.data.headers import DEFAULT_MAX_PIXELS
+from kerasnets.data.headers import DEFAULT_MAX_PIXELS, END_MARKERS, TRUNCATED
 
 __all__ = ["decode_rgb", "random_resized_crop", "center_crop", "train_transform", "eval_transform", "RESIZE_METHODS",
            "is_stateless_seed", "stateless_seed", "check_encoded", "output_size", "DEFAULT_MAX_PIXELS"]
@@ -111,21 +111,17 @@ def _truncated(encoded: tf.Tensor, kind: str, applies: tf.Tensor, data_offset=0)
     searched only then, and only when ``applies``: the bytes are a JPEG with a frame)."""
     length = tf.strings.length(encoded)
     tail = tf.strings.substr(encoded, tf.maximum(length - 16, 0), 16)
+    end = END_MARKERS.get(kind)
     if kind == "PNG":
-        return ~_contains(tail, b"IEND")
+        return ~_contains(tail, end)
     if kind == "GIF":
-        return tf.strings.substr(tail, tf.maximum(tf.strings.length(tail) - 1, 0), 1) != ";"
+        return tf.strings.substr(tail, tf.maximum(tf.strings.length(tail) - len(end), 0), len(end)) != end
     if kind == "JPEG":
         start = tf.minimum(tf.cast(data_offset, tf.int32), length)
-        return tf.cond(applies & ~_contains(tail, b"\xff\xd9"),
-                       lambda: ~_contains(tf.strings.substr(encoded, start, length - start), b"\xff\xd9"),
+        return tf.cond(applies & ~_contains(tail, end),
+                       lambda: ~_contains(tf.strings.substr(encoded, start, length - start), end),
                        lambda: tf.constant(False))
     return tf.constant(False)
-
-
-#: why a file of each format is refused by :func:`_truncated` (the wording of ``check_image_file``)
-_TRUNCATED = {"JPEG": "truncated JPEG (no end-of-image marker after its scan data)",
-              "PNG": "truncated PNG (no IEND chunk)", "GIF": "truncated GIF (no trailer)"}
 
 
 def _webp_frame(encoded: tf.Tensor):
@@ -191,7 +187,7 @@ def check_encoded(encoded: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXELS, crop
             (height <= 0) | (width <= 0),
             tf.strings.join([f"corrupt {kind} header (declares ", text[0], "x", text[1], " pixels)"]),
             tf.where(pixels > max_pixels, headers.budget_message(what, text[0], text[1], text[2], str(max_pixels)), ""))
-        problem = tf.where(short, short_reason, tf.where(truncated, _TRUNCATED.get(kind, ""), size_problem))
+        problem = tf.where(short, short_reason, tf.where(truncated, TRUNCATED.get(kind, ""), size_problem))
         reason = tf.where(matches, problem, reason)
     return tf.where(length == 0, "zero bytes", reason)
 
