@@ -25,6 +25,7 @@ from kerasnets.profile import profile
 from kerasnets.serving import CARVE, PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
+from kerasnets.training.setup import describe_source
 
 __all__ = ["finalize", "RunResult", "single_device_copy", "RUN_OUTPUTS", "clear_finished_run"]
 
@@ -164,8 +165,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "recipe": recipe.name,
         "run_id": trainer.run_id,
         "recipe_file": recipe.source_file,
-        "data": str(recipe.data),
-        "eval_data": str(recipe.eval_data if recipe.eval_data is not None else recipe.data),
+        "data": describe_source(recipe.data),
+        "eval_data": describe_source(recipe.eval_data if recipe.eval_data is not None else recipe.data),
         "eval_split": eval_info.split,
         "eval_examples": results["examples"],  # images scored
         "eval_expected_examples": expected,  # images the split holds (at most eval_steps batches; None: unknown)
