@@ -48,6 +48,27 @@ def test_train_step_is_keras_fit_step():
     assert not np.allclose(np.asarray(model.get_layer("head").kernel), np.asarray(_tiny_model().get_layer("head").kernel))
 
 
+def test_multi_step_call_under_xla_is_keras_fit_and_counts_its_steps():
+    """The loop's multi-step call with jit_compile=True, what a single-GPU run gets (XLA_CPU here
+    compiles the same graph): it must run (an iterator inside an XLA cluster has no kernel), give
+    Keras' fit weights after 3 steps in one call, and advance the step counter by 3."""
+    x, y = _batch()
+    reference = _tiny_model()
+    reference.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
+    reference.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    model = _tiny_model()
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    counter = tf.Variable(0, dtype=tf.int64)
+    steps = StepFunctions(model, optimizer, 0.1, tf.distribute.get_strategy(), jit_compile=True, counter=counter)
+    batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    done = steps.train_steps(batches, tf.constant(3, tf.int64))[3]
+    assert int(done) == 3 and int(counter.numpy()) == 3
+    for ours, theirs in zip(model.weights, reference.weights):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=2e-5)
+
+
 def test_l2_penalty_adds_lr_times_l2_times_w_to_each_update_except_batch_norm():
     """Plain SGD: the L2 step differs from the plain one by exactly lr * l2 * w (d/dw of l2 * w^2 / 2)."""
     x, y = _batch()

@@ -96,7 +96,8 @@ class StepFunctions:
         counter: an int64 variable that :meth:`train_steps` adds one to per step, inside the
             compiled call (the trainer's step, saved with the backups), or None.
 
-    ``train_step(images, labels)`` runs one step; ``train_steps(iterator, count)`` runs ``count``
+    ``train_step(images, labels)`` runs one step (and leaves ``counter`` alone);
+    ``train_steps(iterator, count)`` runs ``count``
     steps in one compiled call (the trainer's loop): batches are drawn from ``iterator`` on the
     device side, loss and accuracy accumulate there, and the host reads them once per call.
     """
@@ -111,7 +112,10 @@ class StepFunctions:
         self.replicas = strategy.num_replicas_in_sync
         wrap = (lambda f: f) if run_eagerly else (lambda f: tf.function(f, jit_compile=jit_compile))
         self.train_step = wrap(self._train_step)
-        self.train_steps = wrap(self._train_steps)
+        # the multi-step call is never XLA-compiled itself: it draws batches from the iterator
+        # (IteratorGetNext has no XLA kernel); the step it calls is, when jit_compile (as Keras'
+        # multi_step_on_iterator around its jitted one_step_on_data)
+        self.train_steps = self._train_steps if run_eagerly else tf.function(self._train_steps)
         self.eval_step = wrap(self._eval_step)
         self.steps = 0  # train steps run (the trainer times the first, which traces, apart)
 
@@ -162,7 +166,7 @@ class StepFunctions:
         done, last = tf.constant(0, tf.int64), tf.constant(0.0)
         for _ in tf.range(tf.cast(count, tf.int64)):
             images, labels = next(iterator)
-            last, right, images_seen = self._train_step(images, labels)
+            last, right, images_seen = self.train_step(images, labels)
             last = tf.cast(last, tf.float32)
             total += last * images_seen
             correct += right
