@@ -769,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--backup-every-epochs", type=int, help="back up at every N-th epoch end (and each phase's last)")
     train.add_argument("--steps-per-execution", metavar="{auto,N}",  # the recipe checks the value
                        type=lambda v: int(v) if v.lstrip("-").isdigit() else v,
-                       help="training steps per compiled call (default auto: 32, cut at backups and epoch ends); "
+                       help="training steps per compiled call (default auto: recipe.AUTO_STEPS_PER_EXECUTION; calls are cut at backups and epoch ends); "
                             "the weights do not depend on it")
     train.add_argument("--validation-freq", type=int, help="validate every N epochs (and after each phase's last)")
     train.add_argument("--deterministic", action="store_true",

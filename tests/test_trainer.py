@@ -357,16 +357,19 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
-def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call):
+def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call, sizes=None):
     """Run ``command``, interrupted (as by kill -9) before the compiled call that holds its
-    ``at_call``-th step, then run it again."""
+    ``at_call``-th step, then run it again. ``sizes``: a list that receives the step count of each
+    compiled call of the interrupted run."""
     original, calls = loop.StepFunctions.__init__, [0]
+    sizes = [] if sizes is None else sizes
 
     def interrupting(self, *args, **kwargs):
         original(self, *args, **kwargs)
         steps = self.train_steps
 
         def counted(iterator, count):
+            sizes.append(int(count))
             if calls[0] < at_call <= calls[0] + int(count):
                 raise _Interrupted()
             calls[0] += int(count)
@@ -452,7 +455,8 @@ def test_steps_per_execution_gives_the_one_step_weights_and_resumes_exactly_from
     recipe_file = tmp_path / "calls.py"
     recipe_file.write_text(ONE_PHASE)
     command = ["train", str(recipe_file), "--output", str(tmp_path), "--deterministic"]
-    saves = []
+    saves, sizes = [], []
+    # a spy: records the step of every backup, then saves as usual (the steps backups land on are the test)
     monkeypatch.setattr(Backup, "save", lambda self, checkpoint, phase, step, _save=Backup.save: (
         saves.append(step), _save(self, checkpoint, phase, step))[1])
     try:
@@ -460,10 +464,12 @@ def test_steps_per_execution_gives_the_one_step_weights_and_resumes_exactly_from
         keras.backend.clear_session()
         saves.clear()
         _interrupted_then_resumed(command + ["--name", "four", "--steps-per-execution", "4", "--backup-every-steps",
-                                             "3"], monkeypatch, loop, cli, at_call=8)
+                                             "3"], monkeypatch, loop, cli, at_call=8, sizes=sizes)
     finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
         tf_config.disable_op_determinism()
     assert saves == [3, 5, 6, 9, 10]  # every 3 steps and at epoch ends; interrupted after 6, resumed from it
+    # calls of several steps did run (first call 1 step, traced apart; then cut at 3, 5, 6; 7-9 interrupted)
+    assert sizes == [1, 2, 2, 1, 3]
     summary = json.loads((tmp_path / "four" / "summary.json").read_text())
     assert summary["resumed_from_step"] == 6 and summary["steps_run"] == 4
     one = keras.saving.load_model(tmp_path / "one" / "model.keras", compile=False)

@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["DEFAULT_MAX_PIXELS", "FORMATS", "JPEG_SOF", "JPEG_PROGRESSIVE_SOF", "JPEG_HEADER_LIMIT", "JPEG_MAX_STEPS",
+__all__ = ["DEFAULT_MAX_PIXELS", "END_MARKERS", "TRUNCATED", "FORMATS", "JPEG_SOF", "JPEG_PROGRESSIVE_SOF", "JPEG_HEADER_LIMIT", "JPEG_MAX_STEPS",
            "ImageHeader", "read_header", "decoded_pixels", "at_eighth", "budget_message", "over_budget",
            "check_max_pixels", "find_jpeg_end", "NOT_AN_IMAGE", "NO_JPEG_FRAME", "WEBP_CHUNKS", "WEBP_HEADER",
            "NO_WEBP_CHUNK"]

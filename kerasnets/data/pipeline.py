@@ -600,7 +600,8 @@ def load(
         # (tensorflow#48178). Folders: epoch e is a permutation of every path seeded by (seed, e),
         # each file once per epoch. TFRecords: epoch e's shard order is seeded by (seed, e) and one
         # record buffer shuffles the stream (spanning epoch boundaries, as the TPU reference's
-        # shuffle after repeat); arrays, digits, TFDS: that buffer alone.
+        # shuffle after repeat); arrays and the embedded digits: epoch e is a permutation of the
+        # indices seeded by (seed, e), no buffer; TFDS (digits from a data_dir too): that buffer alone.
         def epoch(index):
             if not raw.epoch_dataset or cache:
                 return base
