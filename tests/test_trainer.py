@@ -30,9 +30,9 @@ def _batch(seed=1, n=16):
     return rng.uniform(0, 1, (n, 8, 8, 3)).astype("float32"), keras.utils.to_categorical(rng.randint(0, 5, n), 5)
 
 
-def test_train_step_is_keras_fit_step():
-    """Three SGD-with-momentum steps of the trainer's loop give the weights Keras' own fit gives."""
-    x, y = _batch()
+def _fit_reference(x, y):
+    """Keras' fit of the tiny model for 3 SGD-with-momentum steps on ``(x, y)``, and a fresh twin
+    with a built optimizer of the same settings for the loop under test."""
     reference = _tiny_model()
     reference.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
@@ -40,6 +40,13 @@ def test_train_step_is_keras_fit_step():
     model = _tiny_model()
     optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
     optimizer.build(model.trainable_variables)
+    return reference, model, optimizer
+
+
+def test_train_step_is_keras_fit_step():
+    """Three SGD-with-momentum steps of the trainer's loop give the weights Keras' own fit gives."""
+    x, y = _batch()
+    reference, model, optimizer = _fit_reference(x, y)
     steps = StepFunctions(model, optimizer, 0.1, tf.distribute.get_strategy())
     for _ in range(3):
         steps.train_step(tf.constant(x), tf.constant(y))
@@ -53,13 +60,7 @@ def test_multi_step_call_under_xla_is_keras_fit_and_counts_its_steps():
     compiles the same graph): it must run (an iterator inside an XLA cluster has no kernel), give
     Keras' fit weights after 3 steps in one call, and advance the step counter by 3."""
     x, y = _batch()
-    reference = _tiny_model()
-    reference.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1))
-    reference.fit(x, y, batch_size=16, epochs=3, shuffle=False, verbose=0)
-    model = _tiny_model()
-    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
-    optimizer.build(model.trainable_variables)
+    reference, model, optimizer = _fit_reference(x, y)
     counter = tf.Variable(0, dtype=tf.int64)
     steps = StepFunctions(model, optimizer, 0.1, tf.distribute.get_strategy(), jit_compile=True, counter=counter)
     batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
