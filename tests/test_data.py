@@ -306,6 +306,25 @@ def test_mixup_and_cutmix_give_soft_labels_that_sum_to_one():
     assert (labels.numpy().max(-1) < 1.0).any()
 
 
+def test_uint8_output_is_the_float_pipeline_rounded_to_pixel_levels():
+    """``dtype="uint8"`` (the Trainer's training batches) delivers the float32 pipeline's pixels,
+    same seed and crops, rounded to the nearest level; any other dtype is refused by name."""
+    images = np.random.RandomState(0).randint(0, 256, (24, 24, 24, 3), np.uint8)
+
+    def batches(dtype):
+        ds, _ = data.load((images, np.arange(24) % 3), "train", 20, 8, training=True, crop_scale=(0.5, 1.0),
+                          seed=5, dtype=dtype)
+        return [x.numpy() for x, _ in ds]
+
+    floats, levels = batches("float32"), batches("uint8")
+    assert all(b.dtype == np.uint8 for b in levels) and len(levels) == len(floats) == 3
+    assert any(not np.array_equal(f, np.rint(f)) for f in floats)  # resized crops: not whole levels before
+    for f, u in zip(floats, levels):
+        np.testing.assert_array_equal(u, np.rint(f))
+    with pytest.raises(ValueError, match=r"dtype must be one of \('float32', 'uint8'\)"):
+        data.load("digits", "train", 32, 8, dtype="float16")
+
+
 # --- folders laid out as downloaded datasets: root/train|val|test/<class>/ ---------------------------------
 
 TILE = 24

@@ -58,12 +58,14 @@ def test_train_step_is_keras_fit_step():
 def test_multi_step_call_under_xla_is_keras_fit_and_counts_its_steps():
     """The loop's multi-step call with jit_compile=True, what a single-GPU run gets (XLA_CPU here
     compiles the same graph): it must run (an iterator inside an XLA cluster has no kernel), give
-    Keras' fit weights after 3 steps in one call, and advance the step counter by 3."""
+    Keras' fit weights after 3 steps in one call, and advance the step counter by 3. Its batches are
+    uint8, as the Trainer's are (cast to float32 inside the step): fit gets the same pixels as float32."""
     x, y = _batch()
-    reference, model, optimizer = _fit_reference(x, y)
+    pixels = np.round(x * 255).astype(np.uint8)
+    reference, model, optimizer = _fit_reference(pixels.astype(np.float32), y)
     counter = tf.Variable(0, dtype=tf.int64)
     steps = StepFunctions(model, optimizer, 0.1, tf.distribute.get_strategy(), jit_compile=True, counter=counter)
-    batches = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    batches = iter(tf.data.Dataset.from_tensors((pixels, y)).repeat())
     done = steps.train_steps(batches, tf.constant(3, tf.int64))[3]
     assert int(done) == 3 and int(counter.numpy()) == 3
     for ours, theirs in zip(model.weights, reference.weights):
@@ -343,6 +345,7 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
         assert len(received) == 12
         stream = [np.asarray(images) for images, _ in setup(load_recipe(str(recipe_file))).train_ds.take(12)]
         assert not np.array_equal(received[6], received[0])  # phase 2's first batch is not phase 1's
+        assert {batch.dtype for batch in received} == {np.dtype(np.uint8)}  # the trainer's batches, cast in the step
         for index, (got, expected) in enumerate(zip(received, stream)):
             np.testing.assert_array_equal(got, expected, err_msg=f"step {index + 1}")
         monkeypatch.setattr(loop.StepFunctions, "_replica_train", original)

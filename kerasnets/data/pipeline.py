@@ -22,6 +22,8 @@ __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_n
 
 log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
+#: the image dtypes ``load`` can deliver (``dtype=``)
+OUTPUT_DTYPES = ("float32", "uint8")
 SOURCE_KINDS = ("digits", "tfds:NAME", "an image folder", "a TFRecord glob", "(images, labels) numpy arrays")
 
 
@@ -476,6 +478,7 @@ def load(
     count_cache: str | os.PathLike | None = None,
     shard: tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    dtype: str = "float32",
     **options: Any,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
@@ -525,13 +528,18 @@ def load(
             on its header before decoding (:mod:`kerasnets.data.headers`; default PIL's 89,478,485;
             baseline JPEGs count at 1/8 scale, since the crops decode them DCT-downscaled). A
             folder's files over it are skipped and counted like unreadable ones.
+        dtype: of the images leaving the pipeline, one of :data:`OUTPUT_DTYPES`: "float32" (the
+            default), or "uint8": the same pixels rounded to the nearest level (at most half a level,
+            0.2% of the range, from the float ones), a quarter of the bytes to hold in the prefetch
+            buffer, the backups and copy to an accelerator (the Trainer's training batches are
+            uint8, cast to float32 on the device inside its compiled step).
         **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
             ``num_classes``, ``label_offset`` (TFRecords), ``validation_split`` (folders, digits,
             arrays): a seeded carve of the train data into "train" (the rest) and "validation"
             (same seed, same partition). Plain folders default to 0.2; a split-layout folder with
             a validation folder rejects it; digits with ``data_dir`` rejects it.
 
-    Images leave the pipeline as float32 RGB in 0..255; the models normalize inside. Files that
+    Images leave the pipeline as float32 (or ``dtype``) RGB in 0..255; the models normalize inside. Files that
     fail to decode are dropped (before ``repeat``): see :func:`check_not_empty`.
 
     Checkpointing: with crop, flip and AutoAugment (and no Keras layer) every random choice of a
@@ -553,6 +561,8 @@ def load(
     shard = _check_shard(shard)
     count_cache = os.fspath(count_cache) if count_cache is not None else None
     max_pixels = check_max_pixels(max_pixels)
+    if dtype not in OUTPUT_DTYPES:
+        raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
     raw = _resolve(source, split, training, seed, options, deterministic, num_examples, count_cache, shard, max_pixels)
     if options:
         raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
@@ -633,6 +643,9 @@ def load(
 
         mix = batch_mixer(mixup_alpha, cutmix_alpha, seed)
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
+    if dtype == "uint8":  # every transform above keeps 0..255 (RandAugment is clipped): round to the levels
+        ds = ds.map(lambda x, y: (tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8), y),
+                    num_parallel_calls=AUTOTUNE)
     opts = tf.data.Options()
     opts.deterministic = ordered
     # ignore_errors() stops tf.distribute's FILE auto-sharding (it cannot walk past it): shard by

@@ -120,6 +120,7 @@ class StepFunctions:
         self.steps = 0  # train steps run (the trainer times the first, which traces, apart)
 
     def _replica_train(self, images, labels):
+        images = tf.cast(images, tf.float32)  # uint8 batches (the trainer's) are cast here, on the device
         with tf.GradientTape() as tape:
             predictions = self.model(images, training=True)
             loss = tf.nn.compute_average_loss(self.loss(labels, predictions))
@@ -179,6 +180,7 @@ class StepFunctions:
         return total, correct, seen, done, last
 
     def _replica_eval(self, images, labels, mask):
+        images = tf.cast(images, tf.float32)
         predictions = self.model(images, training=False)
         loss = tf.reduce_sum(tf.cast(self.loss(labels, predictions), tf.float32) * mask)
         correct = tf.reduce_sum(tf.cast(tf.argmax(predictions, -1) == tf.argmax(labels, -1), tf.float32) * mask)
