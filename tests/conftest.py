@@ -1,5 +1,6 @@
 """Shared test setup: quiet TensorFlow, fixed seeds, and small helpers."""
 
+import fcntl
 import json
 import os
 import runpy
@@ -43,17 +44,31 @@ def kerasnets_cmd(*args):
     return [sys.executable, "-m", "kerasnets.cli", *args]
 
 
+def _shared_dir(tmp_path_factory):
+    """A folder every pytest-xdist worker of this session sees (the session's own base folder when
+    there are no workers; never a folder another session could have left behind)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def quickstart(tmp_path_factory):
-    """The README's main job, run once for the whole session: train, evaluate, export."""
-    output = tmp_path_factory.mktemp("quickstart")
-    started = time.time()
-    proc = subprocess.run(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--output", str(output)),
-                          env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    wall = time.time() - started
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    """The README's main job, run once for the whole session (the first worker to need it trains;
+    the others wait on the lock and read its result): train, evaluate, export."""
+    shared = _shared_dir(tmp_path_factory)
+    output, result = shared / "quickstart_run", shared / "quickstart_run.json"
+    with open(shared / "quickstart_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            started = time.time()
+            proc = subprocess.run(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--output",
+                                                str(output)),
+                                  env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            result.write_text(json.dumps({"stdout": proc.stdout, "wall": time.time() - started}))
+    ran = json.loads(result.read_text())
     summary = json.loads((output / "quickstart" / "summary.json").read_text())
-    return {"dir": output / "quickstart", "summary": summary, "stdout": proc.stdout, "wall": wall}
+    return {"dir": output / "quickstart", "summary": summary, "stdout": ran["stdout"], "wall": ran["wall"]}
 
 
 def _save_photo_crops(folder, photo, count, rng, gray_every=0):
