@@ -1,12 +1,12 @@
 """kerasnets: ResNet and EfficientNet for Keras 3, exactly as the papers define them.
 
-Builders (``EfficientNet``, ``ResNet`` and their aliases) use keras only; training, data and export
+Builders (``EfficientNet``, ``EfficientNetV2``, ``ResNet`` and their aliases) use keras only; training, data and export
 live in submodules that import TensorFlow lazily.
 """
 
 from kerasnets.layers.preprocessing import CaffePreprocessing, caffe_preprocess
 from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS
-from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
+from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite, EfficientNetV2
 from kerasnets.models.resnet import ResNet, ResNetVariant
 from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
 from kerasnets.models.pretrained import PretrainedReport, load_pretrained
@@ -15,7 +15,9 @@ from kerasnets.presets import (  # keras.applications-style constructors
     PRESETS,
     EfficientNetB0, EfficientNetB1, EfficientNetB2, EfficientNetB3, EfficientNetB4, EfficientNetB5, EfficientNetB6,
     EfficientNetB7, EfficientNetLite0, EfficientNetLite1, EfficientNetLite2, EfficientNetLite3, EfficientNetLite4,
-    ResNet18, ResNet34, ResNet50, ResNet101, ResNet152,
+    EfficientNetV2B0, EfficientNetV2B1, EfficientNetV2B2, EfficientNetV2B3, EfficientNetV2S, EfficientNetV2M,
+    EfficientNetV2L,
+    ResNet18, ResNet34, ResNet50, ResNet101, ResNet152, ResNet50V2, ResNet101V2, ResNet152V2,
     build,
 )
 from kerasnets.profile import profile
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EfficientNet",
     "EfficientNetLite",
+    "EfficientNetV2",
     "ResNet",
     "ResNetVariant",
     "transfer_weights",
@@ -42,8 +45,10 @@ __all__ = [
     "compound_scale",
     "CaffePreprocessing",
     "caffe_preprocess",
-    "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152",
+    "ResNet18", "ResNet34", "ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "ResNet101V2", "ResNet152V2",
     "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4", "EfficientNetB5",
     "EfficientNetB6", "EfficientNetB7",
     "EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2", "EfficientNetLite3", "EfficientNetLite4",
+    "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S", "EfficientNetV2M",
+    "EfficientNetV2L",
 ]

@@ -28,23 +28,29 @@ __all__ = [
 PAPER_COEFFICIENTS: tuple[float, float, float] = (1.2, 1.1, 1.15)
 
 
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor``, never going down by more than 10%.
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never going down below
+    ``round_limit * value`` (one ``divisor`` more when it would).
 
-    This is the tensorflow/tpu ``round_filters`` rule (and timm's ``make_divisible``).
+    ``round_limit=0.9`` is the tensorflow/tpu EfficientNet ``round_filters`` rule (and timm's
+    ``make_divisible``); ``round_limit=0`` is plain rounding, the rule of google/automl EfficientNetV2
+    and keras.applications EfficientNetV2 (timm ``round_chs_fn(round_limit=0.)``): at width 1.2,
+    16 channels scale to 19.2 and round to 16, which the 10% rule would lift to 24.
     """
     if divisor < 1:
         raise ValueError(f"divisor must be a positive integer, got {divisor!r}")
+    if not 0.0 <= round_limit < 1.0:
+        raise ValueError(f"round_limit must be in [0, 1), got {round_limit!r}")
     min_value = divisor if min_value is None else min_value
     new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < 0.9 * value:
+    if new_value < round_limit * value:
         new_value += divisor
     return int(new_value)
 
 
-def round_filters(filters: int, width_coefficient: float, divisor: int = 8) -> int:
+def round_filters(filters: int, width_coefficient: float, divisor: int = 8, round_limit: float = 0.9) -> int:
     """Scale a channel count by the width coefficient and round it with :func:`make_divisible`."""
-    return make_divisible(filters * width_coefficient, divisor)
+    return make_divisible(filters * width_coefficient, divisor, round_limit=round_limit)
 
 
 def round_repeats(repeats: int, depth_coefficient: float) -> int:

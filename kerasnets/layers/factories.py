@@ -1,5 +1,6 @@
 """Layer factories shared by ResNet and EfficientNet: conv-BN-act, squeeze-excite, drop path,
-the basic / bottleneck / MBConv blocks, and the one stage loop that turns stage specs into blocks.
+the basic / bottleneck / pre-activation bottleneck / MBConv / Fused-MBConv blocks, and the one stage
+loop that turns stage specs into blocks.
 
 Everything here uses ``keras`` only (no TensorFlow), so the builders stay backend-agnostic.
 Layer names are produced from a block prefix exactly as keras.applications names them
@@ -20,12 +21,15 @@ __all__ = [
     "LayerConfig",
     "StageSpec",
     "batch_norm",
+    "conv2d",
     "conv_bn_act",
     "squeeze_excite",
     "drop_path",
     "basic_block",
     "bottleneck_block",
+    "preact_bottleneck_block",
     "mbconv_block",
+    "fused_mbconv_block",
     "BLOCKS",
     "build_stages",
 ]
@@ -46,6 +50,12 @@ class LayerConfig:
         zero_init_last_bn: initialise the last BN gamma of each residual branch to zero.
         stride_in_1x1: ResNet v1 puts the stride on the first 1x1 conv; v1.5 and later on the 3x3.
         avg_down: ResNet-D shortcut: 2x2 average pool, then a stride-1 1x1 projection.
+        strided_padding: how the strided convolutions of MBConv / Fused-MBConv blocks and the EfficientNet
+            stem pad: "tf_same" (explicit ``ZeroPadding2D`` then a 'valid' conv, keras.applications
+            EfficientNet) or "same" (Keras 'same', keras.applications EfficientNetV2). Both compute
+            TF-SAME padding; the layers differ, and :func:`kerasnets.transfer_weights` compares them.
+        depthwise_label: name of MBConv's depthwise conv, ``{block}{label}`` ("dwconv" in
+            keras.applications EfficientNet, "dwconv2" in EfficientNetV2).
     """
 
     activation: str = "swish"
@@ -58,21 +68,30 @@ class LayerConfig:
     zero_init_last_bn: bool = False
     stride_in_1x1: bool = False
     avg_down: bool = False
+    strided_padding: str = "tf_same"
+    depthwise_label: str = "dwconv"
+
+    def __post_init__(self) -> None:
+        if self.strided_padding not in ("tf_same", "same"):
+            raise ValueError(f"LayerConfig.strided_padding must be 'tf_same' or 'same', got {self.strided_padding!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-    """One stage of a network: ``repeats`` blocks of one kind; the first one takes the stride.
+    """One stage of a network: ``repeats`` blocks of one kind; one of them (the first, or the last) takes
+    the stride.
 
     Attributes:
         name: stage prefix of layer names ("block2" for EfficientNet, "conv3" for ResNet).
-        block: key in :data:`BLOCKS` ("basic", "bottleneck", "mbconv").
+        block: key in :data:`BLOCKS` ("basic", "bottleneck", "preact_bottleneck", "mbconv", "fused_mbconv").
         filters: output channels (for "bottleneck", the bottleneck width; the output is 4x).
         repeats: number of blocks.
-        stride: stride of the first block.
-        kernel_size: depthwise kernel (MBConv) or middle kernel size.
-        expand_ratio: MBConv expansion factor.
+        stride: stride of the stage (taken by one of its blocks).
+        kernel_size: depthwise kernel (MBConv), fused kernel (Fused-MBConv) or middle kernel size.
+        expand_ratio: MBConv / Fused-MBConv expansion factor.
         se_ratio: squeeze-excite width as a fraction of the block's input channels (0 = no SE).
+        stride_block: which block takes the stride: "first" (He et al. v1, EfficientNet) or "last"
+            (TF-slim resnet_v2 and keras.applications ResNetV2).
     """
 
     name: str
@@ -83,6 +102,7 @@ class StageSpec:
     kernel_size: int = 3
     expand_ratio: int = 1
     se_ratio: float = 0.0
+    stride_block: str = "first"
 
     def __post_init__(self) -> None:
         if self.block not in BLOCKS:
@@ -91,6 +111,8 @@ class StageSpec:
             raise ValueError(f"StageSpec.repeats must be >= 1, got {self.repeats}")
         if self.stride not in (1, 2):
             raise ValueError(f"StageSpec.stride must be 1 or 2, got {self.stride}")
+        if self.stride_block not in ("first", "last"):
+            raise ValueError(f"StageSpec.stride_block must be 'first' or 'last', got {self.stride_block!r}")
 
 
 def batch_norm(config: LayerConfig, name: str, zero_init: bool = False) -> layers.BatchNormalization:
@@ -105,17 +127,50 @@ def batch_norm(config: LayerConfig, name: str, zero_init: bool = False) -> layer
     )
 
 
+PADDINGS = ("same", "tf_same", "symmetric", "explicit")
+
+
 def _pad(x, kernel_size: int, strides: int, padding: str, name: str):
-    """Apply the explicit padding a strided 'valid' conv needs; return (tensor, conv padding)."""
-    if strides == 1 or padding == "same":
+    """Apply the explicit padding a 'valid' conv needs; return (tensor, conv padding)."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    if padding == "same" or (strides == 1 and padding != "explicit"):
         return x, "same"
     if padding == "tf_same":
         pad = correct_pad(tuple(x.shape[1:3]), kernel_size)
-    elif padding == "symmetric":
+    else:  # "symmetric" (strided convs only) or "explicit" (every conv)
         pad = ((kernel_size // 2,) * 2,) * 2
-    else:
-        raise ValueError(f"padding must be 'same', 'tf_same' or 'symmetric', got {padding!r}")
     return layers.ZeroPadding2D(padding=pad, name=name)(x), "valid"
+
+
+def conv2d(
+    x,
+    filters: int | None,
+    kernel_size: int,
+    config: LayerConfig,
+    name: str,
+    strides: int = 1,
+    padding: str = "same",
+    depthwise: bool = False,
+    use_bias: bool | None = None,
+    pad_name: str | None = None,
+):
+    """One convolution (or depthwise convolution) named ``name``, with the padding ``padding`` asks for.
+
+    ``padding`` for strided convs: "same" (Keras), "tf_same" (explicit TF-SAME padding, as
+    keras.applications EfficientNet) or "symmetric" (k//2 on every side, as torchvision);
+    "explicit" pads k//2 on every side at any stride (keras.applications ResNetV2's 3x3s).
+    ``use_bias`` defaults to ``config.conv_bias`` (the setting of convs followed by BN).
+    """
+    x, conv_padding = _pad(x, kernel_size, strides, padding, pad_name or f"{name}_pad")
+    bias = config.conv_bias if use_bias is None else use_bias
+    if depthwise:
+        conv = layers.DepthwiseConv2D(kernel_size, depthwise_initializer=config.kernel_initializer,
+                                      strides=strides, padding=conv_padding, use_bias=bias, name=name)
+    else:
+        conv = layers.Conv2D(filters, kernel_size, kernel_initializer=config.kernel_initializer,
+                             strides=strides, padding=conv_padding, use_bias=bias, name=name)
+    return conv(x)
 
 
 def conv_bn_act(
@@ -135,23 +190,16 @@ def conv_bn_act(
     """Convolution (or depthwise convolution), BatchNormalization, then an optional activation.
 
     Layers are named ``{name}_conv``, ``{name}_bn`` and ``{name}_{activation_label}`` unless
-    ``layer_names`` gives the three names. ``padding`` for strided convs: "same" (Keras),
-    "tf_same" (explicit TF-SAME padding, as keras.applications EfficientNet) or "symmetric"
-    (k//2 on every side, as torchvision). ``activation=None`` skips the activation.
+    ``layer_names`` gives the three names. ``padding``: as :func:`conv2d`. ``activation=None``
+    skips the activation.
     """
     conv_name, bn_name, act_name = layer_names or (
         f"{name}_conv",
         f"{name}_bn",
         f"{name}_{config.activation_label}",
     )
-    x, conv_padding = _pad(x, kernel_size, strides, padding, pad_name or f"{conv_name}_pad")
-    if depthwise:
-        conv = layers.DepthwiseConv2D(kernel_size, depthwise_initializer=config.kernel_initializer,
-                                      strides=strides, padding=conv_padding, use_bias=config.conv_bias, name=conv_name)
-    else:
-        conv = layers.Conv2D(filters, kernel_size, kernel_initializer=config.kernel_initializer,
-                             strides=strides, padding=conv_padding, use_bias=config.conv_bias, name=conv_name)
-    x = conv(x)
+    x = conv2d(x, filters, kernel_size, config, conv_name, strides=strides, padding=padding, depthwise=depthwise,
+               pad_name=pad_name)
     x = batch_norm(config, bn_name, zero_init=zero_init)(x)
     activation = config.activation if activation == "default" else activation
     if activation is not None:
@@ -231,6 +279,46 @@ def bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, config: 
     return _close_residual(x, shortcut, drop_rate, config, prefix)
 
 
+def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, config: LayerConfig, prefix: str):
+    """Pre-activation bottleneck (He et al. 2016, "Identity Mappings"; keras.applications ResNetV2).
+
+    BN-ReLU first (``preact_bn``), then 1x1 -> 3x3 -> 1x1 (4x) with no BN after the last conv and
+    no activation after the add. The projection shortcut (when the width changes) is a 1x1 conv of
+    the pre-activated input; an identity shortcut takes the raw input, subsampled by a 1x1 max pool
+    when the block is strided. Convs followed by BN carry a bias as ``config.conv_bias`` says; the
+    two that are not (the projection and the last 1x1) always do, as in keras.applications.
+    """
+    out_channels = 4 * spec.filters
+    preact = batch_norm(config, f"{prefix}preact_bn")(x)
+    preact = layers.Activation(config.activation, name=f"{prefix}preact_{config.activation_label}")(preact)
+    if x.shape[-1] != out_channels:
+        shortcut, projection_stride = preact, stride
+        if config.avg_down and stride > 1:
+            shortcut = layers.AveragePooling2D(2, strides=stride, padding="same", name=f"{prefix}0_pool")(shortcut)
+            projection_stride = 1
+        shortcut = conv2d(shortcut, out_channels, 1, config, f"{prefix}0_conv", strides=projection_stride,
+                          use_bias=True)
+    elif stride > 1:
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{prefix}0_pool")(x)
+    else:
+        shortcut = x
+    stride_1x1, stride_3x3 = (stride, 1) if config.stride_in_1x1 else (1, stride)
+    x = conv_bn_act(preact, spec.filters, 1, config, f"{prefix}1", strides=stride_1x1)
+    x = conv_bn_act(x, spec.filters, spec.kernel_size, config, f"{prefix}2", strides=stride_3x3, padding="explicit",
+                    pad_name=f"{prefix}2_pad")
+    x = conv2d(x, out_channels, 1, config, f"{prefix}3_conv", use_bias=True)
+    x = drop_path(x, drop_rate, f"{prefix}drop")
+    return layers.Add(name=f"{prefix}out")([shortcut, x])
+
+
+def _inverted_residual(x, inputs, stride: int, drop_rate: float, prefix: str):
+    """MBConv / Fused-MBConv residual: drop path and add when the block keeps its shape."""
+    if stride == 1 and inputs.shape[-1] == x.shape[-1]:
+        x = drop_path(x, drop_rate, f"{prefix}drop")
+        x = layers.Add(name=f"{prefix}add")([x, inputs])
+    return x
+
+
 def mbconv_block(x, spec: StageSpec, stride: int, drop_rate: float, config: LayerConfig, prefix: str):
     """MBConv (inverted residual): 1x1 expand, depthwise kxk, squeeze-excite, 1x1 project, residual."""
     inputs = x
@@ -245,23 +333,45 @@ def mbconv_block(x, spec: StageSpec, stride: int, drop_rate: float, config: Laye
         prefix,
         strides=stride,
         depthwise=True,
-        padding="tf_same",
-        layer_names=(f"{prefix}dwconv", f"{prefix}bn", f"{prefix}activation"),
+        padding=config.strided_padding,
+        layer_names=(f"{prefix}{config.depthwise_label}", f"{prefix}bn", f"{prefix}activation"),
     )
     if 0 < spec.se_ratio <= 1:
         x = squeeze_excite(x, max(1, int(in_channels * spec.se_ratio)), config, prefix)
     x = conv_bn_act(x, spec.filters, 1, config, f"{prefix}project", activation=None)
-    if stride == 1 and in_channels == spec.filters:
-        x = drop_path(x, drop_rate, f"{prefix}drop")
-        x = layers.Add(name=f"{prefix}add")([x, inputs])
-    return x
+    return _inverted_residual(x, inputs, stride, drop_rate, prefix)
+
+
+def fused_mbconv_block(x, spec: StageSpec, stride: int, drop_rate: float, config: LayerConfig, prefix: str):
+    """Fused-MBConv (EfficientNetV2): MBConv's 1x1 expansion and depthwise kxk fused into one kxk conv.
+
+    Expansion e != 1: kxk conv to ``e x`` the input width (strided, ``expand_*``), optional
+    squeeze-excite, 1x1 project without activation. e == 1: one kxk conv to the output width,
+    BN and the activation (``project_*``). Residual as MBConv. Layer names and order are
+    keras.applications EfficientNetV2's (and google/automl's FusedMBConvBlock).
+    """
+    inputs = x
+    in_channels = x.shape[-1]
+    if spec.expand_ratio != 1:
+        x = conv_bn_act(x, in_channels * spec.expand_ratio, spec.kernel_size, config, f"{prefix}expand",
+                        strides=stride, padding=config.strided_padding)
+    if 0 < spec.se_ratio <= 1:
+        x = squeeze_excite(x, max(1, int(in_channels * spec.se_ratio)), config, prefix)
+    if spec.expand_ratio != 1:
+        x = conv_bn_act(x, spec.filters, 1, config, f"{prefix}project", activation=None)
+    else:
+        x = conv_bn_act(x, spec.filters, spec.kernel_size, config, f"{prefix}project", strides=stride,
+                        padding=config.strided_padding)
+    return _inverted_residual(x, inputs, stride, drop_rate, prefix)
 
 
 #: Block registry: StageSpec.block -> factory(x, spec, stride, drop_rate, config, prefix).
 BLOCKS: dict[str, Callable[..., Any]] = {
     "basic": basic_block,
     "bottleneck": bottleneck_block,
+    "preact_bottleneck": preact_bottleneck_block,
     "mbconv": mbconv_block,
+    "fused_mbconv": fused_mbconv_block,
 }
 
 
@@ -275,9 +385,10 @@ def build_stages(
 ) -> tuple[Any, dict[int, Any]]:
     """The one stage loop: build every block of every stage.
 
-    The first block of a stage takes the stride (and projection); the drop-path rate ramps
-    linearly with the global block index, ``drop_connect_rate * b / total_blocks`` (as
-    keras.applications). Returns the output and ``{stride: last tensor at that stride}``.
+    The first block of a stage (or the last, ``StageSpec.stride_block="last"``) takes the stride;
+    the drop-path rate ramps linearly with the global block index,
+    ``drop_connect_rate * b / total_blocks`` (as keras.applications). Returns the output and
+    ``{stride: last block output at that stride}``.
     """
     total = sum(spec.repeats for spec in stages)
     endpoints: dict[int, Any] = {}
@@ -285,12 +396,13 @@ def build_stages(
     index = 0
     for spec in stages:
         block = BLOCKS[spec.block]
+        strided = 0 if spec.stride_block == "first" else spec.repeats - 1
         for j in range(spec.repeats):
-            stride = spec.stride if j == 0 else 1
+            stride = spec.stride if j == strided else 1
             x = block(x, spec, stride, drop_connect_rate * index / total, config, block_prefix(spec, j))
             index += 1
-        stride_so_far *= spec.stride
-        endpoints[stride_so_far] = x
+            stride_so_far *= stride
+            endpoints[stride_so_far] = x
     return x, endpoints
 
 

@@ -1,7 +1,7 @@
-"""Model builders: ResNet and EfficientNet families built from the shared layer factories."""
+"""Model builders: ResNet (v1, v1.5, D, v2) and EfficientNet (V1, Lite, V2) families built from the shared layer factories."""
 
 from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS
-from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite
+from kerasnets.models.efficientnet import EfficientNet, EfficientNetLite, EfficientNetV2
 from kerasnets.models.resnet import VARIANTS as RESNET_VARIANTS
 from kerasnets.models.resnet import ResNet
 from kerasnets.models.freeze import FreezeReport, freeze, model_blocks
@@ -11,6 +11,7 @@ from kerasnets.models.weights import transfer_weights
 __all__ = [
     "EfficientNet",
     "EfficientNetLite",
+    "EfficientNetV2",
     "ResNet",
     "transfer_weights",
     "load_pretrained",

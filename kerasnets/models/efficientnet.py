@@ -1,7 +1,10 @@
-"""EfficientNet B0-B7, Lite0-4 and compound-scaled variants: a stem, a stage table and a head.
+"""EfficientNet B0-B7, Lite0-4, compound-scaled variants and EfficientNetV2 B0-B3/S/M/L: a stem, a
+stage table and a head.
 
 Presets are data (:data:`EFFICIENTNET_PRESETS`); every network comes from :func:`EfficientNet`'s one code path
-through the shared stage loop in :mod:`kerasnets.layers`.
+through the shared stage loop in :mod:`kerasnets.layers`. EfficientNetV2 is the same builder with other
+stage tables (Fused-MBConv and MBConv stages, :data:`V2_LAYOUT`) and the keyword deltas of
+keras.applications' efficientnet_v2.py (:data:`V2_FIELDS`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ __all__ = [
     "EfficientNet",
     "EfficientNetLite",
     "PAPER_COEFFICIENTS",
+    "V2_LAYOUT",
+    "V2_FIELDS",
+    "V2_TABLES",
+    "efficientnetv2_stages",
+    "OfficialV2Config",
+    "EFFICIENTNETV2_OFFICIAL",
+    "EFFICIENTNETV2_VARIANTS",
+    "EfficientNetV2",
 ]
 
 #: EfficientNet-B0 (paper Table 1): MBConv stages after a 3x3 stride-2 stem with 32 channels.
@@ -63,9 +74,57 @@ DENSE_KERNEL_INITIALIZER = {
 }
 
 
+#: The EfficientNetV2 layout every variant shares (google/automl effnetv2_configs.py, keras.applications
+#: efficientnet_v2.py): per stage (block, expand ratio, stride, SE ratio of the block's input width);
+#: every kernel is 3x3. Fused-MBConv stages have no SE. B0-B3 and S use the first six stages, M and L all seven.
+V2_LAYOUT: tuple[tuple[str, int, int, float], ...] = (
+    ("fused_mbconv", 1, 1, 0.0),
+    ("fused_mbconv", 4, 2, 0.0),
+    ("fused_mbconv", 4, 2, 0.0),
+    ("mbconv", 4, 2, 0.25),
+    ("mbconv", 6, 1, 0.25),
+    ("mbconv", 6, 2, 0.25),
+    ("mbconv", 6, 1, 0.25),
+)
+
+
+def efficientnetv2_stages(filters: tuple[int, ...], repeats: tuple[int, ...]) -> tuple[StageSpec, ...]:
+    """An EfficientNetV2 stage table: :data:`V2_LAYOUT` with each stage's output width and block count."""
+    if len(filters) != len(repeats) or not 1 <= len(filters) <= len(V2_LAYOUT):
+        raise ValueError(f"filters and repeats must give 1..{len(V2_LAYOUT)} stages each, got {filters} and {repeats}")
+    return tuple(
+        StageSpec(f"block{i + 1}", block, filters=width, repeats=count, stride=stride, kernel_size=3,
+                  expand_ratio=expand, se_ratio=se)
+        for i, ((block, expand, stride, se), width, count) in enumerate(zip(V2_LAYOUT, filters, repeats))
+    )
+
+
+#: EfficientNetV2 tables: (stem filters, stage tables). "base" is B0's, which B1-B3 scale like V1.
+V2_TABLES: dict[str, tuple[int, tuple[StageSpec, ...]]] = {
+    "base": (32, efficientnetv2_stages((16, 32, 48, 96, 112, 192), (1, 2, 2, 3, 5, 8))),
+    "s": (24, efficientnetv2_stages((24, 48, 64, 128, 160, 256), (2, 4, 4, 6, 9, 15))),
+    "m": (24, efficientnetv2_stages((24, 48, 80, 160, 176, 304, 512), (3, 5, 5, 7, 14, 18, 5))),
+    "l": (32, efficientnetv2_stages((32, 64, 96, 192, 224, 384, 640), (4, 7, 7, 10, 19, 25, 7))),
+}
+
+#: Keras layout of EfficientNetV2 as keyword deltas on a V1 preset (keras.applications efficientnet_v2.py,
+#: which google/automl's effnetv2_model.py agrees with): channels rounded without the 10% rule, Keras
+#: 'same' padding (no ZeroPadding2D layers), the depthwise conv named ``dwconv2``, BN momentum 0.9.
+V2_FIELDS: dict[str, Any] = {"round_limit": 0.0, "strided_padding": "same", "depthwise_label": "dwconv2",
+                             "bn_momentum": 0.9}
+
+#: In-model preprocessing of RGB 0..255 input, by preset:
+#: "imagenet_variables": Rescaling(1/255) + a Normalization whose ImageNet mean/variance are weights
+#: (keras.applications EfficientNet); "imagenet": the same with the statistics as constants (no weights;
+#: keras.applications EfficientNetV2 B0-B3); "signed": Rescaling(1/128, offset=-1) to [-1, 1]
+#: (EfficientNetV2 S/M/L, google/automl's ``(image - 128) / 128``).
+PREPROCESSINGS = ("imagenet_variables", "imagenet", "signed")
+
+
 @dataclasses.dataclass(frozen=True)
 class EfficientNetPreset:
-    """One row of the preset table: scaling and the Lite overrides (tensorflow/tpu lite builder)."""
+    """One row of the preset table: scaling, the Lite overrides (tensorflow/tpu lite builder) and the
+    EfficientNetV2 stage tables and keyword deltas (:data:`V2_FIELDS`)."""
 
     name: str
     width: float
@@ -80,6 +139,18 @@ class EfficientNetPreset:
     # block count follows depth, shared out over stages (kerasnets.scaling.distribute_repeats)
     depth_rounding: str = "per_stage"
     channel_divisor: int = 8  # channel counts are rounded to multiples of this (kerasnets.scaling.make_divisible)
+    stages: tuple[StageSpec, ...] = BASE_STAGES  # the unscaled stage table
+    stem_filters: int = 32  # the unscaled stem width (V2: the first stage's input width)
+    round_limit: float = 0.9  # kerasnets.scaling.make_divisible: 0.9 for V1, 0 (plain rounding) for V2
+    preprocessing: str = "imagenet_variables"  # one of PREPROCESSINGS
+    strided_padding: str = "tf_same"  # LayerConfig.strided_padding
+    depthwise_label: str = "dwconv"  # LayerConfig.depthwise_label
+    bn_momentum: float = 0.99  # the builder's default BatchNormalization momentum
+
+    def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"EfficientNetPreset.preprocessing must be one of {PREPROCESSINGS}, "
+                             f"got {self.preprocessing!r}")
 
 
 CHANNEL_DIVISOR = 4
@@ -93,6 +164,47 @@ def _lite(index: int, width: float, depth: float, resolution: int, dropout: floa
     return EfficientNetPreset(
         f"efficientnet-lite{index}", width, depth, resolution, dropout, "relu6", 0.0, True
     )
+
+
+#: keras.applications' EfficientNetV2 dropout before the classifier, the same for every variant.
+KERAS_V2_DROPOUT = 0.2
+
+
+def _v2(variant: str, table: str, width: float, depth: float, resolution: int) -> EfficientNetPreset:
+    stem, stages = V2_TABLES[table]
+    return EfficientNetPreset(
+        f"efficientnetv2-{variant}", width, depth, resolution, KERAS_V2_DROPOUT, twin=f"EfficientNetV2{variant.upper()}",
+        stages=stages, stem_filters=stem, preprocessing="imagenet" if variant.startswith("b") else "signed",
+        **V2_FIELDS,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OfficialV2Config:
+    """One row of google/automl's ``efficientnetv2_params``: what keras.applications does not keep.
+
+    Attributes:
+        train_size: the final training resolution (progressive learning grows to it).
+        eval_size: the evaluation resolution (keras.applications' default input size).
+        dropout: before the classifier (keras.applications uses 0.2 for every variant).
+    """
+
+    train_size: int
+    eval_size: int
+    dropout: float
+
+
+#: google/automl efficientnetv2/effnetv2_configs.py, by variant.
+EFFICIENTNETV2_OFFICIAL: dict[str, OfficialV2Config] = {
+    "b0": OfficialV2Config(192, 224, 0.2),
+    "b1": OfficialV2Config(192, 240, 0.2),
+    "b2": OfficialV2Config(208, 260, 0.3),
+    "b3": OfficialV2Config(240, 300, 0.3),
+    "s": OfficialV2Config(300, 384, 0.2),
+    "m": OfficialV2Config(384, 480, 0.3),
+    "l": OfficialV2Config(384, 480, 0.4),
+}
+EFFICIENTNETV2_VARIANTS = tuple(EFFICIENTNETV2_OFFICIAL)
 
 
 #: The official (width, depth, resolution, dropout) table. B-rows are NOT alpha^phi etc.: they are
@@ -113,18 +225,29 @@ EFFICIENTNET_PRESETS: dict[str, EfficientNetPreset] = {
         _lite(2, 1.1, 1.2, 260, 0.3),
         _lite(3, 1.2, 1.4, 280, 0.3),
         _lite(4, 1.4, 1.8, 300, 0.3),
+        _v2("b0", "base", 1.0, 1.0, 224),
+        _v2("b1", "base", 1.0, 1.1, 240),
+        _v2("b2", "base", 1.1, 1.2, 260),
+        _v2("b3", "base", 1.2, 1.4, 300),
+        _v2("s", "s", 1.0, 1.0, 384),
+        _v2("m", "m", 1.0, 1.0, 480),
+        _v2("l", "l", 1.0, 1.0, 480),
     )
 }
 _DROPOUT_BY_PHI = tuple(EFFICIENTNET_PRESETS[f"efficientnetb{i}"].dropout for i in range(8))
 
 
-def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE_STAGES) -> tuple[StageSpec, ...]:
-    """Apply a preset's width and depth multipliers (and Lite overrides) to the base stage table."""
+def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] | None = None) -> tuple[StageSpec, ...]:
+    """Apply a preset's width and depth multipliers (and Lite overrides) to its stage table (or ``base``)."""
+    base = preset.stages if base is None else base
     if preset.depth_rounding not in ("per_stage", "total"):
         raise ValueError(f"depth_rounding must be 'per_stage' or 'total', got {preset.depth_rounding!r}")
     if preset.depth_rounding == "total" and preset.fix_stem_head:
         raise ValueError("depth_rounding='total' scales every stage and the stem and head; it cannot be combined "
                          "with fix_stem_head=True (Lite): use depth_rounding='per_stage'")
+    if preset.depth_rounding == "total" and base != BASE_STAGES:
+        raise ValueError("depth_rounding='total' weighs MBConv blocks of the EfficientNet-B0 table; use "
+                         "depth_rounding='per_stage' for other stage tables (EfficientNetV2)")
     totals = None
     if preset.depth_rounding == "total":  # the whole network's FLOPs follow depth x width^2 x resolution^2
         repeats = [s.repeats for s in base]
@@ -141,7 +264,7 @@ def scaled_stages(preset: EfficientNetPreset, base: tuple[StageSpec, ...] = BASE
         keep_depth = preset.fix_stem_head and i in (0, len(base) - 1)
         repeats = totals[i] if totals is not None else round_repeats(spec.repeats, preset.depth)
         changes: dict[str, Any] = {
-            "filters": round_filters(spec.filters, preset.width, preset.channel_divisor),
+            "filters": round_filters(spec.filters, preset.width, preset.channel_divisor, preset.round_limit),
             "repeats": spec.repeats if keep_depth else repeats,
         }
         if preset.se_ratio is not None:
@@ -221,9 +344,10 @@ def EfficientNet(
     drop_connect_rate: float = 0.2,
     features_only: bool = False,
     synchronized_bn: bool = False,
-    bn_momentum: float = 0.99,
+    bn_momentum: float | None = None,
+    include_preprocessing: bool = True,
 ):
-    """Build an EfficientNet as a Keras functional model.
+    """Build an EfficientNet (V1, Lite or V2) as a Keras functional model.
 
     Args:
         phi: compound-scaling exponent. Without ``coefficients`` an integer 0..7 selects the published
@@ -231,10 +355,11 @@ def EfficientNet(
         coefficients: ``(alpha, beta, gamma)`` (depth, width, resolution bases), each >= 1, e.g.
             :data:`PAPER_COEFFICIENTS` = (1.2, 1.1, 1.15).
         preset: a :data:`EFFICIENTNET_PRESETS` key or an :class:`EfficientNetPreset` (overrides ``phi``), used by
-            the Lite aliases.
+            the Lite and V2 builders (:func:`EfficientNetLite`, :func:`EfficientNetV2`).
         base_resolution: the phi = 0 resolution that Eq. 3 scales (with ``coefficients`` only).
         include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
-            as keras.applications. ``weights`` is None, "imagenet" (B0-B7 only) or a ``.weights.h5`` path.
+            as keras.applications. ``weights`` is None, "imagenet" (B0-B7 and V2 only: the preset's
+            keras.applications twin) or a ``.keras`` / ``.weights.h5`` path.
         dropout_rate: before the classifier (default: the preset's).
         drop_connect_rate: stochastic-depth rate of the last block, ramped linearly from 0.
         features_only: return ``{"stride_4", "stride_8", "stride_16", "stride_32"}`` stage outputs
@@ -243,11 +368,17 @@ def EfficientNet(
             the feature maps are its intermediate outputs (keras.applications B0: ``block2b_add``,
             ``block3b_add``, ``block5c_add``, ``block7a_project_bn``).
         synchronized_bn: use synchronized BatchNormalization (MirroredStrategy).
-        bn_momentum: BatchNormalization momentum (0.99 = TF reference; ~0.9 for runs of a few
-            hundred steps, whose moving statistics would otherwise lag the weights).
+        bn_momentum: BatchNormalization momentum; default the preset's (V1: 0.99, the TF reference;
+            V2: 0.9, keras.applications and google/automl). ~0.9 suits runs of a few hundred steps,
+            whose moving statistics would otherwise lag the weights.
+        include_preprocessing: put the preset's input scaling in the model (default, see below).
+            False leaves it out, as keras.applications EfficientNetV2's ``include_preprocessing=False``:
+            the model then takes input already scaled the way that layer would (V1 and V2 B0-B3:
+            ImageNet-normalized; V2 S/M/L: [-1, 1]). With V1's Normalization weights left out,
+            ``weights="imagenet"`` is refused.
 
-    Input contract: RGB pixels in 0..255 (uint8 or float). Rescaling and ImageNet Normalization are
-    layers of the model; do not divide by 255 yourself.
+    Input contract: RGB pixels in 0..255 (uint8 or float). Rescaling and ImageNet Normalization (V2
+    S/M/L: a rescaling to [-1, 1]) are layers of the model; do not divide by 255 yourself.
     """
     if preset is None:
         spec = resolve_preset(phi, coefficients, base_resolution)
@@ -259,39 +390,37 @@ def EfficientNet(
         raise ValueError(f"preset must be one of {sorted(EFFICIENTNET_PRESETS)}, got {preset!r}")
     if weights == "imagenet" and spec.twin is None:
         raise ValueError(
-            f"weights='imagenet' exists only for EfficientNet-B0..B7 (integer phi, no coefficients); "
+            f"weights='imagenet' exists only for EfficientNet-B0..B7 (integer phi, no coefficients) and "
+            f"EfficientNetV2-B0..B3/S/M/L (the keras.applications presets); "
             f"{spec.name} has no published weights: use weights=None or a .weights.h5 path"
+        )
+    if weights == "imagenet" and not include_preprocessing and spec.preprocessing == "imagenet_variables":
+        raise ValueError(
+            f"weights='imagenet' needs include_preprocessing=True for {spec.name}: its Normalization layer holds "
+            "weights of the keras.applications file (EfficientNetV2 presets allow include_preprocessing=False)"
         )
     validate_common(weights, include_top, classes, pooling, input_shape)
     config = LayerConfig(
         activation=spec.activation,
         activation_label="activation",
-        bn_momentum=bn_momentum,
+        bn_momentum=spec.bn_momentum if bn_momentum is None else bn_momentum,
         bn_epsilon=1e-3,
         synchronized_bn=synchronized_bn,
         kernel_initializer=CONV_KERNEL_INITIALIZER,
+        strided_padding=spec.strided_padding,
+        depthwise_label=spec.depthwise_label,
     )
     img_input = model_input(input_tensor, input_shape, spec.resolution)
-    channels = img_input.shape[-1]
+    x = _preprocess(img_input, spec.preprocessing) if include_preprocessing else img_input
 
-    x = layers.Rescaling(1.0 / 255.0, name="rescaling")(img_input)
-    normalization = layers.Normalization(axis=-1, name="normalization")
-    x = normalization(x)
-    if channels == 3:  # ImageNet statistics by default (keras.applications leaves mean 0 / variance 1)
-        normalization.set_weights(
-            [np.array(IMAGENET_MEAN_RGB), np.square(IMAGENET_STD_RGB), np.array(0)]
-        )
-        normalization.finalize_state()  # Normalization snapshots mean/variance; refresh it
-    # keras.applications' ImageNet file stores the standard deviation as the variance (and adds a
-    # Rescaling layer to undo it); transfer_weights folds that into this layer's variance instead.
-
-    stem_filters = STEM_FILTERS if spec.fix_stem_head else round_filters(STEM_FILTERS, spec.width, spec.channel_divisor)
-    x = conv_bn_act(x, stem_filters, 3, config, "stem", strides=2, padding="tf_same")
+    stem_filters = spec.stem_filters if spec.fix_stem_head else round_filters(
+        spec.stem_filters, spec.width, spec.channel_divisor, spec.round_limit)
+    x = conv_bn_act(x, stem_filters, 3, config, "stem", strides=2, padding=spec.strided_padding)
     x, endpoints = build_stages(
         x, scaled_stages(spec), config, _block_prefix, drop_connect_rate=drop_connect_rate, input_stride=2
     )
     head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width,
-                                                                         spec.channel_divisor)
+                                                                         spec.channel_divisor, spec.round_limit)
 
     def head(with_classifier: bool, pooling: str | None):
         top = conv_bn_act(x, head_filters, 1, config, "top")
@@ -314,8 +443,71 @@ def EfficientNet(
     return model
 
 
+def _preprocess(x, kind: str):
+    """The preset's in-model scaling of RGB 0..255 input (:data:`PREPROCESSINGS`); keras.applications'
+    layers, with its fallback for other channel counts (no ImageNet statistics: V1 keeps mean 0 /
+    variance 1, V2 rescales to [-1, 1])."""
+    channels = x.shape[-1]
+    if kind == "signed" or (kind == "imagenet" and channels != 3):
+        return layers.Rescaling(1.0 / 128.0, offset=-1.0, name="rescaling")(x)
+    x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+    if kind == "imagenet":
+        return layers.Normalization(axis=-1, mean=list(IMAGENET_MEAN_RGB), variance=[s * s for s in IMAGENET_STD_RGB],
+                                    name="normalization")(x)
+    normalization = layers.Normalization(axis=-1, name="normalization")
+    x = normalization(x)
+    if channels == 3:  # ImageNet statistics by default (keras.applications leaves mean 0 / variance 1)
+        normalization.set_weights(
+            [np.array(IMAGENET_MEAN_RGB), np.square(IMAGENET_STD_RGB), np.array(0)]
+        )
+        normalization.finalize_state()  # Normalization snapshots mean/variance; refresh it
+    # keras.applications' ImageNet file stores the standard deviation as the variance (and adds a
+    # Rescaling layer to undo it); transfer_weights folds that into this layer's variance instead.
+    return x
+
+
 def EfficientNetLite(index: int = 0, **kwargs):
     """EfficientNet-Lite{index} (0..4): ReLU6, no squeeze-excite, fixed stem and head; int8-friendly."""
     if isinstance(index, bool) or index not in range(5):
         raise ValueError(f"EfficientNet-Lite index must be an integer 0..4, got {index!r}")
     return EfficientNet(preset=f"efficientnet-lite{index}", **kwargs)
+
+
+def EfficientNetV2(variant: str, **kwargs):
+    """EfficientNetV2-{B0, B1, B2, B3, S, M, L} (Tan & Le, ICML 2021) in keras.applications' layout.
+
+    ``variant`` is one of "b0", "b1", "b2", "b3", "s", "m", "l" (any case). The network is
+    :func:`EfficientNet` with the preset ``efficientnetv2-<variant>``: stages 1-3 Fused-MBConv
+    (no squeeze-excite), the rest MBConv with SE 0.25 (:data:`V2_LAYOUT`, :data:`V2_TABLES`); B1-B3
+    scale B0's table by width/depth (1.0/1.1, 1.1/1.2, 1.2/1.4) as V1 does. Every keyword of
+    :func:`EfficientNet` applies (``include_top``, ``weights``, ``input_tensor``, ``input_shape``,
+    ``pooling``, ``classes``, ``classifier_activation``, ``name``, ``dropout_rate``,
+    ``drop_connect_rate``, ``features_only``, ``include_preprocessing``, ``synchronized_bn``,
+    ``bn_momentum``) except ``phi``, ``coefficients``, ``preset`` and ``base_resolution``.
+    Layer names and parameter counts are keras.applications' ``EfficientNetV2<variant>``, whose
+    ImageNet weights ``weights="imagenet"`` copies.
+
+    Input contract: RGB 0..255, like keras.applications: B0-B3 rescale to 0..1 and normalize with
+    the ImageNet mean/std; S/M/L rescale to [-1, 1] (``x / 128 - 1``, google/automl's preprocessing).
+
+    Where keras.applications and the official google/automl configs (effnetv2_configs.py,
+    effnetv2_model.py, hparams.py) differ, keras.applications is the default:
+
+    - dropout before the classifier: Keras 0.2 for every variant; official 0.2 (B0, B1, S), 0.3 (B2,
+      B3, M), 0.4 (L): pass ``dropout_rate=EFFICIENTNETV2_OFFICIAL[variant].dropout``.
+    - input size: both evaluate at 224/240/260/300 (B0-B3) and 384/480/480 (S/M/L), the default
+      ``input_shape``; the official recipe trains at 192/192/208/240 and 300/384/384
+      (``EFFICIENTNETV2_OFFICIAL[variant].train_size``), progressively: pass ``input_shape``.
+    - convolution kernel initialization: Keras draws VarianceScaling(2, fan_out) from a truncated
+      normal, the official code from an untruncated normal of the same standard deviation. This
+      changes initialization only (no keyword).
+
+    The rest agrees: stage tables, channel rounding without V1's 10% rule, stem/head widths, BN
+    momentum 0.9 and epsilon 1e-3, drop-connect 0.2 ramped over the blocks, swish, 'same' padding.
+    """
+    if not isinstance(variant, str) or variant.lower() not in EFFICIENTNETV2_VARIANTS:
+        raise ValueError(f"EfficientNetV2 variant must be one of {list(EFFICIENTNETV2_VARIANTS)}, got {variant!r}")
+    fixed = sorted({"phi", "coefficients", "preset", "base_resolution"} & set(kwargs))
+    if fixed:
+        raise TypeError(f"EfficientNetV2 takes no {fixed}: the variant picks the preset (efficientnetv2-<variant>)")
+    return EfficientNet(preset=f"efficientnetv2-{variant.lower()}", **kwargs)

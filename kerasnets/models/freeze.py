@@ -29,6 +29,7 @@ _BLOCK_PATTERNS = (
     (re.compile(r"^top_(conv|bn|activation)$"), lambda m: "top"),  # EfficientNet head conv (not top_dropout)
     (re.compile(r"^(conv1|pool1)_"), lambda m: "conv1"),  # ResNet stem: 7x7 or deep (conv1_1_conv, ...)
     (re.compile(r"^(conv\d+_block\d+)_"), lambda m: m.group(1)),  # ResNet conv3_block1_...
+    (re.compile(r"^post_(bn|relu)$"), lambda m: "post"),  # pre-activation ResNet (v2): the final BN-ReLU
 )
 
 
@@ -61,9 +62,10 @@ def block_of(layer_name: str) -> str | None:
 def model_blocks(model: keras.Model) -> list[str]:
     """The model's blocks in order, from its layer names (nested models included).
 
-    EfficientNet: ``stem``, ``block1a``, ``block2a``, ``block2b``, ..., ``top``; ResNet: ``conv1`` (the
-    7x7 or deep stem with its max pool), ``conv2_block1``, ..., ``conv5_block3``. Works for kerasnets
-    models, keras.applications EfficientNet/ResNet and models loaded from ``.keras`` files. Input,
+    EfficientNet (V1 and V2): ``stem``, ``block1a``, ``block2a``, ``block2b``, ..., ``top``; ResNet:
+    ``conv1`` (the 7x7 or deep stem with its max pool), ``conv2_block1``, ..., ``conv5_block3``, and
+    ``post`` (the final BN-ReLU of pre-activation ResNets, v2). Works for kerasnets models,
+    keras.applications EfficientNet/EfficientNetV2/ResNet/ResNetV2 and models loaded from ``.keras`` files. Input,
     rescaling, normalization, pooling, dropout and classifier layers belong to no block.
     """
     blocks: list[str] = []
@@ -74,12 +76,12 @@ def model_blocks(model: keras.Model) -> list[str]:
     return blocks
 
 
-_NOT_STAGED = ("stem", "conv1", "top")
+_NOT_STAGED = ("stem", "conv1", "top", "post")
 
 
 def _stages(blocks: list[str]) -> dict[int, str]:
     """Stage number -> first block of that stage: EfficientNet blockN -> N, ResNet convN_block -> N - 1
-    (stems and EfficientNet's ``top`` belong to no stage)."""
+    (stems, EfficientNet's ``top`` and ResNetV2's ``post`` belong to no stage)."""
     stages: dict[int, str] = {}
     for block in blocks:
         match = re.match(r"block(\d+)|conv(\d+)_block", block)
@@ -147,7 +149,8 @@ def freeze(
               block) trains.
             - a block name: ``"block6a"``, ``"top"``, ``"conv5_block1"``.
             - a stage number i >= 1: the first block of stage i (EfficientNet stages 1..7 = block1..block7,
-              ``top`` follows stage 7; ResNet stages 1..4 = conv2..conv5).
+              ``top`` follows the last; EfficientNetV2 B0-B3/S have stages 1..6; ResNet stages 1..4 =
+              conv2..conv5, ``post`` follows conv5 in v2).
             - -n: the last n blocks (``-2`` on EfficientNet-B0: ``block7a`` and ``top``).
             - ``"all"`` (:data:`TRAIN_ALL`): nothing frozen, BatchNormalization included.
         train_batch_norm: also train the BatchNormalization layers of trainable blocks. Default False

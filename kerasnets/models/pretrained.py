@@ -80,24 +80,29 @@ def _infer_twin(model: keras.Model) -> str | None:
         stage = re.match(r"(block\d+|conv[2-5])", block)
         if stage:
             per_stage[stage.group(1)] = per_stage.get(stage.group(1), 0) + 1
-    if "stem_conv" in names and "block1a_se_reduce" in names:
-        for phi in range(8):
-            preset = EFFICIENTNET_PRESETS[f"efficientnetb{phi}"]
+    if "stem_conv" in names:
+        for preset in EFFICIENTNET_PRESETS.values():
+            if preset.twin is None:
+                continue
             stages = scaled_stages(preset)
-            fits = names["stem_conv"].filters == round_filters(32, preset.width) and len(per_stage) == len(stages)
+            stem = round_filters(preset.stem_filters, preset.width, preset.channel_divisor, preset.round_limit)
+            fits = names["stem_conv"].filters == stem and len(per_stage) == len(stages)
             for spec in stages:
                 project = names.get(f"{spec.name}a_project_conv")
                 filters = getattr(project, "filters", 0)
+                has_se = f"{spec.name}a_se_reduce" in names
                 fits = fits and per_stage.get(spec.name) == spec.repeats and filters == spec.filters
+                fits = fits and has_se == (spec.se_ratio > 0)
             if fits:  # B1 and B2 differ in widths only
                 return preset.twin
         return None
     conv1 = names.get("conv1_conv")
     if conv1 is not None and conv1.use_bias and "conv2_block1_3_conv" in names:
         repeats = tuple(per_stage.get(f"conv{i}", 0) for i in range(2, 6))
+        suffix = "V2" if "conv2_block1_preact_bn" in names else ""
         for depth, (kind, counts) in RESNET_SPECS.items():
             if kind == "bottleneck" and counts == repeats and depth >= 50:
-                return f"ResNet{depth}"
+                return f"ResNet{depth}{suffix}"
     return None
 
 
@@ -105,8 +110,9 @@ def _imagenet(model: keras.Model, twin: str | None) -> PretrainedReport:
     twin = twin or _infer_twin(model)
     if twin is None:
         raise ValueError(
-            f"no ImageNet weights exist for {model.name!r} (only EfficientNet-B0..B7 and ResNet-50/101/152 "
-            "variant='v1' have them); build one of those, or use weights=None or a file path"
+            f"no ImageNet weights exist for {model.name!r} (only EfficientNet-B0..B7, EfficientNetV2-B0..B3/S/M/L "
+            "and ResNet-50/101/152 variant='v1' or 'v2' have them); build one of those, or use weights=None or a "
+            "file path"
         )
     head = classifier_layer(model)
     with_top = head is not None and head.units == 1000
@@ -124,7 +130,7 @@ def _imagenet(model: keras.Model, twin: str | None) -> PretrainedReport:
 
 #: kerasnets' default ResNet model names -> preset names (kerasnets.presets).
 _RESNET_NAME_TO_PRESET = (
-    (r"resnet(\d+)(_v1|d)?", r"resnet\1\2"),  # models are named as their preset
+    (r"resnet(\d+)(_v1|d|v2)?", r"resnet\1\2"),  # models are named as their preset
     (r"resnet(\d+)_v1_5", r"resnet\1"),  # files saved before the names were the presets'
     (r"resnet(\d+)_d", r"resnet\1d"),
 )
@@ -138,7 +144,7 @@ def _preset_hint(model_name: str | None) -> str:
         if re.fullmatch(pattern, model_name):
             name = re.sub(pattern, preset, model_name)
             return f"build the preset it was saved from (model {model_name!r}: --model {name})"
-    if re.fullmatch(r"efficientnet(b\d|-lite\d)", model_name):
+    if re.fullmatch(r"efficientnet(b\d|-lite\d|v2-(b[0-3]|[sml]))", model_name):
         return f"build the preset it was saved from (--model {model_name})"
     return f"build the architecture it was saved from (model {model_name!r}, e.g. --model efficientnetb0)"
 

@@ -1,4 +1,5 @@
-"""ResNet-18/34/50/101/152 in the v1 (keras.applications), v1.5 (torchvision) and D (Bag of Tricks) layouts.
+"""ResNet-18/34/50/101/152 in the v1 (keras.applications), v1.5 (torchvision) and D (Bag of Tricks) layouts,
+and ResNet-50/101/152 v2 (pre-activation, keras.applications ResNetV2).
 
 Depths are a spec table (:data:`RESNET_SPECS`), variants are keyword deltas on a
 :class:`ResNetVariant`; the stages come from the shared stage loop in :mod:`kerasnets.layers`.
@@ -11,7 +12,7 @@ from typing import Any
 
 from keras import layers
 
-from kerasnets.layers.factories import LayerConfig, StageSpec, build_stages, conv_bn_act
+from kerasnets.layers.factories import LayerConfig, StageSpec, batch_norm, build_stages, conv2d, conv_bn_act
 from kerasnets.layers.preprocessing import CaffePreprocessing
 from kerasnets.models.common import (
     classifier_head,
@@ -22,8 +23,8 @@ from kerasnets.models.common import (
 )
 from kerasnets.models.pretrained import load_weights
 
-__all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "TRAINING_ONLY_FIELDS", "resnet_stages",
-           "ResNet"]
+__all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "TRAINING_ONLY_FIELDS", "PREPROCESSINGS",
+           "variant_depths", "resnet_stages", "ResNet"]
 
 #: depth -> (block kind, blocks per stage). Stage widths are 64, 128, 256, 512.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -50,7 +51,17 @@ class ResNetVariant:
         bn_momentum / bn_epsilon: BatchNormalization settings.
         avg_down: ResNet-D average-pool shortcut.
         zero_init_last_bn: zero-initialise each residual branch's last BN gamma.
-        twin_prefix: keras.applications constructor prefix whose weights interchange, if any.
+        twin_prefix / twin_suffix: keras.applications constructor ``{prefix}{depth}{suffix}`` whose weights
+            interchange (depths 50, 101, 152), if any.
+        preact: pre-activation blocks (He et al. 2016, "Identity Mappings"): BN-ReLU before each
+            block's convs, a stem conv without BN, and ``post_bn`` / ``post_relu`` after the last
+            stage (keras.applications ResNetV2). Bottleneck depths only.
+        downsample_last: each stage's stride is taken by the last block of the stage before (TF-slim
+            resnet_v2, keras.applications ResNetV2: conv2..conv4 end strided, conv5 keeps its size)
+            instead of the first block of the stage.
+        preprocessing: what ``include_preprocessing=True`` puts in the model for RGB 0..255 input:
+            "caffe" (BGR minus the ImageNet mean, keras.applications ResNet) or "tf" (``x / 127.5 - 1``,
+            keras.applications ResNetV2's ``preprocess_input``).
     """
 
     stem: str = "7x7"
@@ -62,6 +73,10 @@ class ResNetVariant:
     zero_init_last_bn: bool = True
     kernel_initializer: Any = dataclasses.field(default_factory=lambda: HE_FAN_OUT)
     twin_prefix: str | None = None
+    twin_suffix: str = ""
+    preact: bool = False
+    downsample_last: bool = False
+    preprocessing: str = "caffe"
 
 
 #: ResNetVariant fields that change training or initialization only, not what trained weights compute
@@ -90,21 +105,56 @@ VARIANTS: dict[str, ResNetVariant] = {
     ),
     "v1.5": _V15,
     "d": dataclasses.replace(_V15, stem="deep", avg_down=True),
+    "v2": dataclasses.replace(
+        _V15,
+        bn_momentum=0.99,
+        bn_epsilon=1.001e-5,
+        zero_init_last_bn=False,
+        kernel_initializer="glorot_uniform",
+        twin_prefix="ResNet",
+        twin_suffix="V2",
+        preact=True,
+        downsample_last=True,
+        preprocessing="tf",
+    ),
 }
-#: variant -> suffix of its preset and model name: ``resnet50`` (v1.5), ``resnet50_v1``, ``resnet50d``
-VARIANT_SUFFIXES: dict[str, str] = {"v1.5": "", "v1": "_v1", "d": "d", "custom": "_custom"}
+#: variant -> suffix of its preset and model name: ``resnet50`` (v1.5), ``resnet50_v1``, ``resnet50d``,
+#: ``resnet50v2`` (keras.applications' name)
+VARIANT_SUFFIXES: dict[str, str] = {"v1.5": "", "v1": "_v1", "d": "d", "v2": "v2", "custom": "_custom"}
 DEFAULT_VARIANT = "v1.5"
 
 
-def resnet_stages(depth: int) -> tuple[StageSpec, ...]:
-    """The four stages (conv2..conv5) of a ResNet of the given depth."""
+def variant_depths(variant: ResNetVariant) -> tuple[int, ...]:
+    """The depths ``variant`` exists at: every depth of :data:`RESNET_SPECS`, bottleneck depths only
+    for pre-activation variants."""
+    return tuple(depth for depth, (block, _) in RESNET_SPECS.items() if not variant.preact or block == "bottleneck")
+
+
+def resnet_stages(depth: int, variant: ResNetVariant | None = None) -> tuple[StageSpec, ...]:
+    """The four stages (conv2..conv5) of a ResNet of the given depth (and variant: pre-activation
+    blocks, strides at the end of stages)."""
     if depth not in RESNET_SPECS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_SPECS)}, got {depth!r}")
+    variant = variant or VARIANTS[DEFAULT_VARIANT]
+    if depth not in variant_depths(variant):
+        raise ValueError(f"pre-activation ResNets (variant 'v2', preact=True) have bottleneck blocks: depth must be "
+                         f"one of {list(variant_depths(variant))}, got {depth!r}")
     block, repeats = RESNET_SPECS[depth]
+    if variant.preact:
+        block = f"preact_{block}"
+    strides = (2, 2, 2, 1) if variant.downsample_last else (1, 2, 2, 2)
     return tuple(
-        StageSpec(f"conv{i + 2}", block, filters=width, repeats=n, stride=1 if i == 0 else 2)
-        for i, (width, n) in enumerate(zip(STAGE_WIDTHS, repeats))
+        StageSpec(f"conv{i + 2}", block, filters=width, repeats=n, stride=stride,
+                  stride_block="last" if variant.downsample_last else "first")
+        for i, (width, n, stride) in enumerate(zip(STAGE_WIDTHS, repeats, strides))
     )
+
+
+#: ResNetVariant.preprocessing -> the layer ``include_preprocessing=True`` applies to RGB 0..255 input.
+PREPROCESSINGS = {
+    "caffe": lambda x: CaffePreprocessing(name="caffe_preprocessing")(x),
+    "tf": lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(x),
+}
 
 
 def _block_prefix(spec: StageSpec, index: int) -> str:
@@ -118,6 +168,8 @@ def _stem(x, variant: ResNetVariant, config: LayerConfig):
         x = conv_bn_act(x, 32, 3, config, "conv1_1", strides=2, padding="symmetric")
         x = conv_bn_act(x, 32, 3, config, "conv1_2")
         x = conv_bn_act(x, 64, 3, config, "conv1_3")
+    elif variant.preact:  # the first block's preact_bn normalizes it: no BN, so the conv has a bias
+        x = conv2d(x, 64, 7, config, "conv1_conv", strides=2, padding="symmetric", use_bias=True, pad_name="conv1_pad")
     else:
         x = conv_bn_act(x, 64, 7, config, "conv1", strides=2, padding="symmetric", pad_name="conv1_pad")
     x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
@@ -148,23 +200,27 @@ def ResNet(
     Args:
         depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
         variant: "v1.5" (default: stride on the 3x3, no conv bias; torchvision, NVIDIA and most modern
-            recipes), "v1" (keras.applications layout; the one ImageNet weights exist for), "d"
-            (deep stem + average-pool shortcut), or a :class:`ResNetVariant`.
+            recipes), "v1" (keras.applications ResNet50/101/152), "d" (deep stem + average-pool
+            shortcut), "v2" (pre-activation, keras.applications ResNet50V2/101V2/152V2: depths 50, 101,
+            152; the stride at the end of conv2..conv4), or a :class:`ResNetVariant`.
         include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name:
-            as keras.applications. ``weights="imagenet"`` needs variant "v1" and depth 50/101/152.
+            as keras.applications. ``weights="imagenet"`` needs variant "v1" or "v2" and depth 50/101/152.
         dropout_rate: dropout before the classifier. drop_connect_rate: stochastic depth, ramped.
-        features_only: return the stride 4/8/16/32 stage outputs as a dict instead of the head;
+        features_only: return the last block outputs at strides 4/8/16/32 as a dict instead of the head;
             ``weights`` loads a whole network into the layers they share (keras.applications ResNet50:
-            ``conv2_block3_out`` ... ``conv5_block3_out``).
+            ``conv2_block3_out`` ... ``conv5_block3_out``; ResNet50V2: ``conv2_block2_out``,
+            ``conv3_block3_out``, ``conv4_block5_out`` and ``post_relu``, the normalized stride-32 features).
         synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
-        include_preprocessing: put :class:`CaffePreprocessing` in the model so it takes RGB 0..255.
+        include_preprocessing: put the variant's preprocessing in the model so it takes RGB 0..255:
+            :class:`CaffePreprocessing` (v1, v1.5, d) or ``Rescaling(1/127.5, offset=-1)`` (v2).
         **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``, ``bn_momentum=0.9``.
             The model is named after the variant it computes (``resnet50``, ``resnet50_v1``,
             ``resnet50d``; ``resnet50_custom`` when the overrides change more than
             :data:`TRAINING_ONLY_FIELDS`), which is what weights files record and are checked against.
 
     Input contract: caffe-preprocessed BGR (``kerasnets.preprocessing.caffe_preprocess``), exactly like
-    keras.applications ResNet; with ``include_preprocessing=True``, RGB pixels in 0..255.
+    keras.applications ResNet; v2: RGB scaled to [-1, 1] (``keras.applications.resnet_v2.preprocess_input``);
+    with ``include_preprocessing=True``, RGB pixels in 0..255.
     """
     if isinstance(variant, str):
         if variant not in VARIANTS:
@@ -184,11 +240,15 @@ def ResNet(
     variant_name = next((known for known, v in VARIANTS.items() if _computes_like(spec, v)), "custom")
     if spec.stem not in ("7x7", "deep"):
         raise ValueError(f"ResNet stem must be '7x7' or 'deep', got {spec.stem!r}")
-    stages = resnet_stages(depth)
-    twin = f"{spec.twin_prefix}{depth}" if spec.twin_prefix and depth >= 50 else None
+    if spec.preprocessing not in PREPROCESSINGS:
+        raise ValueError(f"ResNet preprocessing must be one of {sorted(PREPROCESSINGS)}, got {spec.preprocessing!r}")
+    if spec.preact and spec.stem == "deep":
+        raise ValueError("a pre-activation ResNet (preact=True) has the 7x7 stem: use stem='7x7'")
+    stages = resnet_stages(depth, spec)
+    twin = f"{spec.twin_prefix}{depth}{spec.twin_suffix}" if spec.twin_prefix and depth >= 50 else None
     if weights == "imagenet" and (twin is None or variant_name == "custom"):
         raise ValueError(
-            "weights='imagenet' exists for variant='v1' with depth 50, 101 or 152 (the keras.applications "
+            "weights='imagenet' exists for variant='v1' or 'v2' with depth 50, 101 or 152 (the keras.applications "
             f"ResNets); got depth={depth}, variant={variant!r}"
             f"{f' with {variant_overrides}' if variant_overrides else ''}. Use weights=None or a .weights.h5 path"
         )
@@ -206,9 +266,14 @@ def ResNet(
         avg_down=spec.avg_down,
     )
     img_input = model_input(input_tensor, input_shape, 224)
-    x = CaffePreprocessing(name="caffe_preprocessing")(img_input) if include_preprocessing else img_input
+    x = PREPROCESSINGS[spec.preprocessing](img_input) if include_preprocessing else img_input
     x = _stem(x, spec, config)
     x, endpoints = build_stages(x, stages, config, _block_prefix, drop_connect_rate, input_stride=4)
+    if spec.preact:  # the blocks end in raw sums: normalize and activate the last one
+        x = batch_norm(config, "post_bn")(x)
+        x = layers.Activation(config.activation, name=f"post_{config.activation_label}")(x)
+        endpoints[max(endpoints)] = x
+
     def head(with_classifier: bool, pooling: str | None):
         return classifier_head(x, with_classifier, pooling, classes, classifier_activation, dropout_rate)
 
