@@ -242,6 +242,10 @@ def test_bad_arguments_name_the_allowed_values(call, error, message):
 
 
 def test_presets_and_aliases():
+    from kerasnets.models.pretrained import _preset_hint
+
+    assert _preset_hint("resnet50v2").endswith("--model resnet50v2)")  # a file that does not fit names its preset
+    assert _preset_hint("efficientnetv2-s").endswith("--model efficientnetv2-s)")
     assert {"efficientnetv2-b0", "efficientnetv2-l", "resnet50v2", "resnet152v2"} <= set(kerasnets.PRESETS)
     assert "resnet18v2" not in kerasnets.PRESETS
     model = kerasnets.build("resnet50v2", input_shape=SHAPE, include_top=False)

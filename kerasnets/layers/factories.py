@@ -127,6 +127,7 @@ def batch_norm(config: LayerConfig, name: str, zero_init: bool = False) -> layer
     )
 
 
+#: padding modes of :func:`conv2d` / :func:`conv_bn_act`
 PADDINGS = ("same", "tf_same", "symmetric", "explicit")
 
 

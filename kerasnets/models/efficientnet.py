@@ -204,6 +204,7 @@ EFFICIENTNETV2_OFFICIAL: dict[str, OfficialV2Config] = {
     "m": OfficialV2Config(384, 480, 0.3),
     "l": OfficialV2Config(384, 480, 0.4),
 }
+#: the variants of :func:`EfficientNetV2` ("b0", "b1", "b2", "b3", "s", "m", "l")
 EFFICIENTNETV2_VARIANTS = tuple(EFFICIENTNETV2_OFFICIAL)
 
 
