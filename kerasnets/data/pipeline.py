@@ -479,6 +479,7 @@ def load(
     shard: tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     dtype: str = "float32",
+    first_epoch: int = 0,
     **options: Any,
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Load ``source`` as a batched ``tf.data.Dataset`` of ``(images, labels)`` plus a :class:`DatasetInfo`.
@@ -533,6 +534,10 @@ def load(
             0.2% of the range, from the float ones), a quarter of the bytes to hold in the prefetch
             buffer, the backups and copy to an accelerator (the Trainer's training batches are
             uint8, cast to float32 on the device inside its compiled step).
+        first_epoch: training with ``repeat``: the endless stream starts at this epoch (its
+            permutation or shard order), with per-image seeds and Keras layer seeds of their own
+            (from ``(seed, first_epoch)``): a progressive run's later stage continues the epochs
+            instead of replaying the first stage's images and crops. 0: the stream as always.
         **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
             ``num_classes``, ``label_offset`` (TFRecords), ``validation_split`` (folders, digits,
             arrays): a seeded carve of the train data into "train" (the rest) and "validation"
@@ -563,6 +568,11 @@ def load(
     max_pixels = check_max_pixels(max_pixels)
     if dtype not in OUTPUT_DTYPES:
         raise ValueError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0 or (
+            first_epoch and not (training and repeat)):
+        raise ValueError(f"first_epoch must be an integer >= 0, and 0 unless training with repeat=True, got {first_epoch!r}")
+    # the seed of the stream's shuffles, per-image seeds and Keras layers (not of the carve or the epoch permutations)
+    stream_seed = seed if not first_epoch else int(np.random.SeedSequence([seed, first_epoch]).generate_state(1)[0])
     raw = _resolve(source, split, training, seed, options, deterministic, num_examples, count_cache, shard, max_pixels)
     if options:
         raise TypeError(f"unknown options for source {source if isinstance(source, str) else 'arrays'!r}: {sorted(options)}")
@@ -619,9 +629,9 @@ def load(
             return source.shard(*shard) if shard is not None and not raw.sharded else source
 
         if raw.encoded and not _decodes_any(raw, base, max_pixels):  # endless retries of files that never decode
-            ds = examples(base, seed, reshuffle=False)  # one empty pass instead: check_not_empty says why
+            ds = examples(base, stream_seed, reshuffle=False)  # one empty pass instead: check_not_empty says why
         else:
-            ds = examples(tf.data.Dataset.counter().flat_map(epoch), seed, reshuffle=False,
+            ds = examples(tf.data.Dataset.counter(first_epoch).flat_map(epoch), stream_seed, reshuffle=False,
                           shuffle=not (raw.epoch_permutes and not cache))
     else:
         ds = examples(base, seed, reshuffle=True)
@@ -635,13 +645,13 @@ def load(
     if training and randaugment:
         from kerasnets.data.augment import randaugment_layer
 
-        layer = randaugment_layer(randaugment, seed)
+        layer = randaugment_layer(randaugment, stream_seed)
         ds = ds.map(lambda x, y: (tf.clip_by_value(tf.cast(layer(x, training=True), tf.float32), 0.0, 255.0), y),
                     num_parallel_calls=AUTOTUNE)
     if mixing:
         from kerasnets.data.augment import batch_mixer
 
-        mix = batch_mixer(mixup_alpha, cutmix_alpha, seed)
+        mix = batch_mixer(mixup_alpha, cutmix_alpha, stream_seed)
         ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
     if dtype == "uint8":  # every transform above keeps 0..255 (RandAugment is clipped): round to the levels
         ds = ds.map(lambda x, y: (tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8), y),
