@@ -241,6 +241,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"  phase       {phase['name']}: {phase['epochs']} epochs, {phase['steps']} steps, "
               f"{phase.get('trainable_params', '?'):,} trainable params, from {phase.get('trainable_from', '-')}"
               if "trainable_params" in phase else f"  phase       {phase['name']}: done before the resume")
+    for stage in s.get("stages", []):
+        print(f"  stage       {stage['name']}: {stage['epochs']} epochs at {stage['image_size']} px, RandAugment "
+              f"{stage['randaugment_magnitude']:g}, mixup {stage['mixup_alpha']:g}, cutmix {stage['cutmix_alpha']:g}, "
+              f"dropout {stage['dropout_rate']}, stochastic depth {stage['drop_connect_rate']}"
+              if "image_size" in stage else f"  stage       {stage['name']}: done before the resume")
     if s["weights"]:
         print(f"weights       {s['weights']}")
     if s["resumed_from_step"] or s["resumed_from_phase"]:

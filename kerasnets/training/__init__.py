@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for readers and type checkers
     from kerasnets.training.errors import TrainingDiverged  # noqa: F401
     from kerasnets.training.finetune import build_preset, saved_architecture  # noqa: F401
     from kerasnets.training.optimizers import TF1RMSprop, adamw_warmup_cosine  # noqa: F401
+    from kerasnets.training.progressive import Stage, progressive_stages  # noqa: F401
     from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision  # noqa: F401
     from kerasnets.training.recipe import (TRAIN_ALL, Phase, Recipe, TrainContext, apply_overrides, load_recipe,  # noqa: F401
                                            smoke_overrides)
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for readers and type checkers
 #: public name -> the module that defines it
 _MODULES = {
     "Recipe": "recipe", "Phase": "recipe", "TRAIN_ALL": "recipe", "TrainContext": "recipe",
+    "Stage": "progressive", "progressive_stages": "progressive",
     "apply_overrides": "recipe", "load_recipe": "recipe", "smoke_overrides": "recipe",
     "Trainer": "trainer", "train": "engine", "RunResult": "engine", "STANDIN_TFRECORDS": "engine",
     "TF1RMSprop": "optimizers", "adamw_warmup_cosine": "optimizers", "TrainingDiverged": "errors",

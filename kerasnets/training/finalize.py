@@ -22,6 +22,7 @@ from kerasnets.atomic import atomic_write_text
 from kerasnets.data.pipeline import scored_count
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
+from kerasnets.training.progressive import fixed_input_copy
 from kerasnets.serving import CARVE, PreprocessingContract, write_keras_contract
 from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
@@ -147,6 +148,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
                 trainer.ema.swap()  # training is over: the model keeps the averaged weights
             model = run.model
             results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
+    # a progressive run's model takes any size: the contract, profile and exports are of it at the evaluation size
+    model = fixed_input_copy(model, recipe.image_size)
     summary_began = time.perf_counter()
     stats = profile(model)
     info, eval_info = run.info, run.eval_info
@@ -188,6 +191,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "preprocessing": contract.to_dict(),
         "epochs": recipe.epochs,
         "phases": trainer.phase_reports if recipe.phases else [],
+        "stages": trainer.phase_reports if recipe.stages else [],
         "steps": trainer.steps_done,
         "steps_run": trainer.steps_run,
         "steps_per_epoch": run.steps_per_epoch,

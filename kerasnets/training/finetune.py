@@ -21,9 +21,10 @@ from kerasnets.presets import PRESETS, build
 __all__ = ["build_preset", "saved_architecture"]
 
 
-def build_preset(name: str, image_size: int, num_classes: int, synchronized_bn: bool = False,
+def build_preset(name: str, image_size: int | None, num_classes: int, synchronized_bn: bool = False,
                  **options: Any) -> keras.Model:
-    """Preset ``name`` (``kerasnets info`` lists them) for RGB 0..255 images of ``image_size`` and
+    """Preset ``name`` (``kerasnets info`` lists them) for RGB 0..255 images of ``image_size`` (None:
+    any size, for progressive stages) and
     ``num_classes`` outputs. ``options`` the preset's builder does not accept are ignored (a recipe's
     ``model_options`` apply to whichever family ``--model`` picks); ResNet gets its caffe
     preprocessing inside the model, as every kerasnets pipeline yields RGB 0..255."""

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kerasnets.models.freeze import TRAIN_ALL  # ``Phase.trainable_from`` that trains every layer
+from kerasnets.training.progressive import Stage, progressive_stages, scale_stage_sizes
 
-__all__ = ["Recipe", "Phase", "TrainContext", "TRAIN_ALL", "AUTO_STEPS_PER_EXECUTION", "resolve_steps_per_execution",
+__all__ = ["Recipe", "Phase", "Stage", "progressive_stages", "TrainContext", "TRAIN_ALL", "AUTO_STEPS_PER_EXECUTION", "resolve_steps_per_execution",
            "load_recipe", "apply_overrides", "smoke_overrides"]
 
 
@@ -116,6 +117,12 @@ class Recipe:
             when the class count differs.
         phases: a multi-phase schedule (fine-tuning); their epochs add up to ``epochs``. Empty:
             one phase that trains everything.
+        stages: progressive learning (:class:`~kerasnets.training.progressive.Stage`, e.g. from
+            :func:`~kerasnets.training.progressive.progressive_stages`): each stage's image size,
+            RandAugment, MixUp/CutMix and dropout/stochastic-depth rates; their epochs add up to
+            ``epochs``; one optimizer and learning-rate schedule across them. ``image_size`` stays the
+            evaluation size. The model must take every stage's size (build it with
+            ``input_shape=(None, None, 3)``; ``model`` presets are). Not with ``phases``.
         train_examples / eval_examples: the known sizes of the train and eval splits (ImageNet:
             1,281,167 / 50,000). TFRecords written by ``write_tfrecords`` carry their counts; foreign
             TFRecords are otherwise counted once (cached in the run folder).
@@ -167,6 +174,7 @@ class Recipe:
     model_options: dict = dataclasses.field(default_factory=dict)
     weights: str | None = None
     phases: tuple[Phase, ...] = ()
+    stages: tuple[Stage, ...] = ()
     train_examples: int | None = None
     eval_examples: int | None = None
     l2_regularization: float = 0.0
@@ -198,12 +206,19 @@ class Recipe:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"recipe {self.name!r}: ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
         resolve_steps_per_execution(self.steps_per_execution, f"recipe {self.name!r}: ")
-        if self.phases and sum(p.epochs for p in self.phases) != self.epochs:
-            raise ValueError(f"recipe {self.name!r}: the phases' epochs {[p.epochs for p in self.phases]} must add up "
-                             f"to epochs={self.epochs}")
+        if self.phases and self.stages:
+            raise ValueError(f"recipe {self.name!r}: give phases (fine-tuning) or stages (progressive learning), "
+                             "not both")
+        for kind, parts in (("phases", self.phases), ("stages", self.stages)):
+            if parts and sum(p.epochs for p in parts) != self.epochs:
+                raise ValueError(f"recipe {self.name!r}: the {kind}' epochs {[p.epochs for p in parts]} must add up "
+                                 f"to epochs={self.epochs}")
 
     def schedule(self) -> tuple[Phase, ...]:
-        """The phases to run: ``phases``, or one phase that trains every layer for ``epochs``."""
+        """The phases to run: ``phases``, one per stage (training every layer), or one phase that
+        trains every layer for ``epochs``."""
+        if self.stages:
+            return tuple(Phase(stage.name, stage.epochs, TRAIN_ALL) for stage in self.stages)
         return self.phases or (Phase("train", self.epochs, TRAIN_ALL),)
 
 
@@ -231,14 +246,19 @@ def apply_overrides(recipe: Recipe, smoke: bool = False, **overrides: Any) -> Re
     unknown = sorted(set(changes) - fields)
     if unknown:
         raise ValueError(f"unknown recipe fields {unknown}; allowed: {sorted(fields)}")
-    phases = changes.get("phases", recipe.phases)
-    if phases and "epochs" in changes and "phases" not in changes:
-        changes["phases"] = split_epochs(phases, changes["epochs"])
+    given = set(changes)
+    for kind in ("phases", "stages"):
+        parts = changes.get(kind, getattr(recipe, kind))
+        if parts and "epochs" in given and kind not in given:
+            changes[kind] = split_epochs(parts, changes["epochs"])
+    if recipe.stages and "image_size" in given and "stages" not in given:  # --image-size: the stages follow
+        changes["stages"] = scale_stage_sizes(changes.get("stages", recipe.stages), recipe.image_size,
+                                              changes["image_size"])
     return dataclasses.replace(recipe, **changes)
 
 
-def split_epochs(phases: tuple[Phase, ...], epochs: int) -> tuple[Phase, ...]:
-    """``phases`` with their epochs rescaled to add up to ``epochs`` (each >= 1; CLI ``--epochs``)."""
+def split_epochs(phases: tuple[Any, ...], epochs: int) -> tuple[Any, ...]:
+    """``phases`` (or stages) with their epochs rescaled to add up to ``epochs`` (each >= 1; CLI ``--epochs``)."""
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < len(phases):
         raise ValueError(f"epochs must be an integer >= {len(phases)} (one per phase: "
                          f"{', '.join(p.name for p in phases)}), got {epochs!r}")

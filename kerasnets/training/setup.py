@@ -22,6 +22,7 @@ from kerasnets.models.freeze import check_trainable_from
 from kerasnets.models.pretrained import load_pretrained
 from kerasnets.training.distribute import check_divisible, global_batch_size, is_chief, resolve_strategy
 from kerasnets.training.finetune import build_preset
+from kerasnets.training.progressive import check_stages
 from kerasnets.training.precision import check_model_precision, precision_scope, resolve_precision
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext
 
@@ -55,6 +56,9 @@ class RunSetup:
     model: keras.Model
     weights_report: Any
     phases: tuple[Phase, ...]
+    # the keyword arguments of kerasnets.data.load that made ``train_ds``: progressive stages load
+    # their pipelines with these, at their own size and augmentation
+    train_load: dict = dataclasses.field(default_factory=dict)
 
     @property
     def multiworker(self) -> bool:
@@ -182,12 +186,12 @@ def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder
     train_source = _source(recipe.data, run_dir)
     # a fixed element order: the same seed gives the same run, and a resumed run the same batches
     train_options.setdefault("deterministic", True)
-    train_ds, info = kdata.load(train_source, recipe.train_split, training=True, repeat=True,
-                                drop_remainder=drop_remainder, image_size=recipe.image_size, batch_size=worker_batch,
-                                seed=recipe.seed, one_hot=True, **_size_options(train_source, recipe.train_examples,
-                                                                                 run_dir),
-                                **({"shard": (shard[1], shard[0])} if shard[1] > 1 else {}),  # each worker its part
-                                **{"dtype": train_dtype, **train_options})
+    train_load = dict(source=train_source, split=recipe.train_split, training=True, repeat=True,
+                      drop_remainder=drop_remainder, image_size=recipe.image_size, batch_size=worker_batch,
+                      seed=recipe.seed, one_hot=True, **_size_options(train_source, recipe.train_examples, run_dir),
+                      **({"shard": (shard[1], shard[0])} if shard[1] > 1 else {}),  # each worker its part
+                      **{"dtype": train_dtype, **train_options})
+    train_ds, info = kdata.load(**train_load)
     eval_source = _source(recipe.eval_data if recipe.eval_data is not None else recipe.data, run_dir)
     eval_split = _eval_split(recipe, eval_source, eval_options)
     eval_ds, eval_info = kdata.load(eval_source, eval_split, training=False, image_size=recipe.image_size,
@@ -200,7 +204,7 @@ def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder
                          f"{list(eval_info.class_names)[:10]}: pass --eval-data with the same classes")
     kdata.check_not_empty(train_ds, info)
     kdata.check_not_empty(eval_ds, eval_info)
-    return train_ds, eval_ds, info, eval_info, eval_options.get("validation_split")
+    return train_ds, eval_ds, info, eval_info, eval_options.get("validation_split"), train_load
 
 
 def steps_per_epoch(recipe: Recipe, num_examples: int, global_batch: int) -> int:
@@ -224,9 +228,9 @@ def model_family(recipe: Recipe) -> str | None:
 
 def _build_model(recipe: Recipe, context: TrainContext) -> tuple[keras.Model, Any]:
     """The recipe's model (or ``--model``'s preset) with ``--weights`` copied in; and the copy report."""
-    if recipe.model:
-        model = build_preset(recipe.model, recipe.image_size, context.num_classes, context.synchronized_bn,
-                             **recipe.model_options)
+    if recipe.model:  # progressive stages train at several sizes: a preset then takes any
+        model = build_preset(recipe.model, None if recipe.stages else recipe.image_size, context.num_classes,
+                             context.synchronized_bn, **recipe.model_options)
     else:
         model = recipe.build_model(recipe, context)
     if int(model.output_shape[-1]) != context.num_classes:
@@ -254,10 +258,10 @@ def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
     task, workers = worker_index() if multiworker else (0, 1)
     phases = recipe.schedule()
     if multiworker and len(phases) > 1:
-        raise ValueError("multi-phase recipes (fine-tuning) do not run under MultiWorkerMirroredStrategy yet; "
-                         "use --strategy default or mirrored")
+        raise ValueError("multi-phase recipes (fine-tuning phases, progressive stages) do not run under "
+                         "MultiWorkerMirroredStrategy yet; use --strategy default or mirrored")
     run_dir = os.path.join(recipe.output, run_name or recipe.name)
-    train_ds, eval_ds, info, eval_info, carve = _datasets(
+    train_ds, eval_ds, info, eval_info, carve, train_load = _datasets(
         recipe, global_batch // workers, global_batch, drop_remainder=replicas > 1 or tpu, run_dir=run_dir,
         # uint8 training batches: a quarter of the bytes to prefetch, back up and copy to the device,
         # cast to float32 there, in the step (StepFunctions); the TPU infeed keeps float32
@@ -277,5 +281,6 @@ def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
     for phase in phases:  # a bad phase fails now, not after the phases before it have trained
         if phase.trainable_from != TRAIN_ALL:
             check_trainable_from(model, phase.trainable_from)
+    check_stages(model, recipe.stages)  # a bad stage too
     return RunSetup(recipe, run_dir, strategy, name, policy, global_batch, is_chief(), task, workers, train_ds,
-                    eval_ds, info, eval_info, carve, steps, context, model, weights_report, phases)
+                    eval_ds, info, eval_info, carve, steps, context, model, weights_report, phases, train_load)

@@ -23,6 +23,7 @@ from kerasnets.training.backup import RunBackup
 from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
+from kerasnets.training.progressive import apply_rates, model_rates, stage_dataset
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, resolve_steps_per_execution
 from kerasnets.training.setup import RunSetup, setup, store_counts
 from kerasnets.training.timings import Timings
@@ -30,7 +31,7 @@ from kerasnets.training.timings import Timings
 __all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
 
 log = logging.getLogger("kerasnets.training")
-HISTORY_FIELDS = ("epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+HISTORY_FIELDS = ("epoch", "phase", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
 def accelerator_present() -> bool:
@@ -112,6 +113,7 @@ class Trainer:
         self.steps_run = 0  # steps this process executed (a resumed run: the remaining ones)
         self.run_id: str | None = None  # this attempt's id, written into summary.json (agreed by all workers)
         self._train_iterator = None  # the training stream, shared by the phases
+        self._optimizer = None  # progressive stages share one optimizer (and its learning-rate schedule)
         self._writers: dict = {}
 
     # ---------------------------------------------------------------- setup
@@ -176,31 +178,48 @@ class Trainer:
         phase_steps = run.steps_per_epoch * phase.epochs
         while int(step.numpy()) < phase_steps:
             self._epoch(index, phase, first_epoch, functions, iterator, step, checkpoint, optimizer)
+        stage = self.recipe.stages[index] if self.recipe.stages else None
+        # a stage's rates as the model's layers hold them (not the recipe's numbers)
+        measured = {"image_size": stage.image_size, "randaugment_magnitude": stage.randaugment_magnitude,
+                    "mixup_alpha": stage.mixup_alpha, "cutmix_alpha": stage.cutmix_alpha,
+                    **model_rates(run.model)} if stage else {}
         self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
                                    "learning_rate": context.learning_rate,
                                    "trainable_params": int(sum(int(np.prod(w.shape)) for w in run.model.trainable_weights)),
-                                   **frozen})
+                                   **frozen, **measured})
         return phase_steps
 
     def _prepare_phase(self, index: int, phase: Phase, save: dict | None):
         """The phase's optimizer, step functions, checkpoint and data iterator (restored from ``save``)."""
         run, recipe = self.run, self.recipe
         strategy, model = run.strategy, run.model
-        context = dataclasses.replace(run.context, learning_rate=run.context.learning_rate * phase.learning_rate_scale,
-                                      epochs=phase.epochs, phase=phase if recipe.phases else None)
+        stage = recipe.stages[index] if recipe.stages else None
+        # stages: the run's context (all its epochs), so that one learning-rate schedule spans them
+        context = run.context if stage else dataclasses.replace(
+            run.context, learning_rate=run.context.learning_rate * phase.learning_rate_scale, epochs=phase.epochs,
+            phase=phase if recipe.phases else None)
         frozen = _set_trainable(model, phase, bool(recipe.phases))
+        if stage:  # before the stage's step is traced: Keras' Dropout reads its rate then
+            apply_rates(model, stage.dropout_rate, stage.drop_connect_rate)
         with strategy.scope(), precision_scope(run.policy):
-            optimizer = recipe.build_optimizer(recipe, context)
-            if getattr(optimizer, "use_ema", False):
-                raise ValueError(f"recipe {recipe.name!r}: the optimizer has use_ema=True; set Recipe.ema_decay instead "
-                                 "(the trainer keeps the TPU reference's EMA and evaluates and exports it)")
-            if run.policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            optimizer.build(model.trainable_variables)
+            if stage and self._optimizer is not None:  # the stage before's: its step count drives the schedule
+                optimizer = self._optimizer
+            else:
+                optimizer = recipe.build_optimizer(recipe, context)
+                if getattr(optimizer, "use_ema", False):
+                    raise ValueError(f"recipe {recipe.name!r}: the optimizer has use_ema=True; set Recipe.ema_decay "
+                                     "instead (the trainer keeps the TPU reference's EMA and evaluates and exports it)")
+                if run.policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+                optimizer.build(model.trainable_variables)
+                self._optimizer = optimizer
             if recipe.ema_decay and self.ema is None:
                 self.ema = WeightEMA(model.weights, recipe.ema_decay)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_step")
-        checkpointable = not run.tpu and run.info.extras.get("checkpointable", True)
+        info, train_ds = run.info, run.train_ds
+        if stage:  # the stage's pipeline; its stream starts at the stage's first epoch
+            train_ds, info = stage_dataset(run.train_load, stage, sum(s.epochs for s in recipe.stages[:index]))
+        checkpointable = not run.tpu and info.extras.get("checkpointable", True)
         weights = {id(w) for w in model.weights}
         # the random state of dropout and stochastic depth (Keras SeedGenerators) is not a weight
         # and tf.train.Checkpoint(model) does not see it: saved explicitly, or a resumed run would
@@ -208,14 +227,18 @@ class Trainer:
         random_state = [getattr(v, "value", v) for v in model.variables if id(v) not in weights]
         objects = {"model": model, "optimizer": optimizer, "step": step, "random_state": random_state,
                    **({"ema": self.ema} if self.ema else {})}
-        train_ds = _symbolic(run.train_ds, run.info.extras.get("kind", ""))
+        train_ds = _symbolic(train_ds, info.extras.get("kind", ""))
         # the phases read ONE stream: a later phase continues where the one before stopped (a fresh
         # iterator would replay the first phase's images and crops); each phase's backup holds the
-        # shared iterator's position, so a run resumed in any phase reads the same batches
+        # shared iterator's position, so a run resumed in any phase reads the same batches. A stage
+        # has its own stream (its own size), starting at its first epoch: its backups hold its position
         if checkpointable:
-            if self._train_iterator is None:
-                self._train_iterator = iter(train_ds)
-            iterator = self._train_iterator
+            if stage:
+                iterator = iter(train_ds)
+            else:
+                if self._train_iterator is None:
+                    self._train_iterator = iter(train_ds)
+                iterator = self._train_iterator
             objects["iterator"] = iterator
         checkpoint = tf.train.Checkpoint(**objects)
         if save is not None:
@@ -224,9 +247,14 @@ class Trainer:
             log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
                         int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
         if not checkpointable:  # TPU, or stateful augmentation layers: replay the stream to the step
-            earlier = run.steps_per_epoch * sum(p.epochs for p in run.phases[:index])  # the phases before read these
+            # the phases before read these (a stage's stream is its own)
+            earlier = 0 if stage else run.steps_per_epoch * sum(p.epochs for p in run.phases[:index])
             replay = train_ds.skip(earlier + int(step.numpy()))
             iterator = iter(strategy.experimental_distribute_dataset(replay) if run.tpu else replay)
+        if stage:
+            log.warning("stage %d/%d %r: %d epochs at %d px, RandAugment magnitude %g, mixup %g, cutmix %g, %s",
+                        index + 1, len(run.phases), stage.name, stage.epochs, stage.image_size,
+                        stage.randaugment_magnitude, stage.mixup_alpha, stage.cutmix_alpha, model_rates(model))
         if recipe.phases:
             log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(run.phases),
                         phase.name, phase.epochs, context.learning_rate, phase.trainable_from)
@@ -280,7 +308,8 @@ class Trainer:
             if every and current % every == 0 and current % per_epoch:
                 with self.timings.span("backup"):
                     self.backup.save(checkpoint, index, current)
-        row = {"epoch": first_epoch + epoch, "phase": index, "loss": totals[0] / max(totals[2], 1.0),
+        row = {"epoch": first_epoch + epoch, "phase": index,
+               "image_size": recipe.stages[index].image_size if recipe.stages else recipe.image_size, "loss": totals[0] / max(totals[2], 1.0),
                "accuracy": totals[1] / max(totals[2], 1.0), "learning_rate": _learning_rate(optimizer)}
         last = epoch + 1 == phase.epochs
         # multi-worker: validation once, on the chief, in finalize
@@ -314,7 +343,7 @@ class Trainer:
         if start is None or not os.path.exists(path):
             return
         with open(path) as handle:
-            rows = [{k: (int(float(v)) if k in ("epoch", "phase") else float(v)) for k, v in row.items() if v != ""}
+            rows = [{k: (int(float(v)) if k in ("epoch", "phase", "image_size") else float(v)) for k, v in row.items() if v != ""}
                     for row in csv.DictReader(handle)]
         resumed_epoch = sum(p.epochs for p in self.run.phases[:start["phase"]]) + start["step"] // self.run.steps_per_epoch
         self.history = [r for r in rows if int(r["epoch"]) < resumed_epoch]
