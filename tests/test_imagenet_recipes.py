@@ -20,6 +20,7 @@ from imagenet_layout import IMAGENET_CLASSES, write_mini_imagenet  # noqa: E402
 
 EFFICIENTNET = os.path.join(RECIPES, "efficientnet_imagenet.py")
 RESNET = os.path.join(RECIPES, "resnet50_imagenet.py")
+EFFICIENTNETV2 = os.path.join(RECIPES, "efficientnetv2_imagenet.py")  # its automl values: test_progressive.py
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def _schedule(optimizer):
 
 def test_recipes_state_imagenet_sizes_and_their_references_regularization():
     efficientnet, resnet = load_recipe(EFFICIENTNET), load_recipe(RESNET)
-    for recipe in (efficientnet, resnet):
+    for recipe in (efficientnet, resnet, load_recipe(EFFICIENTNETV2)):
         assert (recipe.train_examples, recipe.eval_examples) == (1_281_167, 50_000)
         assert recipe.train_options["label_offset"] == recipe.eval_options["label_offset"] == -1
     assert (efficientnet.l2_regularization, efficientnet.l2_on_batch_norm, efficientnet.ema_decay,
@@ -169,7 +170,7 @@ def test_write_mini_imagenet_has_the_real_layout_and_1_based_labels(mini_imagene
     assert image.shape == (32, 32, 3)
 
 
-@pytest.mark.parametrize("recipe_path", [EFFICIENTNET, RESNET])
+@pytest.mark.parametrize("recipe_path", [EFFICIENTNET, EFFICIENTNETV2, RESNET])
 def test_data_glob_takes_the_validation_shards_next_to_it(recipe_path, mini_imagenet, caplog):
     own = load_recipe(recipe_path)
     recipe = _resolve(recipe_path, "--data", mini_imagenet["train"])
@@ -204,7 +205,7 @@ def test_data_glob_without_validation_shards_fails_in_one_line(mini_imagenet, tm
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("recipe_path", [EFFICIENTNET, RESNET])
+@pytest.mark.parametrize("recipe_path", [EFFICIENTNET, EFFICIENTNETV2, RESNET])
 def test_folder_or_digits_data_drops_the_tfrecord_options(recipe_path, image_folder, monkeypatch, caplog, capsys):
     recipe = _resolve(recipe_path, "--data", image_folder)
     assert cli.source_kind(str(image_folder)) == "folder" and recipe.eval_data is None  # its held-out split

@@ -97,7 +97,8 @@ def test_evaluate_command_agrees_with_the_summary(quickstart, capsys):
     assert accuracy == pytest.approx(quickstart["summary"]["test_accuracy"], abs=1e-3)
 
 
-@pytest.mark.parametrize("recipe", ["efficientnet_imagenet.py", "resnet50_imagenet.py", "cifar10.py"])
+@pytest.mark.parametrize("recipe", ["efficientnet_imagenet.py", "efficientnetv2_imagenet.py", "resnet50_imagenet.py",
+                                    "cifar10.py"])
 def test_recipes_run_their_real_code_path_on_a_stand_in(recipe, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     code = cli.main(["train", os.path.join(RECIPES, recipe), "--smoke", "--output", str(tmp_path)])

@@ -31,7 +31,8 @@ from kerasnets.training.timings import Timings
 __all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
 
 log = logging.getLogger("kerasnets.training")
-HISTORY_FIELDS = ("epoch", "phase", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+HISTORY_FIELDS = ("epoch", "phase", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                  "seconds")
 
 
 def accelerator_present() -> bool:
@@ -308,8 +309,8 @@ class Trainer:
             if every and current % every == 0 and current % per_epoch:
                 with self.timings.span("backup"):
                     self.backup.save(checkpoint, index, current)
-        row = {"epoch": first_epoch + epoch, "phase": index,
-               "image_size": recipe.stages[index].image_size if recipe.stages else recipe.image_size, "loss": totals[0] / max(totals[2], 1.0),
+        size = recipe.stages[index].image_size if recipe.stages else recipe.image_size
+        row = {"epoch": first_epoch + epoch, "phase": index, "image_size": size, "loss": totals[0] / max(totals[2], 1.0),
                "accuracy": totals[1] / max(totals[2], 1.0), "learning_rate": _learning_rate(optimizer)}
         last = epoch + 1 == phase.epochs
         # multi-worker: validation once, on the chief, in finalize
@@ -343,8 +344,8 @@ class Trainer:
         if start is None or not os.path.exists(path):
             return
         with open(path) as handle:
-            rows = [{k: (int(float(v)) if k in ("epoch", "phase", "image_size") else float(v)) for k, v in row.items() if v != ""}
-                    for row in csv.DictReader(handle)]
+            rows = [{k: (int(float(v)) if k in ("epoch", "phase", "image_size") else float(v))
+                     for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
         resumed_epoch = sum(p.epochs for p in self.run.phases[:start["phase"]]) + start["step"] // self.run.steps_per_epoch
         self.history = [r for r in rows if int(r["epoch"]) < resumed_epoch]
 
