@@ -15,6 +15,7 @@ from typing import Any
 
 from keras import layers
 
+from kerasnets.layers.data_format import channel_axis, channels, spatial_size
 from kerasnets.scaling import correct_pad
 
 __all__ = [
@@ -118,7 +119,7 @@ class StageSpec:
 def batch_norm(config: LayerConfig, name: str, zero_init: bool = False) -> layers.BatchNormalization:
     """The family's BatchNormalization (momentum, epsilon, synchronized) with a stable name."""
     return layers.BatchNormalization(
-        axis=-1,
+        axis=channel_axis(),
         momentum=config.bn_momentum,
         epsilon=config.bn_epsilon,
         synchronized=config.synchronized_bn,
@@ -138,7 +139,7 @@ def _pad(x, kernel_size: int, strides: int, padding: str, name: str):
     if padding == "same" or (strides == 1 and padding != "explicit"):
         return x, "same"
     if padding == "tf_same":
-        pad = correct_pad(tuple(x.shape[1:3]), kernel_size)
+        pad = correct_pad(spatial_size(x), kernel_size)
     else:  # "symmetric" (strided convs only) or "explicit" (every conv)
         pad = ((kernel_size // 2,) * 2,) * 2
     return layers.ZeroPadding2D(padding=pad, name=name)(x), "valid"
@@ -210,7 +211,7 @@ def conv_bn_act(
 
 def squeeze_excite(x, reduced_filters: int, config: LayerConfig, prefix: str):
     """Squeeze-and-excite: global pool, 1x1 reduce (family activation), 1x1 expand (sigmoid), rescale."""
-    channels = x.shape[-1]
+    width = channels(x)
     se = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}se_squeeze")(x)
     se = layers.Conv2D(
         reduced_filters,
@@ -221,7 +222,7 @@ def squeeze_excite(x, reduced_filters: int, config: LayerConfig, prefix: str):
         name=f"{prefix}se_reduce",
     )(se)
     se = layers.Conv2D(
-        channels,
+        width,
         1,
         padding="same",
         activation="sigmoid",
@@ -240,7 +241,7 @@ def drop_path(x, rate: float, name: str):
 
 def _residual_shortcut(x, out_channels: int, stride: int, config: LayerConfig, prefix: str):
     """Identity, or a 1x1 projection (after a 2x2 average pool for ResNet-D) when the shape changes."""
-    if stride == 1 and x.shape[-1] == out_channels:
+    if stride == 1 and channels(x) == out_channels:
         return x
     if config.avg_down and stride > 1:
         x = layers.AveragePooling2D(2, strides=stride, padding="same", name=f"{prefix}0_pool")(x)
@@ -292,7 +293,7 @@ def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, c
     out_channels = 4 * spec.filters
     preact = batch_norm(config, f"{prefix}preact_bn")(x)
     preact = layers.Activation(config.activation, name=f"{prefix}preact_{config.activation_label}")(preact)
-    if x.shape[-1] != out_channels:
+    if channels(x) != out_channels:
         shortcut, projection_stride = preact, stride
         if config.avg_down and stride > 1:
             shortcut = layers.AveragePooling2D(2, strides=stride, padding="same", name=f"{prefix}0_pool")(shortcut)
@@ -314,7 +315,7 @@ def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, c
 
 def _inverted_residual(x, inputs, stride: int, drop_rate: float, prefix: str):
     """MBConv / Fused-MBConv residual: drop path and add when the block keeps its shape."""
-    if stride == 1 and inputs.shape[-1] == x.shape[-1]:
+    if stride == 1 and channels(inputs) == channels(x):
         x = drop_path(x, drop_rate, f"{prefix}drop")
         x = layers.Add(name=f"{prefix}add")([x, inputs])
     return x
@@ -323,7 +324,7 @@ def _inverted_residual(x, inputs, stride: int, drop_rate: float, prefix: str):
 def mbconv_block(x, spec: StageSpec, stride: int, drop_rate: float, config: LayerConfig, prefix: str):
     """MBConv (inverted residual): 1x1 expand, depthwise kxk, squeeze-excite, 1x1 project, residual."""
     inputs = x
-    in_channels = x.shape[-1]
+    in_channels = channels(x)
     if spec.expand_ratio != 1:
         x = conv_bn_act(x, in_channels * spec.expand_ratio, 1, config, f"{prefix}expand")
     x = conv_bn_act(
@@ -352,7 +353,7 @@ def fused_mbconv_block(x, spec: StageSpec, stride: int, drop_rate: float, config
     keras.applications EfficientNetV2's (and google/automl's FusedMBConvBlock).
     """
     inputs = x
-    in_channels = x.shape[-1]
+    in_channels = channels(x)
     if spec.expand_ratio != 1:
         x = conv_bn_act(x, in_channels * spec.expand_ratio, spec.kernel_size, config, f"{prefix}expand",
                         strides=stride, padding=config.strided_padding)

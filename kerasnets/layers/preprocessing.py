@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerasnets.layers.data_format import DATA_FORMATS
+
 __all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "caffe_preprocess", "CaffePreprocessing"]
 
 #: Per-channel means subtracted by caffe-style preprocessing, in BGR order (keras.applications ResNet).
@@ -28,12 +30,24 @@ def caffe_preprocess(images):
 
 @keras.saving.register_keras_serializable(package="kerasnets")
 class CaffePreprocessing(keras.layers.Layer):
-    """In-model caffe preprocessing (RGB 0..255 -> BGR, mean subtracted): the ResNet v1 contract as a layer."""
+    """In-model caffe preprocessing (RGB 0..255 -> BGR, mean subtracted): the ResNet v1 contract as a layer.
+
+    ``data_format``: "channels_last" or "channels_first"; None (default) takes
+    ``keras.config.image_data_format()`` when the layer is made, and the config keeps what was taken.
+    """
+
+    def __init__(self, data_format: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = keras.config.image_data_format() if data_format is None else data_format
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
 
     def call(self, inputs):
-        """Flip RGB to BGR and subtract :data:`CAFFE_MEAN_BGR`."""
+        """Flip RGB to BGR and subtract :data:`CAFFE_MEAN_BGR` along the channel axis."""
         inputs = ops.cast(inputs, self.compute_dtype)
         mean = ops.convert_to_tensor(CAFFE_MEAN_BGR, dtype=self.compute_dtype)
+        if self.data_format == "channels_first":
+            return ops.flip(inputs, axis=1) - ops.reshape(mean, (3, 1, 1))
         return ops.flip(inputs, axis=-1) - mean
 
     def compute_output_shape(self, input_shape):
@@ -41,5 +55,5 @@ class CaffePreprocessing(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        """No arguments beyond the base layer's."""
-        return super().get_config()
+        """The base layer's arguments and ``data_format``."""
+        return {**super().get_config(), "data_format": self.data_format}

@@ -7,6 +7,8 @@ from typing import Any
 import keras
 from keras import layers
 
+from kerasnets.layers.data_format import channel_axis, image_shape, split_image_shape
+
 __all__ = ["POOLINGS", "ENDPOINT_STRIDES", "model_input", "validate_common", "classifier_head", "finish_model"]
 
 POOLINGS = (None, "avg", "max")
@@ -34,25 +36,29 @@ def validate_common(
     if input_shape is not None:
         shape = tuple(input_shape)
         if len(shape) != 3:
-            raise ValueError(
-                f"input_shape must be (height, width, channels) (rank 3, channels last), got {input_shape!r}"
-            )
-        height, width, channels = shape
+            raise ValueError(f"input_shape must be {_layout()} (rank 3, keras.config.image_data_format() "
+                             f"{keras.config.image_data_format()!r}), got {input_shape!r}")
+        height, width, channels = split_image_shape(shape)
         for size in (height, width):
             if size is not None and (not isinstance(size, int) or size < MIN_SIZE):
-                raise ValueError(
-                    f"input_shape height and width must be None or integers >= {MIN_SIZE}, got {input_shape!r}"
-                )
+                raise ValueError(f"input_shape height and width must be None or integers >= {MIN_SIZE}, got "
+                                 f"{input_shape!r}, read as {_layout()}")
         if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"input_shape channels must be a positive integer, got {input_shape!r}")
+            raise ValueError(f"input_shape channels must be a positive integer, got {input_shape!r}, read as {_layout()}")
         if weights == "imagenet" and channels != 3:
             raise ValueError(f"weights='imagenet' needs 3 input channels (RGB), got input_shape={input_shape!r}")
 
 
+def _layout() -> str:
+    """How an ``input_shape`` is read under the current image data format."""
+    return "(channels, height, width)" if channel_axis() == 1 else "(height, width, channels)"
+
+
 def model_input(input_tensor, input_shape: tuple | None, default_size: int):
-    """The model's input: ``input_tensor`` if given, else ``Input(input_shape or (size, size, 3))``."""
+    """The model's input: ``input_tensor`` if given, else ``Input(input_shape)``, by default an RGB
+    ``default_size`` square in the current image data format ((size, size, 3) channels last)."""
     if input_shape is None:
-        input_shape = (default_size, default_size, 3)
+        input_shape = image_shape(default_size, default_size, 3)
     if input_tensor is None:
         return layers.Input(shape=tuple(input_shape), name="input_layer")
     if not keras.backend.is_keras_tensor(input_tensor):

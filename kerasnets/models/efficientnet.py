@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from keras import layers
 
+from kerasnets.layers.data_format import channel_axis, channels
 from kerasnets.layers.factories import LayerConfig, StageSpec, build_stages, conv_bn_act
 from kerasnets.layers.preprocessing import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from kerasnets.models.common import (
@@ -448,16 +449,16 @@ def _preprocess(x, kind: str):
     """The preset's in-model scaling of RGB 0..255 input (:data:`PREPROCESSINGS`); keras.applications'
     layers, with its fallback for other channel counts (no ImageNet statistics: V1 keeps mean 0 /
     variance 1, V2 rescales to [-1, 1])."""
-    channels = x.shape[-1]
-    if kind == "signed" or (kind == "imagenet" and channels != 3):
+    depth = channels(x)
+    if kind == "signed" or (kind == "imagenet" and depth != 3):
         return layers.Rescaling(1.0 / 128.0, offset=-1.0, name="rescaling")(x)
     x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
     if kind == "imagenet":
-        return layers.Normalization(axis=-1, mean=list(IMAGENET_MEAN_RGB), variance=[s * s for s in IMAGENET_STD_RGB],
-                                    name="normalization")(x)
-    normalization = layers.Normalization(axis=-1, name="normalization")
+        return layers.Normalization(axis=channel_axis(), mean=list(IMAGENET_MEAN_RGB),
+                                    variance=[s * s for s in IMAGENET_STD_RGB], name="normalization")(x)
+    normalization = layers.Normalization(axis=channel_axis(), name="normalization")
     x = normalization(x)
-    if channels == 3:  # ImageNet statistics by default (keras.applications leaves mean 0 / variance 1)
+    if depth == 3:  # ImageNet statistics by default (keras.applications leaves mean 0 / variance 1)
         normalization.set_weights(
             [np.array(IMAGENET_MEAN_RGB), np.square(IMAGENET_STD_RGB), np.array(0)]
         )
