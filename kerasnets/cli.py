@@ -243,7 +243,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
               if "trainable_params" in phase else f"  phase       {phase['name']}: done before the resume")
     for stage in s.get("stages", []):
         print(f"  stage       {stage['name']}: {stage['epochs']} epochs at {stage['image_size']} px, RandAugment "
-              f"{stage['randaugment_magnitude']:g}, mixup {stage['mixup_alpha']:g}, cutmix {stage['cutmix_alpha']:g}, "
+              f"{stage['randaugment']}, mixup {stage['mixup_alpha']:g}, cutmix {stage['cutmix_alpha']:g}, "
               f"dropout {stage['dropout_rate']}, stochastic depth {stage['drop_connect_rate']}"
               if "image_size" in stage else f"  stage       {stage['name']}: done before the resume")
     if s["weights"]:

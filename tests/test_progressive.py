@@ -176,9 +176,28 @@ def test_progressive_stages_are_the_ramps_of_automl_main_py():
     assert [s.dropout_rate for s in stages] == pytest.approx(np.linspace(0.1, 0.3, 4))
     assert {s.drop_connect_rate for s in stages} == {0.2}
     unset = progressive_stages(8, (16, 32), 2)
-    assert (unset[0].randaugment_magnitude, unset[0].mixup_alpha, unset[0].dropout_rate) == (0.0, 0.0, None)
+    # unset: as the recipe's train_options (augmentation) and as built (rates)
+    assert (unset[0].randaugment_magnitude, unset[0].mixup_alpha, unset[0].dropout_rate) == (None, None, None)
     with pytest.raises(ValueError, match="epochs must be an integer >= count=4"):
         progressive_stages(3, (128, 300))
+
+
+def test_a_stage_that_leaves_augmentation_unset_keeps_the_recipes():
+    """A recipe's own train_options augmentation (MixUp here) stays on in stages that do not set it
+    (it used to be switched off silently), and a stage's explicit 0 switches it off: measured on
+    the labels of the stage's pipeline (MixUp mixes them)."""
+    from kerasnets.training.progressive import stage_augmentation, stage_dataset
+
+    load_args = dict(source="digits", split="train", training=True, repeat=True, batch_size=32, one_hot=True, seed=0,
+                     image_size=32, dtype="uint8", mixup_alpha=0.4)
+
+    def mixed(stage):
+        _, labels = next(iter(stage_dataset(load_args, stage, 0)[0]))
+        return not set(np.unique(labels.numpy())) <= {0.0, 1.0}
+
+    assert mixed(Stage("unset", 1, 16)) and not mixed(Stage("off", 1, 16, mixup_alpha=0.0))
+    assert stage_augmentation(Stage("unset", 1, 16), load_args) == {"randaugment": False, "mixup_alpha": 0.4,
+                                                                   "cutmix_alpha": 0.0}
 
 
 def test_stage_errors_say_what_is_allowed():

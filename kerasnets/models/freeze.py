@@ -18,7 +18,7 @@ import keras
 
 from kerasnets.models.weights import leaf_layers
 
-__all__ = ["FreezeReport", "TRAIN_ALL", "model_blocks", "block_of", "freeze", "check_trainable_from"]
+__all__ = ["FreezeReport", "TRAIN_ALL", "NOT_STAGED", "model_blocks", "block_of", "freeze", "check_trainable_from"]
 
 #: ``trainable_from`` value that makes every layer trainable, BatchNormalization included (no freezing).
 TRAIN_ALL = "all"
@@ -76,7 +76,9 @@ def model_blocks(model: keras.Model) -> list[str]:
     return blocks
 
 
-_NOT_STAGED = ("stem", "conv1", "top", "post")
+#: blocks that belong to no stage: stems, EfficientNet's ``top`` and ResNetV2's ``post`` (they
+#: hold no residual branch, so no stochastic depth either)
+NOT_STAGED = ("stem", "conv1", "top", "post")
 
 
 def _stages(blocks: list[str]) -> dict[int, str]:
@@ -85,7 +87,7 @@ def _stages(blocks: list[str]) -> dict[int, str]:
     stages: dict[int, str] = {}
     for block in blocks:
         match = re.match(r"block(\d+)|conv(\d+)_block", block)
-        if block in _NOT_STAGED or match is None:
+        if block in NOT_STAGED or match is None:
             continue
         stage = int(match.group(1)) if match.group(1) else int(match.group(2)) - 1
         stages.setdefault(stage, block)

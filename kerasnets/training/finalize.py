@@ -148,8 +148,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
                 trainer.ema.swap()  # training is over: the model keeps the averaged weights
             model = run.model
             results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
-    # a progressive run's model takes any size: the contract, profile and exports are of it at the evaluation size
-    model = fixed_input_copy(model, recipe.image_size)
+    if recipe.stages:  # a progressive run's model takes any size: the contract, profile and exports are of it
+        model = fixed_input_copy(model, recipe.image_size)  # at the evaluation size
     summary_began = time.perf_counter()
     stats = profile(model)
     info, eval_info = run.info, run.eval_info

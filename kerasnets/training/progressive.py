@@ -19,11 +19,12 @@ from typing import Any
 
 import keras
 
-from kerasnets.models.freeze import _NOT_STAGED, block_of, model_blocks  # stem/top are no stochastic-depth blocks
+from kerasnets.models.freeze import NOT_STAGED, block_of, model_blocks
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 
 __all__ = ["Stage", "progressive_stages", "RANDAUGMENT_MAGNITUDE_SCALE", "randaugment_option", "apply_rates",
-           "model_rates", "check_stages", "stage_dataset", "fixed_input_copy"]
+           "model_rates", "check_stages", "stage_augmentation", "stage_dataset", "fixed_input_copy",
+           "scale_stage_sizes"]
 
 #: Keras' RandAugment takes a ``factor`` in [0, 1]; the V2 recipe states google/automl's magnitude
 #: (autoaugment.py: each op at ``magnitude / 10`` of its range, magnitudes above 10 allowed). The
@@ -43,8 +44,9 @@ class Stage:
         image_size: the training image size of the stage (evaluation stays at ``Recipe.image_size``).
         randaugment_magnitude: RandAugment magnitude on google/automl's scale (0: off; see
             :data:`RANDAUGMENT_MAGNITUDE_SCALE`); two ops per image unless
-            ``Recipe.train_options["randaugment"]`` says ``num_ops``.
-        mixup_alpha, cutmix_alpha: of Keras MixUp / CutMix (0: off).
+            ``Recipe.train_options["randaugment"]`` says ``num_ops``. None: as the recipe's
+            ``train_options`` say (a stage that leaves it unset never turns the recipe's off).
+        mixup_alpha, cutmix_alpha: of Keras MixUp / CutMix (0: off; None: as ``train_options``).
         dropout_rate: the rate of the model's Dropout before the classifier (None: as built).
         drop_connect_rate: stochastic depth as the builders' ``drop_connect_rate``: block ``b`` of
             ``B`` drops its branch at ``rate * b / B`` (None: as built).
@@ -53,9 +55,9 @@ class Stage:
     name: str
     epochs: int
     image_size: int
-    randaugment_magnitude: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    randaugment_magnitude: float | None = None
+    mixup_alpha: float | None = None
+    cutmix_alpha: float | None = None
     dropout_rate: float | None = None
     drop_connect_rate: float | None = None
 
@@ -64,12 +66,15 @@ class Stage:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"stage {self.name!r}: {field} must be a positive integer, got {value!r}")
-        if not 0 <= self.randaugment_magnitude <= RANDAUGMENT_MAGNITUDE_SCALE:
+        if self.randaugment_magnitude is not None and not 0 <= self.randaugment_magnitude <= RANDAUGMENT_MAGNITUDE_SCALE:
             raise ValueError(f"stage {self.name!r}: randaugment_magnitude must be in [0, "
-                             f"{RANDAUGMENT_MAGNITUDE_SCALE:g}] (google/automl's scale; 0: off), "
+                             f"{RANDAUGMENT_MAGNITUDE_SCALE:g}] (google/automl's scale; 0: off) or None (as "
+                             "train_options), "
                              f"got {self.randaugment_magnitude!r}")
-        if not (self.mixup_alpha >= 0 and 0 <= self.cutmix_alpha <= 1):
-            raise ValueError(f"stage {self.name!r}: mixup_alpha must be >= 0 and cutmix_alpha in [0, 1], got "
+        if not ((self.mixup_alpha is None or self.mixup_alpha >= 0)
+                and (self.cutmix_alpha is None or 0 <= self.cutmix_alpha <= 1)):
+            raise ValueError(f"stage {self.name!r}: mixup_alpha must be >= 0 and cutmix_alpha in [0, 1] (or None: as "
+                             "train_options), got "
                              f"{self.mixup_alpha!r} and {self.cutmix_alpha!r}")
         for field in ("dropout_rate", "drop_connect_rate"):
             value = getattr(self, field)
@@ -96,7 +101,8 @@ def progressive_stages(epochs: int, image_size: tuple[int, int], count: int = 4,
     ``int(low + (high - low) * ratio)`` px (main.py's size formula, ``image_size = (ibase,
     train_size)``: the first stage is already above ``ibase``). Every other ``(low, high)`` pair is
     ramped as ``np.linspace(low, high, n)`` (main.py's ``ram_list``, ``mixup_list``, ``cutmix_list``,
-    ``dp_list``); None leaves that setting off (RandAugment, MixUp, CutMix) or as built (rates).
+    ``dp_list``); None leaves that setting as the recipe's ``train_options`` (RandAugment, MixUp,
+    CutMix) or as built (rates).
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive integer (stages), got {count!r}")
@@ -110,7 +116,7 @@ def progressive_stages(epochs: int, image_size: tuple[int, int], count: int = 4,
                                                               ("drop_connect_rate", drop_connect))}
     stages = []
     for s in range(count):
-        values = {k: v[s] for k, v in ramps.items() if v[s] is not None or k.endswith("_rate")}
+        values = {k: v[s] for k, v in ramps.items()}
         stages.append(Stage(f"stage{s + 1}", ends[s] - (ends[s - 1] if s else 0),
                             int(low + (high - low) * (s + 1) / count), **values))
     return tuple(stages)
@@ -124,7 +130,10 @@ def scale_stage_sizes(stages: tuple[Stage, ...], old: int, new: int) -> tuple[St
 
 def randaugment_option(stage: Stage, base: Any = False) -> bool | dict:
     """``kerasnets.data.load``'s ``randaugment`` for ``stage`` (``base``: the recipe's own
-    ``train_options["randaugment"]``, whose ``num_ops`` it keeps)."""
+    ``train_options["randaugment"]``, whose ``num_ops`` it keeps; a stage without a magnitude
+    keeps ``base`` itself)."""
+    if stage.randaugment_magnitude is None:
+        return base
     if not stage.randaugment_magnitude:
         return False
     options = dict(base) if isinstance(base, dict) else {}
@@ -134,7 +143,7 @@ def randaugment_option(stage: Stage, base: Any = False) -> bool | dict:
 
 def _dropout_layers(model: keras.Model) -> tuple[list, list]:
     """(Dropout layers that are not drop path, [(drop-path layer, b / B)]) of ``model``."""
-    blocks = [b for b in model_blocks(model) if b not in _NOT_STAGED]
+    blocks = [b for b in model_blocks(model) if b not in NOT_STAGED]
     plain, paths = [], []
     for layer in leaf_layers(model):
         if not isinstance(layer, keras.layers.Dropout):
@@ -202,17 +211,24 @@ def check_stages(model: keras.Model, stages: tuple[Stage, ...]) -> None:
                              "progressive recipe (every kerasnets classifier takes any size)")
 
 
+def stage_augmentation(stage: Stage, load_args: dict) -> dict[str, Any]:
+    """The augmentation ``stage`` trains with, as ``kerasnets.data.load`` arguments: its own
+    RandAugment / MixUp / CutMix, or the run's training load (``load_args``, from the recipe's
+    ``train_options``) where the stage leaves one unset (None)."""
+    return {"randaugment": randaugment_option(stage, load_args.get("randaugment", False)),
+            "mixup_alpha": load_args.get("mixup_alpha", 0.0) if stage.mixup_alpha is None else stage.mixup_alpha,
+            "cutmix_alpha": load_args.get("cutmix_alpha", 0.0) if stage.cutmix_alpha is None else stage.cutmix_alpha}
+
+
 def stage_dataset(load_args: dict, stage: Stage, first_epoch: int):
     """The training pipeline of ``stage``: ``kerasnets.data.load(**load_args)`` (the run's training
-    load) at the stage's size and augmentation, its stream starting at epoch ``first_epoch`` (the
-    stages before it read the epochs before: no stage replays another's images and crops)."""
+    load) at the stage's size and augmentation (:func:`stage_augmentation`), its stream starting at
+    epoch ``first_epoch`` (the stages before it read the epochs before: no stage replays another's
+    images and crops)."""
     from kerasnets import data as kdata
 
-    options = dict(load_args)
-    mixing = {"mixup_alpha": stage.mixup_alpha, "cutmix_alpha": stage.cutmix_alpha}
-    options.update(image_size=stage.image_size, randaugment=randaugment_option(stage, options.get("randaugment")),
-                   first_epoch=first_epoch, **mixing)
-    return kdata.load(**options)
+    return kdata.load(**{**load_args, "image_size": stage.image_size, "first_epoch": first_epoch,
+                         **stage_augmentation(stage, load_args)})
 
 
 def fixed_input_copy(model: keras.Model, image_size: int) -> keras.Model:

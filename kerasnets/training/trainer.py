@@ -23,7 +23,7 @@ from kerasnets.training.backup import RunBackup
 from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
-from kerasnets.training.progressive import apply_rates, model_rates, stage_dataset
+from kerasnets.training.progressive import apply_rates, model_rates, stage_augmentation, stage_dataset
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, resolve_steps_per_execution
 from kerasnets.training.setup import RunSetup, setup, store_counts
 from kerasnets.training.timings import Timings
@@ -182,8 +182,7 @@ class Trainer:
         stage = self.recipe.stages[index] if self.recipe.stages else None
         # a stage's rates as the model's layers hold them (not the recipe's numbers)
         measured = {"image_size": stage.image_size, "randaugment_magnitude": stage.randaugment_magnitude,
-                    "mixup_alpha": stage.mixup_alpha, "cutmix_alpha": stage.cutmix_alpha,
-                    **model_rates(run.model)} if stage else {}
+                    **stage_augmentation(stage, run.train_load), **model_rates(run.model)} if stage else {}
         self.phase_reports.append({"name": phase.name, "epochs": phase.epochs, "steps": phase_steps,
                                    "learning_rate": context.learning_rate,
                                    "trainable_params": int(sum(int(np.prod(w.shape)) for w in run.model.trainable_weights)),
@@ -253,9 +252,8 @@ class Trainer:
             replay = train_ds.skip(earlier + int(step.numpy()))
             iterator = iter(strategy.experimental_distribute_dataset(replay) if run.tpu else replay)
         if stage:
-            log.warning("stage %d/%d %r: %d epochs at %d px, RandAugment magnitude %g, mixup %g, cutmix %g, %s",
-                        index + 1, len(run.phases), stage.name, stage.epochs, stage.image_size,
-                        stage.randaugment_magnitude, stage.mixup_alpha, stage.cutmix_alpha, model_rates(model))
+            log.warning("stage %d/%d %r: %d epochs at %d px, %s, %s", index + 1, len(run.phases), stage.name,
+                        stage.epochs, stage.image_size, stage_augmentation(stage, run.train_load), model_rates(model))
         if recipe.phases:
             log.warning("phase %d/%d %r: %d epochs, learning rate %.3g, trainable from %s", index + 1, len(run.phases),
                         phase.name, phase.epochs, context.learning_rate, phase.trainable_from)
