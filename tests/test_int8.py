@@ -1,5 +1,6 @@
-"""Full-int8 export of the quickstart EfficientNet (swish + squeeze-excite) on a training seed that
-nothing in the package was tuned on: the user's path, from ``kerasnets train`` to ``kerasnets export``."""
+"""Full-int8 export of the quickstart EfficientNet (swish + squeeze-excite) and of EfficientNetV2-B0
+trained by the same recipe (``--model efficientnetv2-b0``), on a training seed that nothing in the
+package was tuned on: the user's path, from ``kerasnets train`` to ``kerasnets export``."""
 
 import json
 import os
@@ -12,26 +13,38 @@ from conftest import ENV, RECIPES, ROOT, kerasnets_cmd
 
 #: a training seed no other test, benchmark or the calibration design used (those used 0-8)
 UNSEEN_SEED = 11
+#: the recipe's own model, and the preset issue 19 asks about (``kerasnets train ... --model``)
+INT8_MODELS = {
+    # 10 MBConv blocks of 3-4 convs each, plus stem, head and classifier
+    "quickstart": (),
+    # 3 Fused-MBConv stages (5 blocks, 9 convs) and 16 MBConv blocks of 5 convs, plus stem, head, classifier
+    "efficientnetv2-b0": ("--model", "efficientnetv2-b0"),
+}
 
 
-@pytest.fixture(scope="module")
-def unseen_seed_run(tmp_path_factory):
-    """The quickstart recipe trained with UNSEEN_SEED. Only model.keras is written (``--export keras``):
-    the int8 file under test is made by ``kerasnets export`` below, and the recipe's default exports
-    are tested on the main job's own run (conftest's ``quickstart`` fixture)."""
+@pytest.fixture(scope="module", params=sorted(INT8_MODELS))
+def unseen_seed_run(request, tmp_path_factory):
+    """The quickstart recipe trained with UNSEEN_SEED (its own model, or the preset ``--model`` names).
+    Only model.keras is written (``--export keras``): the int8 file under test is made by
+    ``kerasnets export`` below, and the recipe's default exports are tested on the main job's own run
+    (conftest's ``quickstart`` fixture)."""
     output = tmp_path_factory.mktemp("int8_seed")
     proc = subprocess.run(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--seed", str(UNSEEN_SEED),
-                                        "--output", str(output), "--export", "keras"),
+                                        *INT8_MODELS[request.param], "--output", str(output), "--export", "keras"),
                           env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return output / "quickstart"
+    run = output / "quickstart"
+    if INT8_MODELS[request.param]:  # the preset was the model trained, not the recipe's own
+        assert json.loads((run / "summary.json").read_text())["model"] == request.param
+    return run
 
 
 @pytest.mark.slow
 def test_int8_export_keeps_agreement_and_accuracy_on_an_unseen_training_seed(unseen_seed_run, tmp_path):
-    """Issue 13, point 1: >= 98% top-1 agreement with Keras and <= 1 point accuracy drop, on the test
-    split (calibration used the train split), every conv and dense in int8. The file is run here
-    against Keras; the export's own report is only checked to say the same."""
+    """Issue 13, point 1 (the quickstart model) and issue 19 (EfficientNetV2-B0, Fused-MBConv + MBConv
+    with SE): >= 98% top-1 agreement with Keras and <= 1 point accuracy drop, on the test split
+    (calibration used the train split), every conv and dense in int8. The file is run here against
+    Keras; the export's own report is only checked to say the same."""
     import keras
 
     from kerasnets import data, export
@@ -63,7 +76,7 @@ def test_int8_export_keeps_agreement_and_accuracy_on_an_unseen_training_seed(uns
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     computes = [op for op in interpreter._get_ops_details()
                 if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-    # the quickstart model has 10 MBConv blocks of 3-4 convs each, plus stem, head and classifier
+    # both models have more than 30 convs and dense layers (INT8_MODELS says how many blocks)
     assert len(computes) > 30 and all(tensors[op["outputs"][0]]["dtype"] == np.int8 for op in computes)
     assert report["calibration"]["float_ops"] == []
     # the report is measured on the drawn images, which the export holds as uint8 (cli._draw): rounded
