@@ -45,9 +45,8 @@ from kerasnets.training import (
     STANDIN_TFRECORDS,
     Recipe,
     smoke_overrides,
-    WarmupExponentialDecay,
 )
-from kerasnets.training.optimizers import TF1RMSprop
+from kerasnets.training.optimizers import tpu_rmsprop
 
 PHI = 0  # EfficientNet-B{PHI}; the resolution and dropout come from the official preset table
 PRESET = EFFICIENTNET_PRESETS[f"efficientnetb{PHI}"]
@@ -65,16 +64,9 @@ def build_model(recipe, context):
 
 
 def build_optimizer(recipe, context):
-    """TF1 RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3) with 5 warmup epochs, then x0.97 every
-    2.4 epochs; no decoupled weight decay (the L2 penalty is ``recipe.l2_regularization``) and no
-    Keras ``use_ema`` (the trainer keeps the EMA: ``recipe.ema_decay``)."""
-    schedule = WarmupExponentialDecay(
-        peak=context.learning_rate,
-        warmup_steps=5 * context.steps_per_epoch,
-        decay_steps=2.4 * context.steps_per_epoch,
-        decay_rate=0.97,
-    )
-    return TF1RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
+    """The TPU reference's TF1 RMSProp with 5 warmup epochs, then x0.97 every 2.4 epochs
+    (:func:`kerasnets.training.optimizers.tpu_rmsprop`)."""
+    return tpu_rmsprop(context)
 
 
 RECIPE = Recipe(

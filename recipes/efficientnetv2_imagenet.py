@@ -37,11 +37,10 @@ from kerasnets.models.efficientnet import EFFICIENTNETV2_OFFICIAL
 from kerasnets.training import (
     STANDIN_TFRECORDS,
     Recipe,
-    WarmupExponentialDecay,
     progressive_stages,
     smoke_overrides,
 )
-from kerasnets.training.optimizers import TF1RMSprop
+from kerasnets.training.optimizers import tpu_rmsprop
 
 VARIANT = "s"  # "s", "m" or "l": the variants automl trains progressively with RandAugment
 OFFICIAL = EFFICIENTNETV2_OFFICIAL[VARIANT]  # effnetv2_configs.py efficientnetv2_params: train/eval size, dropout
@@ -81,16 +80,9 @@ def build_model(recipe, context):
 
 
 def build_optimizer(recipe, context):
-    """TF1 RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3: automl utils.build_optimizer's defaults),
-    5 warmup epochs (hparams.py ``lr_warmup_epoch=5``), then x0.97 (``lr_decay_factor``) every 2.4
-    epochs (``lr_decay_epoch``), ``lr_sched='exponential'``; one schedule over all stages."""
-    schedule = WarmupExponentialDecay(
-        peak=context.learning_rate,
-        warmup_steps=5 * context.steps_per_epoch,
-        decay_steps=2.4 * context.steps_per_epoch,
-        decay_rate=0.97,
-    )
-    return TF1RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
+    """The TPU reference's TF1 RMSProp with 5 warmup epochs, then x0.97 every 2.4 epochs
+    (:func:`kerasnets.training.optimizers.tpu_rmsprop`)."""
+    return tpu_rmsprop(context)
 
 
 RECIPE = Recipe(

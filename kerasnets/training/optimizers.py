@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from kerasnets.training.schedules import exclude_norm_and_bias_from_weight_decay, warmup_cosine
+from kerasnets.training.schedules import WarmupExponentialDecay, exclude_norm_and_bias_from_weight_decay, warmup_cosine
 
-__all__ = ["TF1RMSprop", "adamw_warmup_cosine"]
+__all__ = ["TF1RMSprop", "adamw_warmup_cosine", "tpu_rmsprop"]
 
 
 @keras.saving.register_keras_serializable(package="kerasnets")
@@ -65,3 +65,15 @@ def adamw_warmup_cosine(peak: float, total_steps: int, warmup_steps: int, weight
     optimizer = keras.optimizers.AdamW(warmup_cosine(peak, total_steps, warmup_steps), weight_decay=weight_decay,
                                        global_clipnorm=global_clipnorm)
     return exclude_norm_and_bias_from_weight_decay(optimizer)
+
+
+def tpu_rmsprop(context) -> TF1RMSprop:
+    """The EfficientNet TPU references' optimizer (tensorflow/tpu efficientnet and google/automl
+    efficientnetv2 ``utils.build_optimizer``): TF1 RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3),
+    5 warmup epochs to ``context.learning_rate`` (``lr_warmup_epoch=5``), then x0.97
+    (``lr_decay_factor``) every 2.4 epochs (``lr_decay_epoch``), one schedule over the whole run
+    (all stages of a progressive one). No decoupled weight decay (the L2 penalty is
+    ``recipe.l2_regularization``) and no Keras ``use_ema`` (the trainer keeps the EMA)."""
+    schedule = WarmupExponentialDecay(peak=context.learning_rate, warmup_steps=5 * context.steps_per_epoch,
+                                      decay_steps=2.4 * context.steps_per_epoch, decay_rate=0.97)
+    return TF1RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1e-3)
