@@ -42,6 +42,10 @@ def build_optimizer(recipe, context):  # the rate halves every step: the history
     return keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.01, 1, 0.5))
 
 
+# why each override: 24 px / batch 8 / 3 steps per epoch keep every stage a few seconds (what is
+# tested is the stages, not accuracy); a backup every step, so an interruption lands inside any
+# stage; EMA 0.9, so the EMA's state is part of what a resume must restore exactly; .keras export
+# only (the formats are tested on the main job); the default path is test_main_job_* (no stages)
 RECIPE = Recipe(name="progressive", build_model=build_model, build_optimizer=build_optimizer, image_size=24,
                 batch_size=8, epochs=EPOCHS, steps_per_epoch=3, backup_every_steps=1, ema_decay=0.9,
                 export=("keras",), stages=STAGES)
