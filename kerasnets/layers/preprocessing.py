@@ -5,15 +5,45 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerasnets.layers.data_format import DATA_FORMATS
+from kerasnets.layers.data_format import DATA_FORMATS, channel_axis
 
-__all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "caffe_preprocess", "CaffePreprocessing"]
+__all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "caffe_preprocess", "CaffePreprocessing",
+           "mean_std_layers", "validate_mean_std"]
 
 #: Per-channel means subtracted by caffe-style preprocessing, in BGR order (keras.applications ResNet).
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 #: ImageNet RGB statistics on the 0..1 scale (used by EfficientNet's in-model Normalization).
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+def validate_mean_std(mean_std) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """``(mean, std)``, two RGB 3-tuples on the 0..1 scale (std > 0), as plain float tuples.
+
+    The one check of a mean/std pair that a builder's ``preprocessing`` field (or a timm
+    ``pretrained_cfg``) gives; raises ValueError saying what is allowed.
+    """
+    try:
+        mean, std = (tuple(float(v) for v in part) for part in mean_std)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError("a mean/std preprocessing must be a pair (mean, std) of RGB 3-tuples on the 0..1 scale "
+                         f"with std > 0, e.g. ({IMAGENET_MEAN_RGB}, {IMAGENET_STD_RGB}); got {mean_std!r}")
+    return mean, std
+
+
+def mean_std_layers(x, mean, std):
+    """RGB 0..255 -> ``(x / 255 - mean) / std``: ``Rescaling(1/255, name="rescaling")`` then keras'
+    ``Normalization(mean, variance=std**2, name="normalization")`` along the channel axis.
+
+    ``mean`` and ``std`` are RGB 3-tuples on the 0..1 scale (timm's ``pretrained_cfg`` mean/std). Both
+    layers hold constants in their config: no weights, no custom object, serializable as they are.
+    """
+    mean, std = validate_mean_std((mean, std))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
+    return keras.layers.Normalization(axis=channel_axis(), mean=list(mean), variance=[s * s for s in std],
+                                      name="normalization")(x)
 
 
 def caffe_preprocess(images):

@@ -9,11 +9,14 @@ from keras import layers
 
 from kerasnets.layers.data_format import channel_axis, image_shape, split_image_shape
 
-__all__ = ["POOLINGS", "ENDPOINT_STRIDES", "model_input", "validate_common", "classifier_head", "finish_model"]
+__all__ = ["POOLINGS", "ENDPOINT_STRIDES", "model_input", "validate_common", "classifier_head", "finish_model",
+           "CLASSIFIER_NAME"]
 
 POOLINGS = (None, "avg", "max")
 ENDPOINT_STRIDES = (4, 8, 16, 32)
 MIN_SIZE = 32
+#: the classifier Dense layer's name (keras.applications'): what weight loaders look for
+CLASSIFIER_NAME = "predictions"
 
 
 def validate_common(
@@ -88,7 +91,7 @@ def classifier_head(
             activation=classifier_activation,
             kernel_initializer=kernel_initializer,
             dtype="float32" if keras.config.dtype_policy().name.startswith("mixed") else None,
-            name="predictions",
+            name=CLASSIFIER_NAME,
         )(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="avg_pool")(x)

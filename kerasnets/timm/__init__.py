@@ -1,0 +1,1 @@
+"""timm checkpoints (``config.json`` + ``model.safetensors``) loaded into kerasnets models, by name."""
