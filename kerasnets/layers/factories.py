@@ -57,6 +57,8 @@ class LayerConfig:
             TF-SAME padding; the layers differ, and :func:`kerasnets.transfer_weights` compares them.
         depthwise_label: name of MBConv's depthwise conv, ``{block}{label}`` ("dwconv" in
             keras.applications EfficientNet, "dwconv2" in EfficientNetV2).
+        preact_bias: the pre-activation bottleneck's convs that no BN follows (the projection shortcut
+            and the last 1x1) carry a bias (keras.applications ResNetV2) or not (timm's ResNetV2).
     """
 
     activation: str = "swish"
@@ -71,6 +73,7 @@ class LayerConfig:
     avg_down: bool = False
     strided_padding: str = "tf_same"
     depthwise_label: str = "dwconv"
+    preact_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.strided_padding not in ("tf_same", "same"):
@@ -288,7 +291,8 @@ def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, c
     no activation after the add. The projection shortcut (when the width changes) is a 1x1 conv of
     the pre-activated input; an identity shortcut takes the raw input, subsampled by a 1x1 max pool
     when the block is strided. Convs followed by BN carry a bias as ``config.conv_bias`` says; the
-    two that are not (the projection and the last 1x1) always do, as in keras.applications.
+    two that are not (the projection and the last 1x1) do as ``config.preact_bias`` says (keras.applications:
+    they do).
     """
     out_channels = 4 * spec.filters
     preact = batch_norm(config, f"{prefix}preact_bn")(x)
@@ -299,7 +303,7 @@ def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, c
             shortcut = layers.AveragePooling2D(2, strides=stride, padding="same", name=f"{prefix}0_pool")(shortcut)
             projection_stride = 1
         shortcut = conv2d(shortcut, out_channels, 1, config, f"{prefix}0_conv", strides=projection_stride,
-                          use_bias=True)
+                          use_bias=config.preact_bias)
     elif stride > 1:
         shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{prefix}0_pool")(x)
     else:
@@ -308,7 +312,7 @@ def preact_bottleneck_block(x, spec: StageSpec, stride: int, drop_rate: float, c
     x = conv_bn_act(preact, spec.filters, 1, config, f"{prefix}1", strides=stride_1x1)
     x = conv_bn_act(x, spec.filters, spec.kernel_size, config, f"{prefix}2", strides=stride_3x3, padding="explicit",
                     pad_name=f"{prefix}2_pad")
-    x = conv2d(x, out_channels, 1, config, f"{prefix}3_conv", use_bias=True)
+    x = conv2d(x, out_channels, 1, config, f"{prefix}3_conv", use_bias=config.preact_bias)
     x = drop_path(x, drop_rate, f"{prefix}drop")
     return layers.Add(name=f"{prefix}out")([shortcut, x])
 

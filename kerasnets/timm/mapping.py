@@ -41,7 +41,11 @@ class TimmFamily:
         architectures: timm ``architecture`` names this family reads (exact names, e.g. "resnet50d").
         build: ``build(architecture, **builder_kwargs) -> keras.Model``: the kerasnets model of that
             architecture (the variant / preset deltas applied), with the builder's keyword arguments
-            (``include_top``, ``classes``, ``input_shape``, ``include_preprocessing``, ...) passed on.
+            (``include_top``, ``classes``, ``input_shape``, ``include_preprocessing``, ``name``, ...) passed
+            on. :func:`kerasnets.timm.from_timm` always passes ``preprocessing=(mean, std)``, the
+            checkpoint's ``pretrained_cfg`` mean/std (RGB, 0..1 scale): the builder puts
+            :func:`~kerasnets.layers.preprocessing.mean_std_layers` in the model with them when
+            ``include_preprocessing`` is true.
         layer_map: ``layer_map(architecture, model) -> {timm module prefix: kerasnets layer name}``,
             e.g. ``{"conv1": "conv1_conv", "bn1": "conv1_bn", "layer1.0.conv1": "conv2_block1_1_conv",
             "fc": "predictions"}``; the classifier's entry may name ``predictions`` even when the model
