@@ -753,8 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seeds weights, data order and augmentation")
     train.add_argument("--model", help="a preset of `kerasnets info` (e.g. efficientnetb0, efficientnet-lite0, resnet50) "
                                        "instead of the recipe's model")
-    train.add_argument("--weights", help="imagenet, or a .weights.h5 / .keras file of an earlier run, copied into the "
-                                         "model before training (the classifier is new when the classes differ)")
+    train.add_argument("--weights", help="imagenet, a .weights.h5 / .keras file of an earlier run, or "
+                                         "timm:<hub name or folder> (a timm checkpoint), copied into the model before "
+                                         "training (the classifier is new when the classes differ)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int, help="per-replica batch size")
     train.add_argument("--image-size", type=int)

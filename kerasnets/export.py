@@ -8,6 +8,7 @@ produced NaN outputs on this stack) and run back with ``ai_edge_litert``'s inter
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from kerasnets.data.pipeline import default_crop_padding
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import center_crop, check_encoded
 from kerasnets.models.weights import transfer_weights
-from kerasnets.serving import PreprocessingContract, write_contract_file, write_labels
+from kerasnets.serving import PreprocessingContract, attached_contract, write_contract_file, write_labels
 
 __all__ = ["QUANTIZATIONS", "saved_model", "tflite", "run_tflite", "export_run", "center_softmax_classifier",
            "float32_model", "ExportError"]
@@ -161,9 +162,10 @@ def _contract(model: keras.Model, contract: PreprocessingContract | None, class_
     if base.image_size != (height, width):
         raise ValueError(f"the preprocessing contract is for {base.image_size} inputs but the model takes "
                          f"{(height, width)}")
-    return PreprocessingContract((height, width), channels, resize_method or base.resize_method,
-                                 base.crop_padding if crop_padding is None else int(crop_padding), names,
-                                 base.input_range, base.evaluation)
+    return dataclasses.replace(base, image_size=(height, width), channels=channels,
+                               resize_method=resize_method or base.resize_method,
+                               crop_padding=base.crop_padding if crop_padding is None else int(crop_padding),
+                               class_names=names)
 
 
 def saved_model(
@@ -194,7 +196,8 @@ def saved_model(
       end checks but are corrupt inside still fail the request with InvalidArgumentError).
 
     ``contract`` is the model's preprocessing contract (the engine passes the one it trained with;
-    ``kerasnets export`` reads it from the ``.keras`` file); ``class_names``, ``crop_padding`` and
+    ``kerasnets export`` reads it from the ``.keras`` file; default: the one attached to ``model``,
+    :func:`kerasnets.serving.attached_contract`, e.g. by ``kerasnets.from_timm``); ``class_names``, ``crop_padding`` and
     ``resize_method`` override it. Without any, the default eval crop (padding 32 from 224 px
     up, 87.5% below) and bicubic resizing are served. The contract is written into the folder as ``preprocessing.json`` and
     ``labels.txt``; class names are also a string variable of the SavedModel
@@ -202,6 +205,7 @@ def saved_model(
     Verified with ``tf.saved_model.load`` against the Keras model on ``verify`` (or random) images;
     returns ``{"path", "max_abs_diff"}``.
     """
+    contract = contract or attached_contract(model)  # kerasnets.from_timm's
     model = float32_model(model)
     height, width, channels = _input_size(model)
     classes = int(model.output_shape[-1])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zipfile
 from collections.abc import Sequence
@@ -25,7 +26,8 @@ from typing import Any
 from kerasnets.atomic import atomic_write_text
 
 __all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "CARVE", "write_keras_contract", "read_contract", "read_class_names",
-           "write_contract_file", "write_labels"]
+           "write_contract_file", "write_labels", "crop_padding_for", "timm_contract", "attach_contract",
+           "attached_contract", "save_keras", "TIMM_INTERPOLATIONS"]
 
 #: How the run's held-out files were carved, recorded in the contract's ``evaluation`` (``"carve"``):
 #: each file by the SHA-256 of its seed, class and path in its class folder
@@ -51,6 +53,10 @@ class PreprocessingContract:
         evaluation: where the run measured its accuracy: ``{"data", "split", "seed",
             "validation_split", "carve"}`` (``kerasnets evaluate`` on the same data re-draws the same
             held-out carve, never the training images; ``carve`` is :data:`CARVE`); empty when unknown.
+        pretrained_cfg: the preprocessing record of the checkpoint the weights came from, kept as
+            given (timm's ``pretrained_cfg``: ``mean``, ``std`` (inside the model), ``crop_pct``,
+            ``interpolation``, ``input_size``, plus ``architecture``); what is served follows from it
+            (:func:`timm_contract`). Empty for models trained from scratch or keras weights.
     """
 
     image_size: tuple[int, int]
@@ -60,6 +66,7 @@ class PreprocessingContract:
     class_names: tuple[str, ...]
     input_range: tuple[float, float] = (0.0, 255.0)
     evaluation: dict = dataclasses.field(default_factory=dict, compare=False)
+    pretrained_cfg: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def crop_fraction(self) -> float:
@@ -75,7 +82,8 @@ class PreprocessingContract:
                 "crop_fraction": round(self.crop_fraction, 6), "input_range": list(self.input_range),
                 "class_names": list(self.class_names),
                 "layout": "NHWC RGB; normalization is inside the model: do not divide by 255",
-                "evaluation": dict(self.evaluation)}
+                "evaluation": dict(self.evaluation),
+                **({"pretrained_cfg": dict(self.pretrained_cfg)} if self.pretrained_cfg else {})}
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> PreprocessingContract:
@@ -84,16 +92,90 @@ class PreprocessingContract:
                    resize_method=str(document["resize_method"]), crop_padding=int(document["crop_padding"]),
                    class_names=tuple(str(n) for n in document["class_names"]),
                    input_range=tuple(float(v) for v in document.get("input_range", (0.0, 255.0))),
-                   evaluation=dict(document.get("evaluation") or {}))
+                   evaluation=dict(document.get("evaluation") or {}),
+                   pretrained_cfg=dict(document.get("pretrained_cfg") or {}))
 
     @classmethod
     def for_model(cls, model: Any, preprocessing: dict[str, Any], class_names: Sequence[str],
-                  evaluation: dict[str, Any] | None = None) -> PreprocessingContract:
+                  evaluation: dict[str, Any] | None = None,
+                  pretrained_cfg: dict[str, Any] | None = None) -> PreprocessingContract:
         """The contract of ``model`` evaluated with a pipeline whose settings are ``preprocessing``
-        (``DatasetInfo.preprocessing`` of the eval dataset), on the data ``evaluation`` names."""
+        (``DatasetInfo.preprocessing`` of the eval dataset), on the data ``evaluation`` names, with
+        weights from a checkpoint whose preprocessing record is ``pretrained_cfg`` (if any)."""
         height, width, channels = (int(d) for d in model.input_shape[1:])
         return cls((height, width), channels, str(preprocessing["resize_method"]), int(preprocessing["crop_padding"]),
-                   tuple(str(n) for n in class_names), evaluation=dict(evaluation or {}))
+                   tuple(str(n) for n in class_names), evaluation=dict(evaluation or {}),
+                   pretrained_cfg=dict(pretrained_cfg or {}))
+
+
+#: timm ``interpolation`` values the eval pipeline reproduces (``kerasnets.data.transforms.RESIZE_METHODS``)
+TIMM_INTERPOLATIONS = ("bilinear", "bicubic")
+
+
+def crop_padding_for(size: int, crop_pct: float) -> int:
+    """timm's ``crop_pct`` as the eval pipeline's ``crop_padding`` at ``size`` px: timm resizes the
+    short side to ``floor(size / crop_pct)`` and center-crops ``size``, i.e. it keeps the central
+    ``size / floor(size / crop_pct)`` of the short side, which ``crop_padding = floor(size / crop_pct) -
+    size`` keeps too (224 px: 0.875 -> 32, 0.95 -> 11, 1.0 -> 0)."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    return math.floor(size / crop_pct) - size
+
+
+def timm_contract(input_shape: Sequence[Any], pretrained_cfg: dict[str, Any], class_names: Sequence[str],
+                  architecture: str) -> PreprocessingContract:
+    """The contract of a model (RGB, channels last, ``input_shape`` (H, W, C)) with timm weights whose
+    preprocessing record is ``pretrained_cfg``: timm's eval crop (:func:`crop_padding_for` of its
+    ``crop_pct`` at the model's short side) and interpolation; mean/std are inside the model.
+    ValueError for an interpolation the pipeline cannot reproduce (allowed: :data:`TIMM_INTERPOLATIONS`)."""
+    height, width, channels = (int(d) if d is not None else None for d in input_shape)
+    if height is None or width is None:
+        raise ValueError(f"a preprocessing contract needs a fixed input size, got {tuple(input_shape)}")
+    interpolation = pretrained_cfg.get("interpolation", "bicubic")
+    if interpolation not in TIMM_INTERPOLATIONS:
+        raise ValueError(f"timm interpolation {interpolation!r} cannot be served; allowed: {list(TIMM_INTERPOLATIONS)} "
+                         "(pass pretrained_cfg={'interpolation': ...})")
+    kept = {k: pretrained_cfg[k] for k in ("mean", "std", "crop_pct", "interpolation", "input_size", "crop_mode")
+            if k in pretrained_cfg}
+    return PreprocessingContract((height, width), channels, interpolation,
+                                 crop_padding_for(min(height, width), float(pretrained_cfg.get("crop_pct", 0.875))),
+                                 tuple(str(n) for n in class_names),
+                                 pretrained_cfg={**kept, "architecture": architecture})
+
+
+#: the attribute of a built model that holds its contract before it is saved
+_CONTRACT_ATTRIBUTE = "kerasnets_contract"
+
+
+def attach_contract(model: Any, contract: PreprocessingContract) -> None:
+    """Keep ``contract`` on the in-memory ``model`` (``kerasnets.from_timm`` does), for
+    :func:`save_keras`, ``export.saved_model`` and the training engine to write out."""
+    object.__setattr__(model, _CONTRACT_ATTRIBUTE, contract)
+
+
+def attached_contract(model: Any) -> PreprocessingContract | None:
+    """The contract :func:`attach_contract` put on ``model``, or None."""
+    return getattr(model, _CONTRACT_ATTRIBUTE, None)
+
+
+def save_keras(model: Any, path: str, contract: PreprocessingContract | None = None) -> str:
+    """``model.save(path)`` (a ``.keras`` file) with its contract inside (``contract``, else the one
+    attached to the model; ValueError when there is neither), atomically: a temporary file, then a rename."""
+    contract = contract or attached_contract(model)
+    if contract is None:
+        raise ValueError(f"model {getattr(model, 'name', model)!r} has no preprocessing contract: pass contract=..., "
+                         "or build it with kerasnets.from_timm (which attaches one)")
+    if not path.endswith(".keras"):
+        raise ValueError(f"save_keras writes a .keras file, got {path!r}")
+    tmp = f"{path}.tmp-{os.getpid()}.keras"
+    try:
+        model.save(tmp)
+        write_keras_contract(tmp, contract)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def write_keras_contract(path: str, contract: PreprocessingContract) -> None:

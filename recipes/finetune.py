@@ -5,12 +5,14 @@ fine-tuning with EfficientNet", in two phases, on block boundaries).
     kerasnets train recipes/finetune.py --data photos --weights imagenet       # keras.applications' ImageNet weights
     kerasnets train recipes/finetune.py --data photos --weights saved_models/run/model.keras
     kerasnets train recipes/finetune.py --data photos --model resnet50_v1 --weights imagenet
+    kerasnets train recipes/finetune.py --data photos --weights timm:resnet50.a1_in1k   # timm's weights and eval
 
 ``--data`` is a folder laid out as downloaded datasets are: ``photos/train/<class>/``, with
 ``val/`` or ``validation/`` and ``test/`` beside it, or simply ``photos/<class>/`` (then 20% of
 each class is held out for evaluation). The model: ``--model PRESET`` (``kerasnets info``), else the
 architecture of a ``--weights`` ``.keras`` file (an earlier run, rebuilt at ``--image-size`` with a
-classifier for these classes), else EfficientNet-B0. Weights are copied by structure; the classifier
+classifier for these classes) or ``timm:`` checkpoint (timm's architecture and mean/std; the run
+evaluates and serves with timm's crop_pct and interpolation), else EfficientNet-B0. Weights are copied by structure; the classifier
 is new when the class count differs.
 
 Phase 1, "head" (12 epochs): the whole backbone frozen, its BatchNormalization layers in inference
@@ -29,12 +31,14 @@ frozen backbone is random: pass --weights for real fine-tuning.
 
 import keras
 
+from kerasnets.models.pretrained import TIMM_PREFIX
 from kerasnets.training import (
     Phase,
     Recipe,
     build_preset,
     saved_architecture,
     smoke_overrides,
+    timm_architecture,
     warmup_cosine,
 )
 
@@ -43,9 +47,13 @@ UNFREEZE_BLOCKS = 3  # phase 2 trains the last 3 blocks (whole blocks, never hal
 
 
 def build_model(recipe, context):
-    """The ``--weights`` .keras file's architecture (re-headed for these classes), else EfficientNet-B0."""
+    """The ``--weights`` .keras file's or timm checkpoint's architecture (re-headed for these classes),
+    else EfficientNet-B0."""
     if recipe.weights and str(recipe.weights).endswith(".keras"):
         return saved_architecture(recipe.weights, recipe.image_size, context.num_classes)
+    if recipe.weights and str(recipe.weights).startswith(TIMM_PREFIX):
+        return timm_architecture(recipe.weights, recipe.image_size, context.num_classes, context.synchronized_bn,
+                                 **recipe.model_options)
     return build_preset(DEFAULT_MODEL, recipe.image_size, context.num_classes, context.synchronized_bn,
                         **recipe.model_options)
 

@@ -1,6 +1,7 @@
 """Pretrained weights for fine-tuning: what ``weights=`` of the builders and ``--weights`` of the
 training command load: ``"imagenet"`` (keras.applications' twin), a ``.keras`` model or a
-``.weights.h5`` file, copied by structure (:func:`kerasnets.transfer_weights`); a classifier that is
+``.weights.h5`` file, copied by structure (:func:`kerasnets.transfer_weights`), or a timm checkpoint
+(``"timm:<hub name or folder>"``, by name: :func:`kerasnets.timm.load_timm`); a classifier that is
 not copied (another class count, other classes) is zero-initialised.
 """
 
@@ -27,7 +28,10 @@ from kerasnets.models.weights import (
 )
 from kerasnets.serving import read_contract
 
-__all__ = ["load_pretrained", "PretrainedReport", "imagenet_twin", "load_weights"]
+__all__ = ["load_pretrained", "PretrainedReport", "imagenet_twin", "load_weights", "TIMM_PREFIX"]
+
+#: ``weights="timm:<hub name or folder>"`` (builders) and ``--weights timm:...`` (``kerasnets train``)
+TIMM_PREFIX = "timm:"
 
 
 
@@ -369,6 +373,10 @@ def load_pretrained(
               differ from ``class_names``, everything but the classifier is copied.
             - a ``.weights.h5`` file (``model.save_weights``): read as ``model``'s architecture; a
               different class count in the file is allowed (the classifier is then not copied).
+            - ``"timm:<hub name or folder>"``: a timm checkpoint, loaded by name after checking that
+              ``model`` is its architecture with its preprocessing (or none) inside
+              (:func:`kerasnets.timm.load_timm`); another class count (or other class names) leaves the
+              classifier new.
 
             A classifier that is not copied is zeroed (BiT's head init), so training starts from
             uniform predictions instead of the reference init's confident random ones.
@@ -402,15 +410,27 @@ def _zero_classifier(model: keras.Model) -> None:
         head.set_weights([np.zeros(tuple(w.shape), w.dtype) for w in head.weights])
 
 
+def _from_timm(model: keras.Model, weights: str, class_names) -> PretrainedReport:
+    from kerasnets.timm import load_timm, timm_source  # lazy: kerasnets.timm imports the builders
+
+    done = load_timm(model, timm_source(weights), class_names)
+    head = "; the classifier is new (zero-initialised)" if done["head_reinitialized"] else ""
+    return PretrainedReport(weights, done["loaded"], done["head_reinitialized"],
+                            f"{done['loaded']} tensors of timm {done['architecture']!r} from {done['source']!r}{head}")
+
+
 def _load_pretrained(model: keras.Model, weights: Any, twin: str | None, class_names) -> PretrainedReport:
     if isinstance(weights, str) and weights == "imagenet":
         return _imagenet(model, twin)
+    if isinstance(weights, str) and weights.startswith(TIMM_PREFIX):
+        return _from_timm(model, weights, class_names)
     if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"weights must be None, 'imagenet' or a file path, got {type(weights).__name__}")
+        raise TypeError(f"weights must be None, 'imagenet', 'timm:<name>' or a file path, got {type(weights).__name__}")
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise ValueError(
-            f"weights must be None, 'imagenet' or the path of a .keras / .weights.h5 file; no file at {path!r}"
+            f"weights must be None, 'imagenet', 'timm:<hub name or folder>' or the path of a .keras / .weights.h5 file; "
+            f"no file at {path!r}"
         )
     if path.endswith(".keras"):
         return _from_keras_file(model, path, class_names)

@@ -1,4 +1,4 @@
-"""ResNet-18/34/50/101/152 in the v1 (keras.applications), v1.5 (torchvision) and D (Bag of Tricks) layouts,
+"""ResNet-18/26/34/50/101/152 in the v1 (keras.applications), v1.5 (torchvision) and D (Bag of Tricks) layouts,
 and ResNet-50/101/152 v2 (pre-activation, keras.applications ResNetV2).
 
 Depths are a spec table (:data:`RESNET_SPECS`), variants are keyword deltas on a
@@ -13,7 +13,7 @@ from typing import Any
 from keras import layers
 
 from kerasnets.layers.factories import LayerConfig, StageSpec, batch_norm, build_stages, conv2d, conv_bn_act
-from kerasnets.layers.preprocessing import CaffePreprocessing
+from kerasnets.layers.preprocessing import CaffePreprocessing, mean_std_layers, validate_mean_std
 from kerasnets.models.common import (
     classifier_head,
     endpoint_outputs,
@@ -29,6 +29,7 @@ __all__ = ["RESNET_SPECS", "ResNetVariant", "VARIANTS", "DEFAULT_VARIANT", "TRAI
 #: depth -> (block kind, blocks per stage). Stage widths are 64, 128, 256, 512.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
     18: ("basic", (2, 2, 2, 2)),
+    26: ("bottleneck", (2, 2, 2, 2)),  # timm's resnet26
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
     101: ("bottleneck", (3, 4, 23, 3)),
@@ -60,8 +61,17 @@ class ResNetVariant:
             resnet_v2, keras.applications ResNetV2: conv2..conv4 end strided, conv5 keeps its size)
             instead of the first block of the stage.
         preprocessing: what ``include_preprocessing=True`` puts in the model for RGB 0..255 input:
-            "caffe" (BGR minus the ImageNet mean, keras.applications ResNet) or "tf" (``x / 127.5 - 1``,
-            keras.applications ResNetV2's ``preprocess_input``).
+            "caffe" (BGR minus the ImageNet mean, keras.applications ResNet), "tf" (``x / 127.5 - 1``,
+            keras.applications ResNetV2's ``preprocess_input``) or a ``(mean, std)`` pair of RGB
+            3-tuples on the 0..1 scale (``Rescaling(1/255)`` + ``Normalization``, timm's
+            ``pretrained_cfg``: :func:`~kerasnets.layers.preprocessing.mean_std_layers`).
+        preact_bias: pre-activation only: biases on the convs no BN follows (the stem conv, the
+            projection shortcuts, each block's last 1x1), as keras.applications ResNetV2; timm's
+            ResNetV2 has none.
+        stem_pool_padding: what the stem's 3x3/2 max pool pads with: "zeros" (``ZeroPadding2D``,
+            keras.applications) or "-inf" (torch's ``MaxPool2d(3, 2, padding=1)``, timm). They differ
+            only where the pool's input can be negative: the pre-activation stem, whose conv has no BN
+            and no ReLU after it.
     """
 
     stem: str = "7x7"
@@ -76,7 +86,9 @@ class ResNetVariant:
     twin_suffix: str = ""
     preact: bool = False
     downsample_last: bool = False
-    preprocessing: str = "caffe"
+    preprocessing: str | tuple = "caffe"
+    preact_bias: bool = True
+    stem_pool_padding: str = "zeros"
 
 
 #: ResNetVariant fields that change training or initialization only, not what trained weights compute
@@ -150,11 +162,34 @@ def resnet_stages(depth: int, variant: ResNetVariant | None = None) -> tuple[Sta
     )
 
 
-#: ResNetVariant.preprocessing -> the layer ``include_preprocessing=True`` applies to RGB 0..255 input.
+#: ResNetVariant.preprocessing -> the layer ``include_preprocessing=True`` applies to RGB 0..255 input
+#: (besides a ``(mean, std)`` pair: :func:`~kerasnets.layers.preprocessing.mean_std_layers`).
 PREPROCESSINGS = {
     "caffe": lambda x: CaffePreprocessing(name="caffe_preprocessing")(x),
     "tf": lambda x: layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling")(x),
 }
+
+
+#: ResNetVariant.stem_pool_padding values
+STEM_POOL_PADDINGS = ("zeros", "-inf")
+
+
+def _preprocess(x, preprocessing):
+    """The variant's in-model preprocessing of RGB 0..255 input: a :data:`PREPROCESSINGS` name or a
+    ``(mean, std)`` pair."""
+    if isinstance(preprocessing, str):
+        return PREPROCESSINGS[preprocessing](x)
+    return mean_std_layers(x, *validate_mean_std(preprocessing))
+
+
+def _check_preprocessing(preprocessing) -> None:
+    """ValueError unless ``preprocessing`` is a :data:`PREPROCESSINGS` name or a valid ``(mean, std)`` pair."""
+    if isinstance(preprocessing, str):
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"ResNet preprocessing must be one of {sorted(PREPROCESSINGS)} or a (mean, std) pair of "
+                             f"RGB 3-tuples on the 0..1 scale, got {preprocessing!r}")
+        return
+    validate_mean_std(preprocessing)
 
 
 def _block_prefix(spec: StageSpec, index: int) -> str:
@@ -163,15 +198,25 @@ def _block_prefix(spec: StageSpec, index: int) -> str:
 
 
 def _stem(x, variant: ResNetVariant, config: LayerConfig):
-    """7x7/2 conv (or the deep 3x3 stem) then 3x3/2 max pool: output stride 4."""
+    """7x7/2 conv (or the deep 3x3 stem) then 3x3/2 max pool: output stride 4.
+
+    The pool pads 1 on every side, with zeros (keras.applications) or with -inf (torch): -inf padding
+    is a 3x3 stride-1 "same" max pool (Keras' "same" pooling never picks the padding, and at stride 1 it
+    pads 1 on every side) sampled at stride 2 by a 1x1 max pool, which equals torch's
+    ``MaxPool2d(3, 2, padding=1)`` at any input size.
+    """
     if variant.stem == "deep":
         x = conv_bn_act(x, 32, 3, config, "conv1_1", strides=2, padding="symmetric")
         x = conv_bn_act(x, 32, 3, config, "conv1_2")
         x = conv_bn_act(x, 64, 3, config, "conv1_3")
     elif variant.preact:  # the first block's preact_bn normalizes it: no BN, so the conv has a bias
-        x = conv2d(x, 64, 7, config, "conv1_conv", strides=2, padding="symmetric", use_bias=True, pad_name="conv1_pad")
+        x = conv2d(x, 64, 7, config, "conv1_conv", strides=2, padding="symmetric", use_bias=variant.preact_bias,
+                   pad_name="conv1_pad")
     else:
         x = conv_bn_act(x, 64, 7, config, "conv1", strides=2, padding="symmetric", pad_name="conv1_pad")
+    if variant.stem_pool_padding == "-inf":
+        x = layers.MaxPooling2D(3, strides=1, padding="same", name="pool1_max")(x)
+        return layers.MaxPooling2D(1, strides=2, name="pool1_pool")(x)
     x = layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
     return layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
@@ -198,7 +243,7 @@ def ResNet(
     """Build a ResNet as a Keras functional model.
 
     Args:
-        depth: 18, 34 (basic blocks), 50, 101 or 152 (bottleneck blocks).
+        depth: 18, 34 (basic blocks), 26 (timm's), 50, 101 or 152 (bottleneck blocks).
         variant: "v1.5" (default: stride on the 3x3, no conv bias; torchvision, NVIDIA and most modern
             recipes), "v1" (keras.applications ResNet50/101/152), "d" (deep stem + average-pool
             shortcut), "v2" (pre-activation, keras.applications ResNet50V2/101V2/152V2: depths 50, 101,
@@ -212,7 +257,8 @@ def ResNet(
             ``conv3_block3_out``, ``conv4_block5_out`` and ``post_relu``, the normalized stride-32 features).
         synchronized_bn: synchronized BatchNormalization (MirroredStrategy).
         include_preprocessing: put the variant's preprocessing in the model so it takes RGB 0..255:
-            :class:`CaffePreprocessing` (v1, v1.5, d) or ``Rescaling(1/127.5, offset=-1)`` (v2).
+            :class:`CaffePreprocessing` (v1, v1.5, d), ``Rescaling(1/127.5, offset=-1)`` (v2) or a
+            ``preprocessing=(mean, std)`` override's ``Rescaling`` + ``Normalization``.
         **variant_overrides: keyword deltas on the variant, e.g. ``stem="deep"``, ``bn_momentum=0.9``.
             The model is named after the variant it computes (``resnet50``, ``resnet50_v1``,
             ``resnet50d``; ``resnet50_custom`` when the overrides change more than
@@ -240,8 +286,10 @@ def ResNet(
     variant_name = next((known for known, v in VARIANTS.items() if _computes_like(spec, v)), "custom")
     if spec.stem not in ("7x7", "deep"):
         raise ValueError(f"ResNet stem must be '7x7' or 'deep', got {spec.stem!r}")
-    if spec.preprocessing not in PREPROCESSINGS:
-        raise ValueError(f"ResNet preprocessing must be one of {sorted(PREPROCESSINGS)}, got {spec.preprocessing!r}")
+    _check_preprocessing(spec.preprocessing)
+    if spec.stem_pool_padding not in STEM_POOL_PADDINGS:
+        raise ValueError(f"ResNet stem_pool_padding must be one of {list(STEM_POOL_PADDINGS)}, "
+                         f"got {spec.stem_pool_padding!r}")
     if spec.preact and spec.stem == "deep":
         raise ValueError("a pre-activation ResNet (preact=True) has the 7x7 stem: use stem='7x7'")
     stages = resnet_stages(depth, spec)
@@ -264,9 +312,10 @@ def ResNet(
         zero_init_last_bn=spec.zero_init_last_bn,
         stride_in_1x1=spec.stride_in_1x1,
         avg_down=spec.avg_down,
+        preact_bias=spec.preact_bias,
     )
     img_input = model_input(input_tensor, input_shape, 224)
-    x = PREPROCESSINGS[spec.preprocessing](img_input) if include_preprocessing else img_input
+    x = _preprocess(img_input, spec.preprocessing) if include_preprocessing else img_input
     x = _stem(x, spec, config)
     x, endpoints = build_stages(x, stages, config, _block_prefix, drop_connect_rate, input_stride=4)
     if spec.preact:  # the blocks end in raw sums: normalize and activate the last one

@@ -6,7 +6,8 @@ a layer's variables is decided here, once, by the layer's type:
 
 - ``Conv2D``: ``prefix.weight`` OIHW -> HWIO, ``prefix.bias``;
 - ``DepthwiseConv2D``: ``prefix.weight`` (C*M, 1, kh, kw) -> (kh, kw, C, M), ``prefix.bias``;
-- ``Dense``: ``prefix.weight`` (out, in) -> (in, out), ``prefix.bias``;
+- ``Dense``: ``prefix.weight`` (out, in) -> (in, out), ``prefix.bias``; a 1x1 conv classifier's
+  (out, in, 1, 1) weight too (timm's ResNetV2 ``head.fc``);
 - ``BatchNormalization``: ``weight`` / ``bias`` / ``running_mean`` / ``running_var`` -> ``gamma`` /
   ``beta`` / ``moving_mean`` / ``moving_variance`` (``num_batches_tracked`` is ignored).
 
@@ -66,12 +67,15 @@ class TensorSlot:
         variable: the keras variable (``layer.kernel``, ``layer.gamma``, ...).
         to_keras: numpy array in timm's layout -> the same values in keras' layout.
         timm_shape: the shape timm stores for this variable (from the keras shape).
+        also_accepts: another shape timm may store the same values in (a 1x1 conv classifier's
+            (out, in, 1, 1) for a Dense kernel), reshaped to ``timm_shape``; None if none.
     """
 
     layer: str
     variable: Any
     to_keras: Callable[[np.ndarray], np.ndarray]
     timm_shape: tuple[int, ...]
+    also_accepts: tuple[int, ...] | None = None
 
 
 def _same(array: np.ndarray) -> np.ndarray:
@@ -96,9 +100,10 @@ def _depthwise_kernel(multiplier: int) -> Callable[[np.ndarray], np.ndarray]:
     return convert
 
 
-def _slots_of(layer: keras.layers.Layer) -> dict[str, tuple[Any, Callable, tuple[int, ...]]]:
-    """``{timm tensor suffix: (variable, to_keras, timm shape)}`` of one keras layer, by its type."""
-    slots: dict[str, tuple[Any, Callable, tuple[int, ...]]] = {}
+def _slots_of(layer: keras.layers.Layer) -> dict[str, tuple]:
+    """``{timm tensor suffix: (variable, to_keras, timm shape[, also accepted shape])}`` of one keras
+    layer, by its type."""
+    slots: dict[str, tuple] = {}
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         h, w, c, m = layer.kernel.shape
         slots["weight"] = (layer.kernel, _depthwise_kernel(m), (c * m, 1, h, w))
@@ -107,7 +112,7 @@ def _slots_of(layer: keras.layers.Layer) -> dict[str, tuple[Any, Callable, tuple
         slots["weight"] = (layer.kernel, _conv_kernel, (o, i, h, w))
     elif isinstance(layer, keras.layers.Dense):
         i, o = layer.kernel.shape
-        slots["weight"] = (layer.kernel, _dense_kernel, (o, i))
+        slots["weight"] = (layer.kernel, _dense_kernel, (o, i), (o, i, 1, 1))
     elif isinstance(layer, keras.layers.BatchNormalization):
         for suffix, attribute in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"),
                                   ("running_var", "moving_variance")):
@@ -142,8 +147,8 @@ def expand_layer_map(layer_map: Mapping[str, str], model: keras.Model) -> dict[s
         if name in seen:
             raise ValueError(f"layer {name!r} is mapped from two timm modules, {seen[name]!r} and {prefix!r}")
         seen[name] = prefix
-        for suffix, (variable, to_keras, timm_shape) in _slots_of(layers[name]).items():
-            slots[f"{prefix}.{suffix}"] = TensorSlot(name, variable, to_keras, timm_shape)
+        for suffix, found in _slots_of(layers[name]).items():
+            slots[f"{prefix}.{suffix}"] = TensorSlot(name, *found)
     return slots
 
 
@@ -190,6 +195,8 @@ def load_timm_state(model: keras.Model, state: Mapping[str, np.ndarray], layer_m
             raise ValueError(f"timm checkpoint tensor {name!r} (shape {tuple(array.shape)}) has no place in model "
                              f"{model.name!r}: expected shape None, it maps onto no layer (the checkpoint is another "
                              "architecture, or the family's layer map misses a module)")
+        if slot.also_accepts is not None and tuple(array.shape) == slot.also_accepts:
+            array = array.reshape(slot.timm_shape)
         if tuple(array.shape) != slot.timm_shape:
             raise ValueError(f"timm checkpoint tensor {name!r} has shape {tuple(array.shape)}, but layer "
                              f"{slot.layer!r} needs {slot.timm_shape} (keras {tuple(slot.variable.shape)})")

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for readers and type checkers
     from kerasnets.training.distribute import STRATEGIES, resolve_strategy  # noqa: F401
     from kerasnets.training.engine import STANDIN_TFRECORDS, RunResult, train  # noqa: F401
     from kerasnets.training.errors import TrainingDiverged  # noqa: F401
-    from kerasnets.training.finetune import build_preset, saved_architecture  # noqa: F401
+    from kerasnets.training.finetune import build_preset, saved_architecture, timm_architecture  # noqa: F401
     from kerasnets.training.optimizers import TF1RMSprop, adamw_warmup_cosine  # noqa: F401
     from kerasnets.training.progressive import Stage, progressive_stages  # noqa: F401
     from kerasnets.training.precision import PRECISIONS, precision_scope, resolve_precision  # noqa: F401
@@ -38,7 +38,7 @@ _MODULES = {
     "apply_overrides": "recipe", "load_recipe": "recipe", "smoke_overrides": "recipe",
     "Trainer": "trainer", "train": "engine", "RunResult": "engine", "STANDIN_TFRECORDS": "engine",
     "TF1RMSprop": "optimizers", "adamw_warmup_cosine": "optimizers", "TrainingDiverged": "errors",
-    "build_preset": "finetune", "saved_architecture": "finetune",
+    "build_preset": "finetune", "saved_architecture": "finetune", "timm_architecture": "finetune",
     "resolve_strategy": "distribute", "STRATEGIES": "distribute",
     "resolve_precision": "precision", "precision_scope": "precision", "PRECISIONS": "precision",
     "WarmupExponentialDecay": "schedules", "warmup_cosine": "schedules",

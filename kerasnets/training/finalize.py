@@ -23,9 +23,10 @@ from kerasnets.data.pipeline import scored_count
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
 from kerasnets.training.progressive import fixed_input_copy
-from kerasnets.serving import CARVE, PreprocessingContract, write_keras_contract
+from kerasnets.serving import CARVE, PreprocessingContract, save_keras
 from kerasnets.training.loop import StepFunctions
 from kerasnets.training.precision import model_precision
+from kerasnets.training.finetune import weights_pretrained_cfg
 from kerasnets.training.setup import describe_source
 
 __all__ = ["finalize", "RunResult", "single_device_copy", "RUN_OUTPUTS", "clear_finished_run"]
@@ -163,7 +164,8 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
         "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve, "carve": CARVE,
         # TFRecords' label reading, so that kerasnets evaluate / export read the shards as this run did
-        **{k: recipe.eval_options[k] for k in ("num_classes", "label_offset") if k in recipe.eval_options}})
+        **{k: recipe.eval_options[k] for k in ("num_classes", "label_offset") if k in recipe.eval_options}},
+        pretrained_cfg=weights_pretrained_cfg(recipe.weights))
     summary: dict[str, Any] = {
         "recipe": recipe.name,
         "run_id": trainer.run_id,
@@ -258,18 +260,6 @@ def _plot_curves(rows: list[dict], path: str) -> None:
     os.replace(tmp, path)
 
 
-def _save_keras_atomically(model: keras.Model, path: str, contract: PreprocessingContract) -> None:
-    """``model.keras`` with its preprocessing contract inside, renamed into place when complete."""
-    tmp = os.path.join(os.path.dirname(path), f"tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        write_keras_contract(tmp, contract)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_outputs(model, recipe, run_dir: str, history: list[dict], summary, eval_ds, contract,
                    timings) -> dict[str, str]:
     paths = {"run_dir": run_dir, "summary": os.path.join(run_dir, "summary.json"),
@@ -281,7 +271,7 @@ def _write_outputs(model, recipe, run_dir: str, history: list[dict], summary, ev
     if "keras" in recipe.export:
         paths["keras"] = os.path.join(run_dir, "model.keras")
         with timings.span("export_keras"):
-            _save_keras_atomically(model, paths["keras"], contract)
+            save_keras(model, paths["keras"], contract)
     formats = [f for f in recipe.export if f in ("saved_model", "tflite")]
     if formats:
         from kerasnets import export

@@ -4,7 +4,10 @@
 an earlier run saved: :func:`saved_architecture` rebuilds that architecture (from the ``.keras``
 file's config, no weights) at the new resolution and class count, and the engine then copies the
 weights in by structure (:func:`kerasnets.load_pretrained`), leaving a new classifier when the class
-count differs.
+count differs. ``--weights timm:<hub name or folder>`` fine-tunes a timm checkpoint:
+:func:`timm_architecture` builds timm's architecture (its mean/std inside), the engine loads the
+checkpoint by name, evaluates with timm's eval crop and interpolation (:func:`timm_eval_options`) and
+records timm's ``pretrained_cfg`` in the run's contract (:func:`weights_pretrained_cfg`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import keras
 
 from kerasnets.presets import PRESETS, build
 
-__all__ = ["build_preset", "saved_architecture"]
+__all__ = ["build_preset", "saved_architecture", "timm_architecture", "timm_eval_options", "weights_pretrained_cfg"]
 
 
 def build_preset(name: str, image_size: int | None, num_classes: int, synchronized_bn: bool = False,
@@ -39,6 +42,35 @@ def build_preset(name: str, image_size: int | None, num_classes: int, synchroniz
         kwargs.setdefault("include_preprocessing", True)
     return build(key, input_shape=(image_size, image_size, 3), classes=num_classes,
                  synchronized_bn=synchronized_bn, **kwargs)
+
+
+def timm_architecture(weights: str, image_size: int | None, num_classes: int, synchronized_bn: bool = False,
+                      **options: Any) -> keras.Model:
+    """timm checkpoint ``weights``' (``"timm:..."``) architecture, without its weights (the engine loads
+    them), for RGB 0..255 images of ``image_size`` and ``num_classes`` outputs, its mean/std inside."""
+    from kerasnets.timm import build_architecture, timm_source
+
+    return build_architecture(timm_source(weights), input_shape=(image_size, image_size, 3), classes=num_classes,
+                              include_preprocessing=True, synchronized_bn=synchronized_bn, **options)
+
+
+def weights_pretrained_cfg(weights: Any) -> dict:
+    """timm's ``pretrained_cfg`` of ``--weights timm:...`` (what the run's contract records), else {}."""
+    from kerasnets.timm import is_timm_weights, pretrained_cfg_of, timm_source
+
+    return pretrained_cfg_of(timm_source(weights)) if is_timm_weights(weights) else {}
+
+
+def timm_eval_options(weights: Any, image_size: int, eval_options: dict) -> dict:
+    """``eval_options`` with timm's eval crop (``crop_pct`` as ``crop_padding`` at ``image_size``) and
+    interpolation (``resize_method``) when ``weights`` is a timm checkpoint; keys the recipe sets win."""
+    cfg = weights_pretrained_cfg(weights)
+    if not cfg:
+        return dict(eval_options)
+    from kerasnets.serving import timm_contract
+
+    served = timm_contract((image_size, image_size, 3), cfg, (), cfg["architecture"])
+    return {"crop_padding": served.crop_padding, "resize_method": served.resize_method, **eval_options}
 
 
 def _classifier(layers: list[dict]) -> dict | None:

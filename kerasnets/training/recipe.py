@@ -112,7 +112,9 @@ class Recipe:
             preset's family, else none (float32 on CPU).
         model: a preset name (``kerasnets info`` lists them) built instead of ``build_model``
             (CLI ``--model``), with ``model_options`` that the preset's builder accepts.
-        weights: ``"imagenet"`` or the path of a ``.weights.h5`` / ``.keras`` file copied by structure
+        weights: ``"imagenet"``, the path of a ``.weights.h5`` / ``.keras`` file copied by structure, or
+            ``"timm:<hub name or folder>"`` (a timm checkpoint, by name; the run then evaluates with
+            timm's crop and interpolation and its contract records timm's ``pretrained_cfg``), loaded
             into the model before training (CLI ``--weights``); the classifier is re-initialised
             when the class count differs.
         phases: a multi-phase schedule (fine-tuning); their epochs add up to ``epochs``. Empty:

@@ -21,7 +21,7 @@ from kerasnets import data as kdata
 from kerasnets.models.freeze import check_trainable_from
 from kerasnets.models.pretrained import load_pretrained
 from kerasnets.training.distribute import check_divisible, global_batch_size, is_chief, resolve_strategy
-from kerasnets.training.finetune import build_preset
+from kerasnets.training.finetune import build_preset, timm_eval_options
 from kerasnets.training.progressive import check_stages
 from kerasnets.training.precision import check_model_precision, precision_scope, resolve_precision
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, TrainContext
@@ -175,7 +175,9 @@ def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder
     if recipe.data is None:
         raise ValueError(f"recipe {recipe.name!r} has no data source: pass --data DIR (a folder of class subfolders, "
                          "or of train/ val/ test/ folders with class subfolders)")
-    train_options, eval_options = dict(recipe.train_options), dict(recipe.eval_options)
+    # a timm checkpoint is evaluated with timm's eval crop and interpolation unless the recipe says otherwise
+    train_options = dict(recipe.train_options)
+    eval_options = timm_eval_options(recipe.weights, recipe.image_size, recipe.eval_options)
     if recipe.eval_data is None:  # one source: train and its held-out split must be carved alike
         carve = {train_options.get("validation_split"), eval_options.get("validation_split")} - {None}
         if len(carve) > 1:
