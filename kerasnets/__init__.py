@@ -21,6 +21,7 @@ from kerasnets.presets import (  # keras.applications-style constructors
     build,
 )
 from kerasnets.profile import profile
+from kerasnets.timm import from_timm
 from kerasnets.scaling import PAPER_COEFFICIENTS, compound_scale
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "model_blocks",
     "FreezeReport",
     "profile",
+    "from_timm",
     "build",
     "PRESETS",
     "EFFICIENTNET_PRESETS",
