@@ -356,56 +356,6 @@ def test_other_channels_and_sizes_build_and_run(family, channels, size):
     assert out.shape[-1] == {"efficientnet": 1280, "resnet": 512}[family]  # each family its own head width
 
 
-#: keras.applications' layers whose outputs are the stride 4/8/16/32 endpoints (timm / Model Garden)
-TWIN_ENDPOINTS = {
-    "EfficientNetB0": {"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5c_add",
-                       "stride_32": "block7a_project_bn"},
-    "ResNet50": {"stride_4": "conv2_block3_out", "stride_8": "conv3_block4_out", "stride_16": "conv4_block6_out",
-                 "stride_32": "conv5_block3_out"},
-}
-
-
-@pytest.mark.parametrize("twin", sorted(TWIN_ENDPOINTS))
-def test_features_only_imagenet_are_the_pretrained_networks_intermediate_outputs(twin, tmp_path, monkeypatch):
-    """``features_only=True, weights="imagenet"`` (issue #18: it always raised) gives the feature maps of
-    the pretrained network: keras.applications' own model, loading the same file, is the reference.
-    Offline, the downloaded file is a stand-in: the twin's random init with ImageNet's normalization
-    statistics, written in the legacy .h5 format Keras downloads."""
-    from keras.src.legacy.saving import legacy_h5_format
-    from keras.src.utils import file_utils
-    import h5py
-
-    shape = (64, 64, 3)  # 64 px: every endpoint keeps >= 2x2 pixels, and the test stays fast
-    donor = getattr(keras.applications, twin)(weights=None, include_top=False, input_shape=shape)
-    rng = np.random.RandomState(3)
-    for layer in donor.layers:  # non-trivial BN statistics, so a layer left at its init shows
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape).astype("float32"), beta + 0.1,
-                               mean + rng.normal(0, 0.1, mean.shape).astype("float32"), variance * 1.5])
-        elif isinstance(layer, keras.layers.Normalization):
-            layer.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
-    path = tmp_path / f"{twin}_notop.h5"
-    with h5py.File(path, "w") as handle:
-        legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
-    monkeypatch.setattr(file_utils, "get_file", lambda *a, **k: str(path))
-    reference = getattr(keras.applications, twin)(weights="imagenet", include_top=False, input_shape=shape)
-    probe = keras.Model(reference.input, {k: reference.get_layer(v).output for k, v in TWIN_ENDPOINTS[twin].items()})
-    ours = (kerasnets.EfficientNet(0, features_only=True, weights="imagenet", input_shape=shape) if twin == "EfficientNetB0"
-            else kerasnets.ResNet(50, "v1", features_only=True, weights="imagenet", input_shape=shape))
-    x = rng.uniform(0, 255, (2, *shape)).astype("float32")
-    if twin == "ResNet50":  # its contract: caffe-preprocessed input, for both models
-        x = keras.applications.resnet.preprocess_input(x)
-    expected, got = probe(x, training=False), ours(x, training=False)
-    assert {k: v.shape[1] for k, v in ours.output.items()} == {"stride_4": 16, "stride_8": 8, "stride_16": 4,
-                                                                "stride_32": 2}
-    for key, value in expected.items():
-        value = np.asarray(value)
-        assert np.abs(value).max() > 0.1, key
-        np.testing.assert_allclose(np.asarray(got[key]), value, rtol=1e-4, atol=1e-4 * np.abs(value).max(),
-                                   err_msg=key)
-
-
 def test_pooling_and_classes():
     assert kerasnets.EfficientNet(0, include_top=False, pooling="avg").output.shape == (None, 1280)
     assert kerasnets.ResNet(18, include_top=False, pooling="max").output.shape == (None, 512)

@@ -93,36 +93,51 @@ def test_outputs_agree_with_the_keras_applications_twin_after_transfer(twin):
     assert np.abs(np.asarray(target(x, training=False)) - expected).max() <= 1e-5
 
 
-#: keras.applications' layers whose outputs are the stride 4/8/16/32 endpoints (the last block output
-#: at each stride; ResNetV2's stride 32 is its normalized output, post_relu)
+#: keras.applications twin -> (the stride 4/8/16/32 endpoints: the last block output at each stride,
+#: ResNetV2's stride 32 its normalized output post_relu; the kerasnets builder with features_only=True and
+#: weights="imagenet"; how both models' input is scaled: None for RGB 0..255, else the twin's
+#: preprocess_input, as the kerasnets ResNets built with weights="imagenet" take it too)
 TWIN_ENDPOINTS = {
-    "EfficientNetV2B0": {"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5e_add",
-                         "stride_32": "block6h_add"},
-    "ResNet50V2": {"stride_4": "conv2_block2_out", "stride_8": "conv3_block3_out", "stride_16": "conv4_block5_out",
-                   "stride_32": "post_relu"},
+    "EfficientNetB0": ({"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5c_add",
+                        "stride_32": "block7a_project_bn"},
+                       lambda **kw: kerasnets.EfficientNet(0, **kw), None),
+    "ResNet50": ({"stride_4": "conv2_block3_out", "stride_8": "conv3_block4_out", "stride_16": "conv4_block6_out",
+                  "stride_32": "conv5_block3_out"},
+                 lambda **kw: kerasnets.ResNet(50, "v1", **kw), keras.applications.resnet.preprocess_input),
+    "EfficientNetV2B0": ({"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5e_add",
+                          "stride_32": "block6h_add"},
+                         lambda **kw: kerasnets.EfficientNetV2("b0", **kw), None),
+    "ResNet50V2": ({"stride_4": "conv2_block2_out", "stride_8": "conv3_block3_out", "stride_16": "conv4_block5_out",
+                    "stride_32": "post_relu"},
+                   lambda **kw: kerasnets.ResNet(50, "v2", **kw), keras.applications.resnet_v2.preprocess_input),
 }
 
 
 @pytest.mark.parametrize("twin", sorted(TWIN_ENDPOINTS))
 def test_imagenet_weights_and_features_only_are_the_twins(twin, tmp_path, monkeypatch):
-    """``features_only=True, weights="imagenet"``: keras.applications' file (offline: a stand-in with
-    the twin's random weights and randomized BN statistics, written as Keras downloads it) goes into
-    the twin kerasnets builds and copies from; the feature maps are the donor's intermediate outputs."""
+    """``features_only=True, weights="imagenet"`` (V1: issue #18, it always raised) gives the feature maps
+    of the pretrained network. Offline, keras.applications' file is a stand-in: the twin's random weights
+    with randomized BN statistics (and ImageNet's statistics in V1's Normalization), written in the legacy
+    .h5 format Keras downloads. The reference is keras.applications' own model loading that file."""
+    endpoints, build, scale = TWIN_ENDPOINTS[twin]
     donor = getattr(keras.applications, twin)(weights=None, include_top=False, input_shape=SHAPE)
     _randomize_batch_norms(donor, 3)
+    for layer in donor.layers:
+        if isinstance(layer, keras.layers.Normalization) and layer.weights:  # V1's: weights in the file
+            layer.set_weights([np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225]), np.array(0)])
     path = tmp_path / f"{twin}_notop.h5"
     with h5py.File(path, "w") as handle:
         legacy_h5_format.save_weights_to_hdf5_group(handle, donor)
     requested = []
     monkeypatch.setattr(file_utils, "get_file", lambda name, *a, **k: requested.append(name) or str(path))
-    probe = keras.Model(donor.input, {k: donor.get_layer(v).output for k, v in TWIN_ENDPOINTS[twin].items()})
-    ours = (kerasnets.EfficientNetV2("b0", features_only=True, weights="imagenet", input_shape=SHAPE)
-            if twin == "EfficientNetV2B0" else kerasnets.ResNet(50, "v2", features_only=True, weights="imagenet",
-                                                                  input_shape=SHAPE))
+    reference = getattr(keras.applications, twin)(weights="imagenet", include_top=False, input_shape=SHAPE)
+    probe = keras.Model(reference.input, {k: reference.get_layer(v).output for k, v in endpoints.items()})
+    requested.clear()
+    ours = build(features_only=True, weights="imagenet", input_shape=SHAPE)
     assert requested and all(name.endswith("_notop.h5") for name in requested)  # the twin's no-top file
     x = np.random.RandomState(4).uniform(0, 255, (2, *SHAPE)).astype("float32")
-    if twin == "ResNet50V2":  # its contract without include_preprocessing: [-1, 1], for both models
-        x = keras.applications.resnet_v2.preprocess_input(x)
+    if scale is not None:
+        x = scale(x)
     expected, got = probe(x, training=False), ours(x, training=False)
     assert {k: v.shape[1] for k, v in ours.output.items()} == {"stride_4": 16, "stride_8": 8, "stride_16": 4,
                                                                 "stride_32": 2}
