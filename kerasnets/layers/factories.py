@@ -19,6 +19,8 @@ from kerasnets.layers.data_format import channel_axis, channels, spatial_size
 from kerasnets.scaling import correct_pad
 
 __all__ = [
+    "PADDINGS",
+    "STRIDED_PADDINGS",
     "LayerConfig",
     "StageSpec",
     "batch_norm",
@@ -34,6 +36,12 @@ __all__ = [
     "BLOCKS",
     "build_stages",
 ]
+
+
+#: padding modes of :func:`conv2d` / :func:`conv_bn_act`
+PADDINGS = ("same", "tf_same", "symmetric", "explicit")
+#: the modes :attr:`LayerConfig.strided_padding` takes (those that pad only strided convs explicitly)
+STRIDED_PADDINGS = ("tf_same", "same", "symmetric")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +60,12 @@ class LayerConfig:
         stride_in_1x1: ResNet v1 puts the stride on the first 1x1 conv; v1.5 and later on the 3x3.
         avg_down: ResNet-D shortcut: 2x2 average pool, then a stride-1 1x1 projection.
         strided_padding: how the strided convolutions of MBConv / Fused-MBConv blocks and the EfficientNet
-            stem pad: "tf_same" (explicit ``ZeroPadding2D`` then a 'valid' conv, keras.applications
-            EfficientNet) or "same" (Keras 'same', keras.applications EfficientNetV2). Both compute
-            TF-SAME padding; the layers differ, and :func:`kerasnets.transfer_weights` compares them.
+            stem pad (one of :data:`STRIDED_PADDINGS`): "tf_same" (explicit ``ZeroPadding2D`` then a 'valid'
+            conv, keras.applications EfficientNet) or "same" (Keras 'same', keras.applications
+            EfficientNetV2) both compute TF-SAME padding (the layers differ, and
+            :func:`kerasnets.transfer_weights` compares them); "symmetric" pads ``k // 2`` on every side
+            (``ZeroPadding2D`` then a 'valid' conv), as PyTorch's ``nn.Conv2d(padding=k // 2)`` in timm's
+            EfficientNets without the ``tf_`` prefix. Stride-1 convs pad 'same' in every mode.
         depthwise_label: name of MBConv's depthwise conv, ``{block}{label}`` ("dwconv" in
             keras.applications EfficientNet, "dwconv2" in EfficientNetV2).
         preact_bias: the pre-activation bottleneck's convs that no BN follows (the projection shortcut
@@ -76,8 +87,9 @@ class LayerConfig:
     preact_bias: bool = True
 
     def __post_init__(self) -> None:
-        if self.strided_padding not in ("tf_same", "same"):
-            raise ValueError(f"LayerConfig.strided_padding must be 'tf_same' or 'same', got {self.strided_padding!r}")
+        if self.strided_padding not in STRIDED_PADDINGS:
+            raise ValueError(f"LayerConfig.strided_padding must be one of {STRIDED_PADDINGS}, "
+                             f"got {self.strided_padding!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,8 +143,6 @@ def batch_norm(config: LayerConfig, name: str, zero_init: bool = False) -> layer
     )
 
 
-#: padding modes of :func:`conv2d` / :func:`conv_bn_act`
-PADDINGS = ("same", "tf_same", "symmetric", "explicit")
 
 
 def _pad(x, kernel_size: int, strides: int, padding: str, name: str):

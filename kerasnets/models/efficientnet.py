@@ -17,8 +17,8 @@ import numpy as np
 from keras import layers
 
 from kerasnets.layers.data_format import channel_axis, channels
-from kerasnets.layers.factories import LayerConfig, StageSpec, build_stages, conv_bn_act
-from kerasnets.layers.preprocessing import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from kerasnets.layers.factories import STRIDED_PADDINGS, LayerConfig, StageSpec, build_stages, conv_bn_act
+from kerasnets.layers.preprocessing import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, mean_std_layers, validate_mean_std
 from kerasnets.models.common import (
     classifier_head,
     endpoint_outputs,
@@ -34,10 +34,13 @@ __all__ = [
     "BASE_STAGES",
     "EfficientNetPreset",
     "EFFICIENTNET_PRESETS",
+    "PREPROCESSINGS",
+    "TRAINING_ONLY_FIELDS",
     "CONV_KERNEL_INITIALIZER",
     "DENSE_KERNEL_INITIALIZER",
     "scaled_stages",
     "resolve_preset",
+    "block_prefix",
     "EfficientNet",
     "EfficientNetLite",
     "PAPER_COEFFICIENTS",
@@ -118,14 +121,21 @@ V2_FIELDS: dict[str, Any] = {"round_limit": 0.0, "strided_padding": "same", "dep
 #: "imagenet_variables": Rescaling(1/255) + a Normalization whose ImageNet mean/variance are weights
 #: (keras.applications EfficientNet); "imagenet": the same with the statistics as constants (no weights;
 #: keras.applications EfficientNetV2 B0-B3); "signed": Rescaling(1/128, offset=-1) to [-1, 1]
-#: (EfficientNetV2 S/M/L, google/automl's ``(image - 128) / 128``).
+#: (EfficientNetV2 S/M/L, google/automl's ``(image - 128) / 128``). A preset's ``preprocessing`` may
+#: instead be a ``(mean, std)`` pair of RGB 3-tuples on the 0..1 scale (timm's ``pretrained_cfg``):
+#: :func:`~kerasnets.layers.preprocessing.mean_std_layers`, constants like "imagenet".
 PREPROCESSINGS = ("imagenet_variables", "imagenet", "signed")
 
 
 @dataclasses.dataclass(frozen=True)
 class EfficientNetPreset:
     """One row of the preset table: scaling, the Lite overrides (tensorflow/tpu lite builder) and the
-    EfficientNetV2 stage tables and keyword deltas (:data:`V2_FIELDS`)."""
+    EfficientNetV2 stage tables and keyword deltas (:data:`V2_FIELDS`).
+
+    Every field is also a keyword delta of :func:`EfficientNet` (``strided_padding="symmetric"``,
+    ``bn_epsilon=1e-5``, ``preprocessing=(mean, std)``: timm's PyTorch-trained EfficientNets,
+    :mod:`kerasnets.timm.efficientnet`).
+    """
 
     name: str
     width: float
@@ -143,15 +153,30 @@ class EfficientNetPreset:
     stages: tuple[StageSpec, ...] = BASE_STAGES  # the unscaled stage table
     stem_filters: int = 32  # the unscaled stem width (V2: the first stage's input width)
     round_limit: float = 0.9  # kerasnets.scaling.make_divisible: 0.9 for V1, 0 (plain rounding) for V2
-    preprocessing: str = "imagenet_variables"  # one of PREPROCESSINGS
-    strided_padding: str = "tf_same"  # LayerConfig.strided_padding
+    preprocessing: str | tuple = "imagenet_variables"  # one of PREPROCESSINGS, or a (mean, std) pair
+    # LayerConfig.strided_padding: "tf_same" (V1), "same" (V2) or "symmetric" (PyTorch's k // 2 on every side)
+    strided_padding: str = "tf_same"
     depthwise_label: str = "dwconv"  # LayerConfig.depthwise_label
     bn_momentum: float = 0.99  # the builder's default BatchNormalization momentum
+    bn_epsilon: float = 1e-3  # BatchNormalization epsilon: TF's 1e-3 (keras.applications); PyTorch's is 1e-5
 
     def __post_init__(self) -> None:
-        if self.preprocessing not in PREPROCESSINGS:
-            raise ValueError(f"EfficientNetPreset.preprocessing must be one of {PREPROCESSINGS}, "
-                             f"got {self.preprocessing!r}")
+        if isinstance(self.preprocessing, str):
+            if self.preprocessing not in PREPROCESSINGS:
+                raise ValueError(f"EfficientNetPreset.preprocessing must be one of {PREPROCESSINGS} or a (mean, std) "
+                                 f"pair of RGB 3-tuples on the 0..1 scale, got {self.preprocessing!r}")
+        else:  # frozen: store the checked pair as plain float tuples, so presets compare and hash
+            object.__setattr__(self, "preprocessing", validate_mean_std(self.preprocessing))
+        if self.strided_padding not in STRIDED_PADDINGS:
+            raise ValueError(f"EfficientNetPreset.strided_padding must be one of {STRIDED_PADDINGS}, "
+                             f"got {self.strided_padding!r}")
+        if not 0 < self.bn_epsilon < 1:
+            raise ValueError(f"EfficientNetPreset.bn_epsilon must be in (0, 1), got {self.bn_epsilon!r}")
+
+
+#: EfficientNetPreset fields that change training only, not what trained weights compute: overriding
+#: them keeps the preset's name and its keras.applications twin (any other keyword delta drops both).
+TRAINING_ONLY_FIELDS = ("dropout", "bn_momentum")
 
 
 CHANNEL_DIVISOR = 4
@@ -323,8 +348,9 @@ def resolve_preset(phi: Any, coefficients: Any = None, base_resolution: int = 22
     )
 
 
-def _block_prefix(spec: StageSpec, index: int) -> str:
-    """keras.applications naming: block2a_, block2b_, ..."""
+def block_prefix(spec: StageSpec, index: int) -> str:
+    """The layer-name prefix of block ``index`` (from 0) of stage ``spec``, keras.applications' naming:
+    block2a_, block2b_, ... (what weight loaders such as :mod:`kerasnets.timm.efficientnet` map onto)."""
     return f"{spec.name}{chr(ord('a') + index)}_"
 
 
@@ -348,6 +374,7 @@ def EfficientNet(
     synchronized_bn: bool = False,
     bn_momentum: float | None = None,
     include_preprocessing: bool = True,
+    **preset_overrides: Any,
 ):
     """Build an EfficientNet (V1, Lite or V2) as a Keras functional model.
 
@@ -378,6 +405,12 @@ def EfficientNet(
             the model then takes input already scaled the way that layer would (V1 and V2 B0-B3:
             ImageNet-normalized; V2 S/M/L: [-1, 1]). With V1's Normalization weights left out,
             ``weights="imagenet"`` is refused.
+        **preset_overrides: keyword deltas on the preset (:class:`EfficientNetPreset` fields), e.g.
+            ``strided_padding="symmetric"`` (PyTorch's padding: ``k // 2`` on every side of the stem and
+            every strided depthwise / fused conv, timm's ``efficientnet_b0``), ``bn_epsilon=1e-5``,
+            ``preprocessing=(mean, std)`` (RGB 3-tuples on the 0..1 scale), ``dropout=0.3``. A delta
+            outside :data:`TRAINING_ONLY_FIELDS` computes another function of the weights: the model
+            is named ``<preset>_custom`` and has no ``weights="imagenet"``.
 
     Input contract: RGB pixels in 0..255 (uint8 or float). Rescaling and ImageNet Normalization (V2
     S/M/L: a rescaling to [-1, 1]) are layers of the model; do not divide by 255 yourself.
@@ -390,11 +423,12 @@ def EfficientNet(
         spec = EFFICIENTNET_PRESETS[preset]
     else:
         raise ValueError(f"preset must be one of {sorted(EFFICIENTNET_PRESETS)}, got {preset!r}")
+    spec = _with_overrides(spec, preset_overrides)
     if weights == "imagenet" and spec.twin is None:
         raise ValueError(
             f"weights='imagenet' exists only for EfficientNet-B0..B7 (integer phi, no coefficients) and "
             f"EfficientNetV2-B0..B3/S/M/L (the keras.applications presets); "
-            f"{spec.name} has no published weights: use weights=None or a .weights.h5 path"
+            f"{spec.name} has no published weights: use weights=None, a .weights.h5 path or 'timm:<name>'"
         )
     if weights == "imagenet" and not include_preprocessing and spec.preprocessing == "imagenet_variables":
         raise ValueError(
@@ -406,7 +440,7 @@ def EfficientNet(
         activation=spec.activation,
         activation_label="activation",
         bn_momentum=spec.bn_momentum if bn_momentum is None else bn_momentum,
-        bn_epsilon=1e-3,
+        bn_epsilon=spec.bn_epsilon,
         synchronized_bn=synchronized_bn,
         kernel_initializer=CONV_KERNEL_INITIALIZER,
         strided_padding=spec.strided_padding,
@@ -419,7 +453,7 @@ def EfficientNet(
         spec.stem_filters, spec.width, spec.channel_divisor, spec.round_limit)
     x = conv_bn_act(x, stem_filters, 3, config, "stem", strides=2, padding=spec.strided_padding)
     x, endpoints = build_stages(
-        x, scaled_stages(spec), config, _block_prefix, drop_connect_rate=drop_connect_rate, input_stride=2
+        x, scaled_stages(spec), config, block_prefix, drop_connect_rate=drop_connect_rate, input_stride=2
     )
     head_filters = HEAD_FILTERS if spec.fix_stem_head else round_filters(HEAD_FILTERS, spec.width,
                                                                          spec.channel_divisor, spec.round_limit)
@@ -445,11 +479,33 @@ def EfficientNet(
     return model
 
 
-def _preprocess(x, kind: str):
-    """The preset's in-model scaling of RGB 0..255 input (:data:`PREPROCESSINGS`); keras.applications'
-    layers, with its fallback for other channel counts (no ImageNet statistics: V1 keeps mean 0 /
-    variance 1, V2 rescales to [-1, 1])."""
+def _with_overrides(spec: EfficientNetPreset, overrides: dict[str, Any]) -> EfficientNetPreset:
+    """``spec`` with the builder's keyword deltas; renamed ``<name>_custom`` without its twin when a delta
+    outside :data:`TRAINING_ONLY_FIELDS` changes what it computes."""
+    if not overrides:
+        return spec
+    allowed = sorted(f.name for f in dataclasses.fields(EfficientNetPreset) if f.name not in ("name", "twin"))
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise TypeError(f"EfficientNet got unknown keywords {unknown}; besides its own arguments it takes the preset's "
+                        f"fields as keyword deltas: {allowed}")
+    changed = dataclasses.replace(spec, **overrides)
+    kept = {field: getattr(spec, field) for field in TRAINING_ONLY_FIELDS}
+    if dataclasses.replace(changed, **kept) == spec:
+        return changed
+    return dataclasses.replace(changed, name=f"{spec.name}_custom", twin=None)
+
+
+def _preprocess(x, kind: str | tuple):
+    """The preset's in-model scaling of RGB 0..255 input (:data:`PREPROCESSINGS`, or a ``(mean, std)``
+    pair); keras.applications' layers, with its fallback for other channel counts (no ImageNet
+    statistics: V1 keeps mean 0 / variance 1, V2 rescales to [-1, 1]; a mean/std pair needs RGB)."""
     depth = channels(x)
+    if not isinstance(kind, str):
+        if depth != 3:
+            raise ValueError(f"preprocessing=(mean, std) normalizes RGB input (3 channels), got {depth} channels: "
+                             "use include_preprocessing=False or one of " + str(PREPROCESSINGS))
+        return mean_std_layers(x, *kind)
     if kind == "signed" or (kind == "imagenet" and depth != 3):
         return layers.Rescaling(1.0 / 128.0, offset=-1.0, name="rescaling")(x)
     x = layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
@@ -469,7 +525,9 @@ def _preprocess(x, kind: str):
 
 
 def EfficientNetLite(index: int = 0, **kwargs):
-    """EfficientNet-Lite{index} (0..4): ReLU6, no squeeze-excite, fixed stem and head; int8-friendly."""
+    """EfficientNet-Lite{index} (0..4): ReLU6, no squeeze-excite, fixed stem and head; int8-friendly.
+
+    ``kwargs`` are :func:`EfficientNet`'s (the preset's keyword deltas included), but ``preset``."""
     if isinstance(index, bool) or index not in range(5):
         raise ValueError(f"EfficientNet-Lite index must be an integer 0..4, got {index!r}")
     return EfficientNet(preset=f"efficientnet-lite{index}", **kwargs)
@@ -485,7 +543,8 @@ def EfficientNetV2(variant: str, **kwargs):
     :func:`EfficientNet` applies (``include_top``, ``weights``, ``input_tensor``, ``input_shape``,
     ``pooling``, ``classes``, ``classifier_activation``, ``name``, ``dropout_rate``,
     ``drop_connect_rate``, ``features_only``, ``include_preprocessing``, ``synchronized_bn``,
-    ``bn_momentum``) except ``phi``, ``coefficients``, ``preset`` and ``base_resolution``.
+    ``bn_momentum``, the preset's keyword deltas such as ``bn_epsilon``) except ``phi``,
+    ``coefficients``, ``preset`` and ``base_resolution``.
     Layer names and parameter counts are keras.applications' ``EfficientNetV2<variant>``, whose
     ImageNet weights ``weights="imagenet"`` copies.
 
