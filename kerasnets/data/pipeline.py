@@ -468,6 +468,7 @@ def load(
     crop_scale: tuple[float, float] = (0.08, 1.0),
     crop_padding: int | None = None,
     flip: bool | None = None,
+    resize_first: bool = False,
     resize_method: str | None = None,
     randaugment: bool | dict = False,
     autoaugment: bool = False,
@@ -507,6 +508,8 @@ def load(
         crop_scale: area range of the random-resized crop. crop_padding: eval center-crop padding
             (default :func:`default_crop_padding`: 32 = the EfficientNet reference from 224 px up,
             87.5% of the short side below; digits default 0). flip: random horizontal flip.
+            resize_first: the eval crop resizes the whole image first, then cuts the center (timm's
+            eval; :func:`~kerasnets.data.transforms.center_crop`).
         resize_method: "bilinear" (train default) or "bicubic" (eval default).
         randaugment: True or ``dict(num_ops=2, factor=0.5)``: Keras RandAugment on each batch.
         autoaugment: AutoAugment policy v0 (tensorflow/tpu) per image.
@@ -606,7 +609,8 @@ def load(
                                                 max_pixels),
                             autoaugment, augment_seed, ordered, rerandomize=reshuffle)
         else:
-            ds = ds.map(eval_transform(image_size, crop_padding, resize_method, max_pixels), num_parallel_calls=AUTOTUNE,
+            ds = ds.map(eval_transform(image_size, crop_padding, resize_method, max_pixels, resize_first),
+                        num_parallel_calls=AUTOTUNE,
                         deterministic=True)
         if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat, so that
             ds = ds.ignore_errors(log_warning=True)  # a set where nothing decodes is empty, not endless
@@ -674,7 +678,7 @@ def load(
         extras={"count_source": "source", **raw.extras, "kind": raw.kind, "batch_size": batch_size,
                 "drop_remainder": drop_remainder, "checkpointable": checkpointable},
         preprocessing={"image_size": image_size, "crop_padding": crop_padding, "resize_method": resize_method,
-                       "flip": flip, "training": training},
+                       "flip": flip, "training": training, "resize_first": resize_first},
         splits=raw.splits,
     )
     return ds, info
