@@ -309,9 +309,11 @@ def _fixed_shape(path: str, shape) -> tuple[int, int, int]:
     return dims
 
 
-def _serving_settings(model_path: str, size: int, crop_padding: int | None, resize: str | None) -> tuple[int, str]:
-    """The eval crop and resize method a model was trained with (its contract), flags first;
-    models saved without a contract get the default eval (padding 32 from 224 px up, bicubic)."""
+def _serving_settings(model_path: str, size: int, crop_padding: int | None,
+                      resize: str | None) -> tuple[int, str, bool]:
+    """The eval crop, resize method and crop order (``resize_first``, timm's) a model was trained with
+    (its contract), flags first; models saved without a contract get the default eval (padding 32
+    from 224 px up, bicubic, window first)."""
     from kerasnets.data import default_crop_padding
     from kerasnets.serving import read_contract
 
@@ -320,7 +322,7 @@ def _serving_settings(model_path: str, size: int, crop_padding: int | None, resi
         crop_padding = contract.crop_padding if contract else default_crop_padding(size)
     if resize is None:
         resize = contract.resize_method if contract else "bicubic"
-    return crop_padding, resize
+    return crop_padding, resize, bool(contract and contract.resize_first)
 
 
 def _evaluation_split(model_path: str, source: str, split: str | None) -> tuple[str, dict]:
@@ -459,11 +461,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, min(shape[:2]), args.crop_padding, args.resize)
+        crop_padding, resize, resize_first = _serving_settings(args.model, min(shape[:2]), args.crop_padding,
+                                                               args.resize)
         split, options = _evaluation_split(args.model, args.data, args.split)
         options = _load_options(args.data, options, args.num_classes, args.label_offset)
         dataset, info = data.load(args.data, split, image_size=shape[:2], batch_size=args.batch_size,
-                                  training=False, resize_method=resize, crop_padding=crop_padding, **options)
+                                  training=False, resize_method=resize, crop_padding=crop_padding,
+                                  resize_first=resize_first, **options)
         names = read_class_names(args.model)
         by_index = "num_classes" in options
         mapping = _label_map(names, len(names), info, by_index) if names else None
@@ -635,7 +639,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         contract = read_contract(args.model)
         names = contract.class_names if contract else read_class_names(args.model)
         size = tuple(model.input_shape[1:3])  # (height, width): the eval crop takes a window of its aspect
-        crop_padding, resize = _serving_settings(args.model, min(size), None, args.resize)
+        crop_padding, resize, resize_first = _serving_settings(args.model, min(size), None, args.resize)
         if args.format == "saved_model":
             report = export.saved_model(model, args.output, names, contract=contract, resize_method=resize,
                                         overwrite=args.overwrite)
@@ -643,7 +647,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             calibration = evaluation = sources = None
             if args.calibration or args.eval_data:
                 common = dict(image_size=size, batch_size=32, training=False, resize_method=resize,
-                              crop_padding=crop_padding)
+                              crop_padding=crop_padding, resize_first=resize_first)
                 calibration, evaluation, sources = _export_data(args, names, int(model.output_shape[-1]), common)
             report = export.tflite(model, args.output, args.quantize, representative=calibration,
                                    eval_data=evaluation, calibration_steps=args.steps or 500,
@@ -673,7 +677,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     try:
         predict, shape = _load_any_model(args.model)
-        crop_padding, resize = _serving_settings(args.model, min(shape[:2]), args.crop_padding, args.resize)
+        crop_padding, resize, resize_first = _serving_settings(args.model, min(shape[:2]), args.crop_padding,
+                                                               args.resize)
         check_encoded(tf.constant(b""), max_pixels)  # validates --max-pixels before any file is read
     except (ValueError, OSError) as error:
         return _fail(error)
@@ -687,7 +692,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if reason:
                 raise ValueError(reason)
             image = center_crop(encoded, shape[:2], crop_padding=crop_padding, method=resize,
-                                max_pixels=max_pixels, checked=True).numpy()
+                                max_pixels=max_pixels, checked=True, resize_first=resize_first).numpy()
         except (tf.errors.OpError, ValueError, OSError) as error:
             why = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
             why = re.sub(r"\s*\[Op:.*$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", why))  # TF's op name wrappers

@@ -186,7 +186,7 @@ def saved_model(
     - ``serve_uint8``: the same for uint8 images.
     - ``serve_bytes``: encoded JPEG/PNG strings ``[batch]`` -> decoded, center-cropped and resized
       exactly as the model's eval pipeline did (its :class:`~kerasnets.serving.PreprocessingContract`:
-      ``crop_padding``, ``resize_method``; a (height, width) model gets a center window of its
+      ``crop_padding``, ``resize_method``, ``resize_first``; a (height, width) model gets a center window of its
       aspect ratio), then ``top_k`` ``class_ids``, ``class_names`` and ``probabilities``, and a
       ``status`` per image: "ok", or why it was refused before decoding (empty, not an image, a
       header declaring more than ``max_pixels`` pixels, a JPEG or PNG cut short:
@@ -234,7 +234,8 @@ def saved_model(
             reason = check_encoded(one, max_pixels)
             image = tf.cond(tf.equal(reason, ""),
                             lambda: center_crop(one, (height, width), crop_padding=crop_padding,
-                                                method=resize_method, max_pixels=max_pixels, checked=True),
+                                                method=resize_method, max_pixels=max_pixels, checked=True,
+                                                resize_first=contract.resize_first),
                             lambda: tf.zeros([height, width, 3], tf.float32))
             return image, tf.where(tf.equal(reason, ""), "ok", reason)
 

@@ -53,6 +53,9 @@ class PreprocessingContract:
         evaluation: where the run measured its accuracy: ``{"data", "split", "seed",
             "validation_split", "carve"}`` (``kerasnets evaluate`` on the same data re-draws the same
             held-out carve, never the training images; ``carve`` is :data:`CARVE`); empty when unknown.
+        resize_first: the eval crop resizes the whole image first (short side ``s + crop_padding``)
+            and then cuts the center ``s`` (timm's eval, :func:`kerasnets.data.transforms.center_crop`),
+            instead of cutting the window and resizing it; the same window, another sampling grid.
         pretrained_cfg: the preprocessing record of the checkpoint the weights came from, kept as
             given (timm's ``pretrained_cfg``: ``mean``, ``std`` (inside the model), ``crop_pct``,
             ``interpolation``, ``input_size``, plus ``architecture``); what is served follows from it
@@ -66,6 +69,7 @@ class PreprocessingContract:
     class_names: tuple[str, ...]
     input_range: tuple[float, float] = (0.0, 255.0)
     evaluation: dict = dataclasses.field(default_factory=dict, compare=False)
+    resize_first: bool = False
     pretrained_cfg: dict = dataclasses.field(default_factory=dict, compare=False)
 
     @property
@@ -82,7 +86,7 @@ class PreprocessingContract:
                 "crop_fraction": round(self.crop_fraction, 6), "input_range": list(self.input_range),
                 "class_names": list(self.class_names),
                 "layout": "NHWC RGB; normalization is inside the model: do not divide by 255",
-                "evaluation": dict(self.evaluation),
+                "evaluation": dict(self.evaluation), "resize_first": self.resize_first,
                 **({"pretrained_cfg": dict(self.pretrained_cfg)} if self.pretrained_cfg else {})}
 
     @classmethod
@@ -93,6 +97,7 @@ class PreprocessingContract:
                    class_names=tuple(str(n) for n in document["class_names"]),
                    input_range=tuple(float(v) for v in document.get("input_range", (0.0, 255.0))),
                    evaluation=dict(document.get("evaluation") or {}),
+                   resize_first=bool(document.get("resize_first", False)),
                    pretrained_cfg=dict(document.get("pretrained_cfg") or {}))
 
     @classmethod
@@ -105,7 +110,7 @@ class PreprocessingContract:
         height, width, channels = (int(d) for d in model.input_shape[1:])
         return cls((height, width), channels, str(preprocessing["resize_method"]), int(preprocessing["crop_padding"]),
                    tuple(str(n) for n in class_names), evaluation=dict(evaluation or {}),
-                   pretrained_cfg=dict(pretrained_cfg or {}))
+                   resize_first=bool(preprocessing.get("resize_first", False)), pretrained_cfg=dict(pretrained_cfg or {}))
 
 
 #: timm ``interpolation`` values the eval pipeline reproduces (``kerasnets.data.transforms.RESIZE_METHODS``)
@@ -126,7 +131,8 @@ def timm_contract(input_shape: Sequence[Any], pretrained_cfg: dict[str, Any], cl
                   architecture: str) -> PreprocessingContract:
     """The contract of a model (RGB, channels last, ``input_shape`` (H, W, C)) with timm weights whose
     preprocessing record is ``pretrained_cfg``: timm's eval crop (:func:`crop_padding_for` of its
-    ``crop_pct`` at the model's short side) and interpolation; mean/std are inside the model.
+    ``crop_pct`` at the model's short side, resized first as timm does for a square model; a
+    non-square one gets the same fraction as a window) and interpolation; mean/std are inside the model.
     ValueError for an interpolation the pipeline cannot reproduce (allowed: :data:`TIMM_INTERPOLATIONS`)."""
     height, width, channels = (int(d) if d is not None else None for d in input_shape)
     if height is None or width is None:
@@ -139,7 +145,7 @@ def timm_contract(input_shape: Sequence[Any], pretrained_cfg: dict[str, Any], cl
             if k in pretrained_cfg}
     return PreprocessingContract((height, width), channels, interpolation,
                                  crop_padding_for(min(height, width), float(pretrained_cfg.get("crop_pct", 0.875))),
-                                 tuple(str(n) for n in class_names),
+                                 tuple(str(n) for n in class_names), resize_first=height == width,
                                  pretrained_cfg={**kept, "architecture": architecture})
 
 

@@ -314,7 +314,8 @@ def _resize(image: tf.Tensor, size: int | tuple[int, int], method: str) -> tf.Te
 
 
 def center_crop(image_or_bytes: tf.Tensor, size: int | tuple[int, int], crop_padding: int = 32,
-                method: str = "bicubic", max_pixels: int = DEFAULT_MAX_PIXELS, checked: bool = False) -> tf.Tensor:
+                method: str = "bicubic", max_pixels: int = DEFAULT_MAX_PIXELS, checked: bool = False,
+                resize_first: bool = False) -> tf.Tensor:
     """Center crop ``s / (s + crop_padding)`` of the image, resized to ``size`` (``s`` x ``s`` for an int,
     (height, width) for a pair; ``s`` is its short side).
 
@@ -324,10 +325,36 @@ def center_crop(image_or_bytes: tf.Tensor, size: int | tuple[int, int], crop_pad
     :mod:`kerasnets.data.headers`) are an InvalidArgumentError naming the reason, raised before any
     pixel is decoded. ``checked=True``: the caller already ran :func:`check_encoded` on the bytes
     (with this ``max_pixels``) and crops only those it passed, so the check is not run twice.
+
+    ``resize_first=True`` is timm's (torchvision's) eval instead, the same window resampled on
+    another grid: the whole image resized (antialiased, as PIL) so that its short side is
+    ``s + crop_padding`` (the long side ``int(...)`` of its ratio), then the center ``size`` cut at
+    rounded offsets (``Resize(floor(s / crop_pct))`` + ``CenterCrop(s)``); a square ``size`` only.
     """
     out = output_size(size)
+    if resize_first:
+        if out[0] != out[1]:
+            raise ValueError(f"resize_first (timm's eval crop) needs a square size, got {out}")
+        if image_or_bytes.dtype == tf.string:
+            encoded = image_or_bytes if checked else _checked(image_or_bytes, max_pixels, cropped=False)
+            image_or_bytes = _decode_rgb(encoded)
+        return _resize_then_crop(_to_rgb(image_or_bytes), out[0], crop_padding, method)
     return _on_pixels_or_jpeg(image_or_bytes, lambda image: _center_crop(image, out, crop_padding, method), max_pixels,
                               checked)
+
+
+def _resize_then_crop(image: tf.Tensor, size: int, crop_padding: int, method: str) -> tf.Tensor:
+    """torchvision's ``Resize(size + crop_padding)`` (short side; long side truncated) then ``CenterCrop(size)``."""
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    short = tf.constant(size + crop_padding, tf.float64)
+    new_h = tf.where(height <= width, short, tf.floor(short * height / width))
+    new_w = tf.where(height <= width, tf.floor(short * width / height), short)
+    resized = tf.image.resize(image, tf.cast(tf.stack([new_h, new_w]), tf.int32), method=method, antialias=True)
+    top = tf.cast(tf.round((new_h - size) / 2.0), tf.int32)  # Python's round: half to even, as tf.round
+    left = tf.cast(tf.round((new_w - size) / 2.0), tf.int32)
+    crop = tf.image.crop_to_bounding_box(resized, top, left, size, size)
+    return tf.clip_by_value(tf.cast(crop, tf.float32), 0.0, 255.0)
 
 
 def _center_window(height, width, out: tuple[int, int], crop_padding: int):
@@ -430,10 +457,13 @@ def train_transform(
 
 
 def eval_transform(size: int, crop_padding: int = 32, method: str = "bicubic",
-                   max_pixels: int = DEFAULT_MAX_PIXELS) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation."""
+                   max_pixels: int = DEFAULT_MAX_PIXELS,
+                   resize_first: bool = False) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+    """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation
+    (:func:`center_crop`)."""
 
     def transform(image, label):
-        return center_crop(image, size, crop_padding=crop_padding, method=method, max_pixels=max_pixels), label
+        return center_crop(image, size, crop_padding=crop_padding, method=method, max_pixels=max_pixels,
+                           resize_first=resize_first), label
 
     return transform

@@ -108,7 +108,8 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
         pretrained_cfg: keys replacing the checkpoint's ``pretrained_cfg`` (mean, std, crop_pct, ...).
         include_top: keep the classifier (the checkpoint's, loaded).
         classes: the classifier's width; default the checkpoint's. Another width gets a new,
-            zero-initialised classifier (fine-tuning); everything else is loaded.
+            zero-initialised classifier (fine-tuning); everything else is loaded. A lone file records
+            no width: ``classes`` is required and its classifier is loaded.
         include_preprocessing: put ``Rescaling(1/255)`` + ``Normalization(mean, std)`` in the model, so
             it takes RGB 0..255 (default); False: the bare network, for timm-normalized input.
         **builder_kwargs: passed to the family's builder (``input_shape``, ``pooling``, ``dropout_rate``,
@@ -130,10 +131,19 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
     model = _build(checkpoint, include_top=include_top, classes=width or 1000,
                    include_preprocessing=include_preprocessing, **builder_kwargs)
     _load(model, checkpoint, family_for(checkpoint.architecture),
-          reinitialize_classifier=include_top and width != checkpoint.num_classes)
+          reinitialize_classifier=_other_classes(checkpoint, include_top and width))
     if include_preprocessing:
         attach_contract(model, _model_contract(model, checkpoint))
     return model
+
+
+def _other_classes(checkpoint: TimmCheckpoint, width: int, class_names: Sequence[str] | None = None) -> bool:
+    """Whether a classifier of ``width`` classes (0: none) named ``class_names`` is not the checkpoint's
+    (a lone file's width is unknown: its classifier is loaded, and must fit)."""
+    if not width or not checkpoint.num_classes:
+        return False
+    return width != checkpoint.num_classes or bool(
+        class_names and checkpoint.label_names and tuple(class_names) != checkpoint.label_names)
 
 
 def _build(checkpoint: TimmCheckpoint, **builder_kwargs: Any) -> keras.Model:
@@ -221,9 +231,7 @@ def load_timm(model: keras.Model, source: str | os.PathLike, class_names: Sequen
     _check_architecture(model, family, checkpoint)
     normalizes = _check_preprocessing(model, checkpoint)
     head = next((layer for layer in leaf_layers(model) if layer.name == CLASSIFIER_NAME), None)
-    other_classes = head is not None and (
-        int(head.units) != checkpoint.num_classes
-        or bool(class_names and checkpoint.label_names and tuple(class_names) != checkpoint.label_names))
+    other_classes = _other_classes(checkpoint, int(head.units) if head is not None else 0, class_names)
     loaded = _load(model, checkpoint, family, reinitialize_classifier=other_classes)
     if normalizes:
         attach_contract(model, _model_contract(model, checkpoint))

@@ -62,15 +62,17 @@ def weights_pretrained_cfg(weights: Any) -> dict:
 
 
 def timm_eval_options(weights: Any, image_size: int, eval_options: dict) -> dict:
-    """``eval_options`` with timm's eval crop (``crop_pct`` as ``crop_padding`` at ``image_size``) and
-    interpolation (``resize_method``) when ``weights`` is a timm checkpoint; keys the recipe sets win."""
+    """``eval_options`` with timm's eval crop (``crop_pct`` as ``crop_padding`` at ``image_size``,
+    ``resize_first``) and interpolation (``resize_method``) when ``weights`` is a timm checkpoint; keys
+    the recipe sets win."""
     cfg = weights_pretrained_cfg(weights)
     if not cfg:
         return dict(eval_options)
     from kerasnets.serving import timm_contract
 
     served = timm_contract((image_size, image_size, 3), cfg, (), cfg["architecture"])
-    return {"crop_padding": served.crop_padding, "resize_method": served.resize_method, **eval_options}
+    return {"crop_padding": served.crop_padding, "resize_method": served.resize_method,
+            "resize_first": served.resize_first, **eval_options}
 
 
 def _classifier(layers: list[dict]) -> dict | None:
