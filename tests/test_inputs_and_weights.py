@@ -13,7 +13,7 @@ import kerasnets
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: kerasnets.ResNet(42), r"depth must be one of \[18, 34, 50, 101, 152\]"),
+    (lambda: kerasnets.ResNet(42), r"depth must be one of \[18, 26, 34, 50, 101, 152\]"),
     (lambda: kerasnets.ResNet(50, "v3"), r"variant must be one of \['d', 'v1', 'v1.5', 'v2'\]"),
     (lambda: kerasnets.ResNet(50, stem="huge"), "stem must be '7x7' or 'deep'"),
     (lambda: kerasnets.ResNet(50, wings=3), "unknown ResNet variant keywords"),
