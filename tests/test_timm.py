@@ -111,13 +111,14 @@ def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, np.ndarra
     return state
 
 
-def write_timm_folder(folder, architecture: str, classes: int = 10, state=None, seed: int = 0, **config):
-    """A folder as ``huggingface_hub.snapshot_download`` leaves a timm model; returns its state."""
+def write_timm_folder(folder, architecture: str, classes: int = 10, state=None, seed: int = 0, config=None):
+    """A folder as ``huggingface_hub.snapshot_download`` leaves a timm model (``config`` entries
+    replace config.json's); returns its state."""
     os.makedirs(folder, exist_ok=True)
     state = random_state(timm_resnet_shapes(architecture, classes), seed) if state is None else state
     save_file(state, os.path.join(folder, "model.safetensors"))
     document = {"architecture": architecture, "num_classes": classes, "num_features": 512,
-                "pretrained_cfg": PRETRAINED_CFG, **config}
+                "pretrained_cfg": PRETRAINED_CFG, **(config or {})}
     with open(os.path.join(folder, "config.json"), "w") as handle:
         json.dump(document, handle)
     return state
@@ -285,7 +286,7 @@ def test_lone_safetensors_needs_the_architecture(resnet18_folder):
 
 
 def test_unsupported_architecture_lists_what_is_supported(tmp_path):
-    write_timm_folder(tmp_path, "resnet18", architecture="vit_base_patch16_224")
+    write_timm_folder(tmp_path, "resnet18", config={"architecture": "vit_base_patch16_224"})
     with pytest.raises(ValueError) as caught:
         kerasnets.from_timm(str(tmp_path))
     message = str(caught.value)
