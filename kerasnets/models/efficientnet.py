@@ -4,7 +4,9 @@ stage table and a head.
 Presets are data (:data:`EFFICIENTNET_PRESETS`); every network comes from :func:`EfficientNet`'s one code path
 through the shared stage loop in :mod:`kerasnets.layers`. EfficientNetV2 is the same builder with other
 stage tables (Fused-MBConv and MBConv stages, :data:`V2_LAYOUT`) and the keyword deltas of
-keras.applications' efficientnet_v2.py (:data:`V2_FIELDS`).
+keras.applications' efficientnet_v2.py (:data:`V2_FIELDS`). Every preset field is also a keyword delta of
+the builder: timm's PyTorch-trained EfficientNets are ``strided_padding="symmetric"`` (``k // 2`` on
+every side) and ``bn_epsilon=1e-5`` on the same presets (:mod:`kerasnets.timm.efficientnet`).
 """
 
 from __future__ import annotations
