@@ -4,6 +4,7 @@ import json
 import logging
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -264,8 +265,8 @@ def test_randaugment_picks_different_ops_for_different_batches_in_tf_data(monkey
     paints its own number, so each batch shows which op was chosen."""
     build = augment.randaugment_layer
 
-    def marked(options, seed):
-        layer = build(options, seed)
+    def marked(options):
+        layer = build(options)
         for number, name in enumerate(layer._AUGMENT_LAYERS, start=1):
             sublayer = getattr(layer, name)
             sublayer.transform_images = (lambda images, transformation=None, training=True, mark=number:
@@ -857,18 +858,91 @@ def test_repeated_training_epochs_differ_and_the_same_seed_gives_the_same_stream
     assert not np.array_equal(stream(6, 1)[0][0], first[0][0])
 
 
-def test_keras_augmentation_layers_mark_the_pipeline_not_checkpointable(tmp_path):
+@pytest.mark.parametrize("options", [{"randaugment": True, "mixup_alpha": 0.2}, {"cutmix_alpha": 1.0}],
+                         ids=["randaugment+mixup", "cutmix"])
+def test_keras_augmentation_pipeline_iterator_checkpoint_resumes_exactly(tmp_path, options):
+    """RandAugment, MixUp and CutMix draw from per-batch seeds (stateless ops): the training
+    iterator saves (it used to raise FailedPreconditionError: stateful) and a restored one yields
+    the saved one's next batches, their augmentation draws included, into the next epoch."""
     images = np.random.RandomState(0).randint(0, 256, (8, 16, 16, 3)).astype(np.uint8)
-    for options in ({"randaugment": True}, {"mixup_alpha": 0.2}, {"cutmix_alpha": 1.0}):
-        _, info = data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=True, **options)
-        assert info.extras["checkpointable"] is False, options
-    ds, info = data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=True, randaugment=True)
+
+    def make():
+        return data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=True, repeat=True, seed=5,
+                         **options)
+
+    ds, info = make()
+    assert info.extras["checkpointable"] is True
     iterator = iter(ds)
     next(iterator)
-    with pytest.raises(tf.errors.FailedPreconditionError, match="stateful"):
-        tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "ckpt"))
-    assert data.load((images, np.arange(8) % 2), image_size=16, batch_size=4, training=False,
-                     randaugment=True)[1].extras["checkpointable"] is True
+    path = tf.train.Checkpoint(iterator=iterator).write(str(tmp_path / "ckpt" / "it"))
+    expected = [next(iterator) for _ in range(3)]
+    restored = iter(make()[0])
+    tf.train.Checkpoint(iterator=restored).read(path).assert_consumed()
+    for (x, y), (x_want, y_want) in zip([next(restored) for _ in range(3)], expected):
+        np.testing.assert_array_equal(x.numpy(), x_want.numpy())
+        np.testing.assert_array_equal(y.numpy(), y_want.numpy())
+    assert not np.array_equal(expected[0][0].numpy(), expected[2][0].numpy())  # same images, other draws
+
+
+def _keras_layers():
+    """(a maker of a fresh Keras layer, its input): RandAugment on images, MixUp / CutMix on a batch."""
+    images = tf.constant(np.random.RandomState(0).randint(0, 256, (6, 16, 16, 3)).astype(np.float32))
+    batch = {"images": images, "labels": tf.one_hot(tf.range(6), 6)}
+    return [pytest.param(lambda: augment.randaugment_layer({"factor": 0.8}), images, id="RandAugment"),
+            pytest.param(lambda: keras.layers.MixUp(alpha=0.4), batch, id="MixUp"),
+            pytest.param(lambda: keras.layers.CutMix(factor=(1.0, 1.0)), batch, id="CutMix")]
+
+
+@pytest.mark.parametrize("make, inputs", _keras_layers())
+def test_stateless_call_is_the_keras_layer_drawing_from_the_given_seed(make, inputs):
+    """``stateless_call(layer, x, seed)`` outputs what the Keras layer itself outputs when its
+    SeedGenerator's state is ``seed`` (a layer built with ``seed=7``, first call: ``[7, 0]``), so
+    the draws are the layer's own distribution; the same seed gives the same output (eager and
+    traced), another seed another output. RandAugment: its sub-layers draw from that seed too."""
+    def images(out):
+        return (out["images"] if isinstance(out, dict) else out).numpy()
+
+    reference = make()
+    reference.generator = keras.random.SeedGenerator(7)
+    reference.build(inputs["images"].shape if isinstance(inputs, dict) else inputs.shape)
+    want = tf.function(lambda x: reference(x, training=True))(inputs)
+    layer = make()
+    traced = tf.function(lambda x, seed: augment.stateless_call(layer, x, seed))
+    got = traced(inputs, tf.constant([7, 0], tf.int64))
+    np.testing.assert_array_equal(images(got), images(want))
+    if isinstance(want, dict):
+        np.testing.assert_array_equal(got["labels"].numpy(), want["labels"].numpy())
+    np.testing.assert_array_equal(images(augment.stateless_call(layer, inputs, tf.constant([7, 0]))), images(got))
+    others = {images(traced(inputs, tf.constant([7, i], tf.int64))).tobytes() for i in range(1, 6)}
+    assert images(got).tobytes() not in others and len(others) >= 4
+    with pytest.raises(TypeError, match="Keras random preprocessing layer"):
+        augment.stateless_call(keras.layers.Rescaling(1.0), inputs, tf.constant([7, 0]))
+
+
+@pytest.mark.parametrize("options", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}], ids=["mixup", "cutmix"])
+def test_mixed_labels_are_the_shares_of_the_images_mixed_within_the_batch(options):
+    """``data.load``'s MixUp / CutMix run after batching: each image is mixed with another image of
+    its batch, and its label holds each class at that image's share of the mix. 16 flat images,
+    image i of value 10 i + 5 and class i: a MixUp pixel is sum_j label_j * value_j; a CutMix image
+    holds the values of its label's classes, each on its label share of the pixels (Keras' label is
+    the area of the continuous box: up to a pixel row and column off at 48 px)."""
+    values = 10 * np.arange(16) + 5
+    images = np.broadcast_to(values[:, None, None, None], (16, 48, 48, 3)).astype(np.uint8)
+    ds, _ = data.load((images, np.arange(16)), image_size=48, batch_size=8, training=True, seed=3, flip=False,
+                      crop_scale=(1.0, 1.0), **options)
+    mixed = 0
+    for x, y in ds:
+        x, y = x.numpy(), y.numpy()
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+        for image, label in zip(x, y):
+            if "mixup_alpha" in options:
+                np.testing.assert_allclose(image, np.broadcast_to(label @ values, image.shape), atol=1e-2)
+            else:
+                shares = np.array([(image == v).mean() for v in values])
+                assert (shares > 0).tolist() == (label > 1e-6).tolist()
+                np.testing.assert_allclose(shares, label, atol=2 / 48)
+            mixed += (label > 1e-6).sum() > 1
+    assert mixed >= 4
 
 
 def test_stateless_crop_flip_and_autoaugment_depend_only_on_the_seed():
@@ -907,12 +981,12 @@ def test_cutmix_alpha_is_the_beta_parameter_of_the_mixing_weight():
     """cutmix_alpha=1.0 means lambda ~ Beta(1, 1) = uniform, as in timm and the CutMix paper: the
     share of each image's own pixels has variance 1/12. (Keras' CutMix(factor=1.0) would draw
     the Beta parameter itself from U(0, 1): U-shaped weights, variance ~0.15.)"""
-    mix = augment.batch_mixer(0.0, 1.0, seed=3)
+    mix = tf.function(augment.batch_mixer(0.0, 1.0))
     images = tf.reshape(tf.repeat(tf.range(8, dtype=tf.float32), 16 * 16 * 3), (8, 16, 16, 3))
     labels = tf.one_hot(tf.range(8), 8)
     own = []
-    for _ in range(150):
-        mixed, soft = mix(images, labels)
+    for draw in range(150):
+        mixed, soft = mix(images, labels, tf.constant([3, draw], tf.int64))
         soft = soft.numpy()
         partner = soft.copy()
         partner[np.arange(8), np.arange(8)] = 0

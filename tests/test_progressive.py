@@ -54,8 +54,8 @@ RECIPE = Recipe(name="progressive", build_model=build_model, build_optimizer=bui
 RATES = """(Stage("small", 1, 16, dropout_rate=0.1, drop_connect_rate=0.3),
           Stage("medium", 1, 20, dropout_rate=0.2, drop_connect_rate=0.6),
           Stage("large", 1, 24, dropout_rate=0.3, drop_connect_rate=0.9))"""
-AUGMENTED = """(Stage("randaugment", 1, 16, randaugment_magnitude=15),
-             Stage("mixup", 1, 20, mixup_alpha=0.4))"""
+AUGMENTED = """(Stage("randaugment_mixup", 1, 16, randaugment_magnitude=15, mixup_alpha=0.4),
+             Stage("cutmix", 1, 20, cutmix_alpha=1.0))"""
 
 
 def _recipe_file(tmp_path, stages, epochs):
@@ -137,34 +137,60 @@ def test_stages_train_at_their_sizes_with_their_rates_one_optimizer_and_resume_e
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
-def test_augmentation_stages_and_what_a_resume_inside_randaugment_keeps(tmp_path, monkeypatch):
-    """Stage 1 RandAugment at automl magnitude 15 (a Keras RandAugment of factor 0.5), stage 2
-    MixUp: stage 1's labels are one-hot, stage 2's mixed. Keras' RandAugment and MixUp draw from a
-    stateful seed generator that no checkpoint holds, so a resumed stage replays its stream to the
-    step: a run interrupted at step 3 (backup at step 2) receives the uninterrupted run's examples
-    (its labels) at step 3, while the augmentation draws are fresh (not compared)."""
+def test_augmentation_stages_resume_exactly_inside_randaugment_mixup_and_inside_cutmix(tmp_path, monkeypatch):
+    """Stage 1 RandAugment at automl magnitude 15 (a Keras RandAugment of factor 0.5) with MixUp,
+    stage 2 CutMix: both stages' labels are mixed. Their Keras layers draw from per-batch seeds
+    (stateless), so the stage's data iterator is in its backups: a run interrupted in stage 1
+    (backup at step 2) and one interrupted in stage 2 (backup at its step 1) receive the
+    uninterrupted run's batches, augmentation draws included, and end with its weights, bit for
+    bit. Tiny model, 3 steps per stage; --deterministic: bit-for-bit comparable runs."""
     from kerasnets.data import augment
     from kerasnets.training import loop
+    from kerasnets.training.backup import RunBackup
+    from tensorflow.python.framework import config as tf_config
 
     factors = []
     make = augment.randaugment_layer
     monkeypatch.setattr(augment, "randaugment_layer", lambda *args: factors.append(make(*args).factor) or make(*args))
     recipe_file = _recipe_file(tmp_path, AUGMENTED, 2)
     received, _ = _spy_steps(monkeypatch, loop)
-    command = ["train", str(recipe_file), "--output", str(tmp_path)]
-    assert cli.main(command + ["--name", "whole"]) == 0
-    assert factors == [(0, 0.5)]  # one RandAugment pipeline, the first stage's
-    whole = [labels for _, labels in received]
-    assert [batch.shape[0] for batch in whole] == [8] * 6
-    assert all(set(np.unique(batch)) <= {0.0, 1.0} for batch in whole[:3])  # RandAugment keeps the labels
-    assert any(not set(np.unique(batch)) <= {0.0, 1.0} for batch in whole[3:])  # MixUp mixes them
-    received.clear()
-    keras.backend.clear_session()
-    _interrupted_then_resumed(command + ["--name", "resumed"], monkeypatch, loop, cli, at_call=3)
-    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
-    assert (summary["resumed_from_phase"], summary["resumed_from_step"]) == (0, 2)
-    # the interrupted attempt ran steps 1-2, the resumed one step 3 first: the same examples as the whole run's
-    np.testing.assert_array_equal(received[2][1], whole[2])
+    restored, restore = [], RunBackup.restore
+
+    def recording_restore(self, checkpoint, save):  # what the backup holds (cleared once the run is done)
+        names = [name for name, _ in tf.train.list_variables(os.path.join(self.dir, save["dir"], "ckpt"))]
+        restored.append(any(name.startswith("iterator/") for name in names))
+        return restore(self, checkpoint, save)
+
+    monkeypatch.setattr(RunBackup, "restore", recording_restore)
+    command = ["train", str(recipe_file), "--output", str(tmp_path), "--deterministic"]
+    runs = {}
+    try:
+        assert cli.main(command + ["--name", "whole"]) == 0
+        assert factors == [(0, 0.5)]  # one RandAugment pipeline, the first stage's
+        whole = list(received)
+        for name, at_call in (("in_randaugment_mixup", 3), ("in_cutmix", 5)):
+            received.clear()
+            keras.backend.clear_session()
+            _interrupted_then_resumed(command + ["--name", name], monkeypatch, loop, cli, at_call=at_call)
+            runs[name] = list(received)
+    finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
+        tf_config.disable_op_determinism()
+    assert restored == [True, True]  # the stage's iterator is in its backups (not a replay of the stream)
+    assert [labels.shape for _, labels in whole] == [(8, 10)] * 6
+    assert all(not set(np.unique(labels)) <= {0.0, 1.0} for _, labels in whole)  # MixUp, then CutMix, mix them
+    weights = keras.saving.load_model(tmp_path / "whole" / "model.keras", compile=False).weights
+    for name, (phase, step), replayed in (("in_randaugment_mixup", (0, 2), 2), ("in_cutmix", (1, 1), 4)):
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert (summary["resumed_from_phase"], summary["resumed_from_step"]) == (phase, step)
+        # the interrupted attempt ran the steps before its backup, the resumed one the steps after
+        got = runs[name][replayed:]
+        assert len(got) == 6 - replayed
+        for index, ((images, labels), (want_images, want_labels)) in enumerate(zip(got, whole[replayed:])):
+            np.testing.assert_array_equal(images, want_images, err_msg=f"{name}: step {replayed + index + 1}")
+            np.testing.assert_array_equal(labels, want_labels, err_msg=f"{name}: step {replayed + index + 1}")
+        again = keras.saving.load_model(tmp_path / name / "model.keras", compile=False)
+        for a, b in zip(weights, again.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=f"{name}: {a.path}")
 
 
 def test_progressive_stages_are_the_ramps_of_automl_main_py():

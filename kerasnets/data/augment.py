@@ -4,21 +4,27 @@ Keras MixUp / CutMix. All operate on float32 RGB in 0..255 inside tf.data.
 AutoAugment has no Keras layer, so its 25 sub-policies are written here with TensorFlow image ops,
 with the reference's level-to-argument rules (``_MAX_LEVEL = 10``) and its constants for policy v0
 (``distort_image_with_autoaugment``: ``translate_const=250``; 100 is RandAugment's). Given a
-per-example seed its every random choice is a stateless op, so a tf.data iterator over it can be
-checkpointed. The Keras layers (RandAugment, MixUp, CutMix) draw from a stateful SeedGenerator:
-a pipeline that uses them is not checkpointable.
+per-example seed its every random choice is a stateless op.
+
+The Keras layers (RandAugment, MixUp, CutMix) run as Keras wrote them, but draw from a per-batch
+seed instead of their stateful SeedGenerator (:func:`stateless_call`): their draws are stateless
+ops too, the ones the layer makes when its generator's state is that seed. So every random choice
+of the training pipeline is keyed by the run's seed and the element's position in the stream, and a
+tf.data iterator over it can be checkpointed and resumes exactly.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import keras
 import tensorflow as tf
 
 from kerasnets.data.transforms import stateless_seed
 
-__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "TRANSLATE_CONST", "autoaugment", "randaugment_layer", "batch_mixer"]
+__all__ = ["POLICY_V0", "AUTOAUGMENT_OPS", "TRANSLATE_CONST", "autoaugment", "randaugment_layer", "batch_mixer",
+           "stateless_call"]
 
 MAX_LEVEL = 10.0
 FILL_VALUE = 128
@@ -210,42 +216,80 @@ def autoaugment(image: tf.Tensor, policy=POLICY_V0, seed: tf.Tensor | None = Non
     return out
 
 
-def randaugment_layer(randaugment: bool | dict, seed: int | None) -> keras.layers.RandAugment:
-    """Keras RandAugment (default 2 ops, factor 0.5) for 0..255 images; applied to whole batches.
+class _SeedStream(keras.random.SeedGenerator):
+    """A SeedGenerator with no state, for one traced call: its n-th draw is ``seed + [0, n]``, what
+    Keras' SeedGenerator draws n-th from the state ``seed`` (``next``: the state, then the state plus
+    [0, 1]), counted in Python as the call is traced. No variable: the draws are stateless ops."""
 
-    Keras chooses the ops with its backend RNG inside the traced map, so every batch gets a fresh
-    choice (keras#21169 is fixed in the Keras this package pins; a test guards it). Images of a
-    batch share the ops, each with its own random magnitude: batching keeps it ~20x faster than
-    calling the layer image by image.
+    def __init__(self, seed: tf.Tensor):  # no super().__init__(): it would create the state variable
+        self._seed, self._draws = seed, 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        """The next seed: ``seed + [0, n]`` at the n-th draw."""
+        del ordered
+        self._draws += 1
+        return self._seed + tf.constant([0, self._draws - 1], self._seed.dtype)
+
+
+def stateless_call(layer: keras.layers.Layer, data, seed):
+    """``layer(data, training=True)`` for a Keras random preprocessing layer (RandAugment, MixUp,
+    CutMix, ...), its random draws keyed by ``seed`` (a shape-[2] integer tensor) instead of its
+    stateful SeedGenerator: what the layer outputs when its generator's state is ``seed`` (a layer
+    built with ``seed=s`` outputs on its first call what this gives for ``seed=[s, 0]``). The same
+    seed gives the same output, and a tf.data map over it has no stateful op (checkpointable).
+    RandAugment passes its own generator to its sub-layers: they draw from the stream too.
+    """
+    if not isinstance(getattr(layer, "generator", None), keras.random.SeedGenerator):
+        raise TypeError(f"stateless_call takes a Keras random preprocessing layer (one with a SeedGenerator: "
+                        f"RandAugment, MixUp, CutMix, ...), got {type(layer).__name__}")
+    stream = _SeedStream(stateless_seed(seed))
+    # every backend's generator is the stream for this call; an instance attribute, not tracked by the layer
+    object.__setattr__(layer, "_get_seed_generator", lambda backend=None: stream)
+    try:
+        return layer(data, training=True)
+    finally:
+        object.__delattr__(layer, "_get_seed_generator")
+
+
+def randaugment_layer(randaugment: bool | dict) -> keras.layers.RandAugment:
+    """Keras RandAugment (default 2 ops, factor 0.5) for 0..255 images; applied to whole batches
+    with :func:`stateless_call` (the batch's seed makes its draws).
+
+    Every batch gets a fresh choice of ops: the choice is drawn from the batch's seed, a tensor of
+    the map, so tracing the map does not freeze it (keras#21169; a test guards it). Images of a
+    batch share the ops, each with its own random magnitude, as the Keras layer does for a batch:
+    batching keeps it ~20x faster than calling the layer image by image.
     """
     options = {"num_ops": 2, "factor": 0.5, **(randaugment if isinstance(randaugment, dict) else {})}
-    return keras.layers.RandAugment(value_range=(0, 255), seed=seed, **options)
+    return keras.layers.RandAugment(value_range=(0, 255), **options)
 
 
-def batch_mixer(mixup_alpha: float, cutmix_alpha: float, seed: int | None):
-    """fn(images, one_hot_labels) applying Keras MixUp or CutMix (one of the two, 50/50, if both).
+def batch_mixer(mixup_alpha: float, cutmix_alpha: float) -> Callable:
+    """fn(images, one_hot_labels, seed) applying Keras MixUp or CutMix (one of the two, 50/50, if
+    both) to a batch, every draw keyed by ``seed`` (shape [2]; :func:`stateless_call`).
 
     ``mixup_alpha`` and ``cutmix_alpha`` are the Beta(alpha, alpha) parameters of the mixing
     weight, as in timm and the papers (1.0: uniform)."""
     if not 0 <= cutmix_alpha <= 1:
         raise ValueError(f"cutmix_alpha must be in [0, 1] (Keras CutMix draws Beta(alpha, alpha) with alpha <= 1; "
                          f"1.0 is the CutMix paper's and timm's default), got {cutmix_alpha!r}")
-    mixup = keras.layers.MixUp(alpha=mixup_alpha, seed=seed) if mixup_alpha > 0 else None
+    mixup = keras.layers.MixUp(alpha=mixup_alpha) if mixup_alpha > 0 else None
     # Keras CutMix draws its Beta parameter uniformly from ``factor`` ((0, f) for a single float f);
     # a range of one point is timm's cutmix_alpha: lambda ~ Beta(alpha, alpha)
-    cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha), seed=seed) if cutmix_alpha > 0 else None
+    cutmix = keras.layers.CutMix(factor=(cutmix_alpha, cutmix_alpha)) if cutmix_alpha > 0 else None
 
-    def apply(layer, images, labels):
-        out = layer({"images": images, "labels": labels}, training=True)
+    def apply(layer, images, labels, seed):
+        out = stateless_call(layer, {"images": images, "labels": labels}, seed)
         return tf.cast(out["images"], tf.float32), tf.cast(out["labels"], tf.float32)
 
-    def mix(images, labels):
+    def mix(images, labels, seed):
         if mixup is not None and cutmix is not None:
+            choice_seed, layer_seed = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(seed), 2))
             return tf.cond(
-                tf.random.uniform([]) < 0.5,
-                lambda: apply(mixup, images, labels),
-                lambda: apply(cutmix, images, labels),
+                tf.random.stateless_uniform([], seed=choice_seed) < 0.5,
+                lambda: apply(mixup, images, labels, layer_seed),
+                lambda: apply(cutmix, images, labels, layer_seed),
             )
-        return apply(mixup or cutmix, images, labels)
+        return apply(mixup or cutmix, images, labels, seed)
 
     return mix

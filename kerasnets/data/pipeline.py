@@ -38,7 +38,8 @@ class DatasetInfo:
     ``drop_remainder``, ``count_source`` (where ``num_examples`` came from: for TFRecords "option",
     "metadata", "cache" or "counted", see :func:`kerasnets.data.tfrecords.tfrecord_count`; "source"
     for the others, which know their size), ``checkpointable`` (whether ``tf.train.Checkpoint(
-    iterator=iter(dataset))`` can save the iterator; see :func:`load`) and, for folders, the
+    iterator=iter(dataset))`` can save the iterator: True for every pipeline :func:`load` builds,
+    augmentation included) and, for folders, the
     ``skipped`` file paths.
     """
 
@@ -495,8 +496,8 @@ def load(
             (``training=False``: the center crop takes the largest window of that aspect ratio;
             training crops are square). A square pair is the int.
         training: random crop/flip/augment and shuffle (default: ``split == "train"``).
-        seed: seeds the shuffles and every random crop, flip and AutoAugment choice (same seed, same
-            stream). deterministic: keep the element order of parallel maps (the default: the stream
+        seed: seeds the shuffles and every random crop, flip, AutoAugment, RandAugment, MixUp and
+            CutMix draw (same seed, same stream). deterministic: keep the element order of parallel maps (the default: the stream
             is reproducible and an iterator checkpoint replays it exactly); False lets them yield out
             of order (faster on slow storage, not reproducible).
         shuffle_buffer: bounded shuffle buffer in examples, ``min(shuffle_buffer, num_examples)``
@@ -538,7 +539,7 @@ def load(
             buffer, the backups and copy to an accelerator (the Trainer's training batches are
             uint8, cast to float32 on the device inside its compiled step).
         first_epoch: training with ``repeat``: the endless stream starts at this epoch (its
-            permutation or shard order), with per-image seeds and Keras layer seeds of their own
+            permutation or shard order), with per-image and per-batch seeds of their own
             (from ``(seed, first_epoch)``): a progressive run's later stage continues the epochs
             instead of replaying the first stage's images and crops. 0: the stream as always.
         **options: per-source: ``data_dir``, ``download`` (tfds, digits), ``class_names``,
@@ -550,14 +551,14 @@ def load(
     Images leave the pipeline as float32 (or ``dtype``) RGB in 0..255; the models normalize inside. Files that
     fail to decode are dropped (before ``repeat``): see :func:`check_not_empty`.
 
-    Checkpointing: with crop, flip and AutoAugment (and no Keras layer) every random choice of a
-    training pipeline is a stateless op keyed by a per-example seed drawn from
-    ``tf.data.Dataset.random(seed)``, so ``tf.train.Checkpoint(iterator=it)`` saves the iterator
-    and a restored one (of a dataset loaded with the same arguments) yields exactly the batches
-    the saved one would have yielded next. RandAugment, MixUp and CutMix are Keras layers with a
-    stateful SeedGenerator that TF cannot serialize: with any of them on,
-    ``info.extras["checkpointable"]`` is False (saving raises ``FailedPreconditionError``). The
-    checkpoint holds the shuffle buffer's contents (for TFRecords, up to ``shuffle_buffer``
+    Checkpointing: every random choice of a training pipeline is a stateless op. Crop, flip and
+    AutoAugment are keyed by a per-example seed, RandAugment, MixUp and CutMix (Keras' layers, which
+    draw from the batch's seed instead of their SeedGenerator:
+    :func:`kerasnets.data.augment.stateless_call`) by a per-batch seed, both drawn from
+    ``tf.data.Dataset.random`` streams of ``seed``. So ``tf.train.Checkpoint(iterator=it)`` saves
+    the iterator, and a restored one (of a dataset loaded with the same arguments) yields exactly
+    the batches the saved one would have yielded next (``info.extras["checkpointable"]`` is True).
+    The checkpoint holds the shuffle buffer's contents (for TFRecords, up to ``shuffle_buffer``
     encoded images) and the prefetched batches.
     """
     training = (str(split).lower() == "train") if training is None else training
@@ -589,6 +590,8 @@ def load(
     if resize_method not in RESIZE_METHODS:
         raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
     ordered = deterministic or not training
+    # the seed of the augmentation draws (per example, per batch): each worker its own
+    augment_seed = stream_seed if shard is None else stream_seed + 1_000_003 * (shard[1] + 1)
 
     base = raw.dataset
     if shard is not None and not raw.sharded:
@@ -603,8 +606,7 @@ def load(
             ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
         if raw.read and not cache:  # the shuffle buffer held paths; read the files now
             ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-        if training:  # each worker its own augmentation draws
-            augment_seed = shuffle_seed if shard is None else shuffle_seed + 1_000_003 * (shard[1] + 1)
+        if training:
             ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding,
                                                 max_pixels),
                             autoaugment, augment_seed, ordered, rerandomize=reshuffle)
@@ -646,17 +648,8 @@ def load(
         depth = len(raw.class_names)
         ds = ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), depth)), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if training and randaugment:
-        from kerasnets.data.augment import randaugment_layer
-
-        layer = randaugment_layer(randaugment, stream_seed)
-        ds = ds.map(lambda x, y: (tf.clip_by_value(tf.cast(layer(x, training=True), tf.float32), 0.0, 255.0), y),
-                    num_parallel_calls=AUTOTUNE)
-    if mixing:
-        from kerasnets.data.augment import batch_mixer
-
-        mix = batch_mixer(mixup_alpha, cutmix_alpha, stream_seed)
-        ds = ds.map(mix, num_parallel_calls=AUTOTUNE)
+    if training and (randaugment or mixing):
+        ds = _batch_map(ds, randaugment, mixup_alpha, cutmix_alpha, augment_seed, rerandomize=not repeat)
     if dtype == "uint8":  # every transform above keeps 0..255 (RandAugment is clipped): round to the levels
         ds = ds.map(lambda x, y: (tf.cast(tf.round(tf.clip_by_value(x, 0.0, 255.0)), tf.uint8), y),
                     num_parallel_calls=AUTOTUNE)
@@ -668,7 +661,6 @@ def load(
         tf.data.experimental.AutoShardPolicy.OFF if shard is not None else tf.data.experimental.AutoShardPolicy.DATA
     )
     ds = ds.with_options(opts).prefetch(AUTOTUNE)
-    checkpointable = not (training and (randaugment or mixing))
     info = DatasetInfo(
         source=str(source) if isinstance(source, (str, os.PathLike)) else "arrays",
         split=raw.split,
@@ -676,7 +668,7 @@ def load(
         num_examples=raw.num_examples,
         image_size=image_size,
         extras={"count_source": "source", **raw.extras, "kind": raw.kind, "batch_size": batch_size,
-                "drop_remainder": drop_remainder, "checkpointable": checkpointable},
+                "drop_remainder": drop_remainder, "checkpointable": True},
         preprocessing={"image_size": image_size, "crop_padding": crop_padding, "resize_method": resize_method,
                        "flip": flip, "training": training, "resize_first": resize_first},
         splits=raw.splits,
@@ -739,3 +731,32 @@ def _train_map(ds: tf.data.Dataset, transform: Callable, autoaugment: bool, seed
         return image, label
 
     return tf.data.Dataset.zip((ds, seeds)).map(per_example, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+
+
+def _batch_map(ds: tf.data.Dataset, randaugment: bool | dict, mixup_alpha: float, cutmix_alpha: float, seed: int,
+               rerandomize: bool) -> tf.data.Dataset:
+    """RandAugment, then MixUp or CutMix, on each batch (Keras layers: :mod:`kerasnets.data.augment`),
+    every draw keyed by the batch's own seed (:func:`~kerasnets.data.augment.stateless_call`).
+
+    As :func:`_train_map`'s per-example seeds, the batch seeds come from ``tf.data.Dataset.random``
+    zipped with the batches: no stateful op, so the iterator can be checkpointed and a restored one
+    draws what the saved one would have drawn. Their stream is its own (seeded from ``seed``, not
+    ``seed`` itself: that is the per-example stream).
+    """
+    from kerasnets.data.augment import batch_mixer, randaugment_layer, stateless_call
+
+    layer = randaugment_layer(randaugment) if randaugment else None
+    mix = batch_mixer(mixup_alpha, cutmix_alpha) if mixup_alpha > 0 or cutmix_alpha > 0 else None
+    batch_seed = int(np.random.SeedSequence([seed % 2 ** 64, 1]).generate_state(1)[0])
+    seeds = tf.data.Dataset.random(seed=batch_seed, rerandomize_each_iteration=rerandomize).batch(2)
+
+    def per_batch(batch, element_seed):
+        images, labels = batch
+        augment_seed, mix_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, 2))
+        if layer is not None:  # clipped to 0..255, the range every later step takes
+            images = tf.clip_by_value(tf.cast(stateless_call(layer, images, augment_seed), tf.float32), 0.0, 255.0)
+        if mix is not None:
+            images, labels = mix(images, labels, mix_seed)
+        return images, labels
+
+    return tf.data.Dataset.zip((ds, seeds)).map(per_batch, num_parallel_calls=AUTOTUNE)

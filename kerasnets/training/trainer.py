@@ -246,7 +246,7 @@ class Trainer:
             self.resumed = {"phase": index, "step": int(step.numpy())}
             log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
                         int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
-        if not checkpointable:  # TPU, or stateful augmentation layers: replay the stream to the step
+        if not checkpointable:  # TPU (or a pipeline that says so): replay the stream to the step
             # the phases before read these (a stage's stream is its own)
             earlier = 0 if stage else run.steps_per_epoch * sum(p.epochs for p in run.phases[:index])
             replay = train_ds.skip(earlier + int(step.numpy()))
