@@ -648,7 +648,7 @@ def test_dataset_info_preprocessing_is_what_the_eval_transform_used(tmp_path):
                             crop_padding=8, resize_method="bilinear")
     _, train = data.load("digits", "train", image_size=16, batch_size=8)
     assert digits.preprocessing == {"image_size": 32, "crop_padding": 0, "resize_method": "bicubic", "flip": False,
-                                    "training": False}
+                                    "training": False, "resize_first": False}  # window-first crop (timm's is resize-first)
     # 32 px: 87.5% of the short side (32 / (32 + 5) = 0.865), not the reference's 32 px (which keeps half)
     assert folder.preprocessing["crop_padding"] == 5 and folder.preprocessing["flip"] is True
     assert (explicit.preprocessing["crop_padding"], explicit.preprocessing["resize_method"]) == (8, "bilinear")

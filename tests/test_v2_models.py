@@ -246,7 +246,7 @@ def test_keras_defaults_and_official_values_one_keyword_away():
 @pytest.mark.parametrize("call,error,message", [
     (lambda: kerasnets.EfficientNetV2("xl"), ValueError, r"variant must be one of \['b0', 'b1', 'b2', 'b3', 's', 'm', 'l'\]"),
     (lambda: kerasnets.EfficientNetV2("s", phi=1), TypeError, r"takes no \['phi'\]"),
-    (lambda: kerasnets.ResNet(18, "v2"), ValueError, r"depth must be one of \[50, 101, 152\]"),
+    (lambda: kerasnets.ResNet(18, "v2"), ValueError, r"depth must be one of \[26, 50, 101, 152\]"),
     (lambda: kerasnets.ResNet(50, "v2", stem="deep"), ValueError, "stem='7x7'"),
     (lambda: kerasnets.EfficientNet(0, include_preprocessing=False, weights="imagenet"), ValueError,
      "include_preprocessing=True"),
