@@ -161,7 +161,7 @@ def _digits(split: str, data_dir: str | None, validation_split: float | None, se
         builder = KerasnetsDigits(data_dir=data_dir)
         builder.download_and_prepare()
         tfds_split = "train+test" if split == "all" else split
-        ds = builder.as_dataset(split=tfds_split, as_supervised=True)
+        ds = builder.as_dataset(split=tfds_split, as_supervised=True, read_config=_tfds_read_config())
         n = sum(builder.info.splits[s].num_examples for s in tfds_split.split("+"))
         return _Raw(ds, DIGITS_CLASS_NAMES, n, "digits", split, splits, defaults=defaults)
     if split == "all":
@@ -193,12 +193,22 @@ def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
             )
         builder.download_and_prepare()
     names, sixteen_bit = _tfds_features(name, builder)
-    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+    ds = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False, read_config=_tfds_read_config())
     if sixteen_bit:  # to 8 bits as decode_image reads a 16-bit PNG file (the high byte), not clipped at 255
         ds = ds.map(lambda image, label: (tf.cast(tf.bitwise.right_shift(image, 8), tf.uint8), label),
                     num_parallel_calls=AUTOTUNE)
     n = builder.info.splits[split].num_examples
     return _Raw(ds, names, n, "tfds", split, tuple(builder.info.splits.keys()))
+
+
+def _tfds_read_config():
+    """How TFDS sources are read: without TFDS' automatic in-memory cache of small datasets. A
+    ``cache()`` in the pipeline cannot be checkpointed symbolically (the trainer's backups would
+    fail with "CacheDatasetV2 does not support symbolic checkpointing"); ``data.load(cache=True)``
+    is the explicit way to cache."""
+    import tensorflow_datasets as tfds
+
+    return tfds.ReadConfig(try_autocache=False)
 
 
 def _tfds_features(name: str, builder) -> tuple[tuple[str, ...], bool]:
