@@ -417,3 +417,12 @@ def test_finetune_from_a_timm_checkpoint_serves_with_timms_preprocessing(photo_f
     model = keras.saving.load_model(run / "model.keras")
     assert [layer.name for layer in model.layers[1:3]] == ["rescaling", "normalization"]
     assert np.allclose(model.get_layer("normalization").mean.numpy().ravel(), MEAN)
+
+
+@pytest.mark.parametrize("build", [lambda **kw: kerasnets.ResNet(18, **kw), lambda **kw: kerasnets.EfficientNet(0, **kw)])
+def test_mean_std_preprocessing_on_other_than_rgb_is_one_clear_error(build):
+    """A (mean, std) pair is per RGB channel: a 1-channel model with it in the model is refused by the
+    shared factory, for every family, with the way out (not a Keras shape error from Normalization)."""
+    with pytest.raises(ValueError, match=r"normalizes RGB input \(3 channels\), got 1 channels"):
+        build(input_shape=(64, 64, 1), include_top=False, include_preprocessing=True,
+              preprocessing=((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerasnets.layers.data_format import DATA_FORMATS, channel_axis
+from kerasnets.layers.data_format import DATA_FORMATS, channel_axis, channels
 
 __all__ = ["CAFFE_MEAN_BGR", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "caffe_preprocess", "CaffePreprocessing",
            "mean_std_layers", "validate_mean_std"]
@@ -41,6 +41,9 @@ def mean_std_layers(x, mean, std):
     layers hold constants in their config: no weights, no custom object, serializable as they are.
     """
     mean, std = validate_mean_std((mean, std))
+    if channels(x) != 3:
+        raise ValueError(f"preprocessing=(mean, std) normalizes RGB input (3 channels), got {channels(x)} channels: "
+                         "use include_preprocessing=False, or the family's named preprocessing")
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescaling")(x)
     return keras.layers.Normalization(axis=channel_axis(), mean=list(mean), variance=[s * s for s in std],
                                       name="normalization")(x)

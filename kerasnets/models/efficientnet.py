@@ -504,9 +504,6 @@ def _preprocess(x, kind: str | tuple):
     statistics: V1 keeps mean 0 / variance 1, V2 rescales to [-1, 1]; a mean/std pair needs RGB)."""
     depth = channels(x)
     if not isinstance(kind, str):
-        if depth != 3:
-            raise ValueError(f"preprocessing=(mean, std) normalizes RGB input (3 channels), got {depth} channels: "
-                             "use include_preprocessing=False or one of " + str(PREPROCESSINGS))
         return mean_std_layers(x, *kind)
     if kind == "signed" or (kind == "imagenet" and depth != 3):
         return layers.Rescaling(1.0 / 128.0, offset=-1.0, name="rescaling")(x)

@@ -179,7 +179,7 @@ def _preprocess(x, preprocessing):
     ``(mean, std)`` pair."""
     if isinstance(preprocessing, str):
         return PREPROCESSINGS[preprocessing](x)
-    return mean_std_layers(x, *validate_mean_std(preprocessing))
+    return mean_std_layers(x, *preprocessing)
 
 
 def _check_preprocessing(preprocessing) -> None:
