@@ -31,7 +31,7 @@ frozen backbone is random: pass --weights for real fine-tuning.
 
 import keras
 
-from kerasnets.models.pretrained import TIMM_PREFIX
+from kerasnets.models.pretrained import is_timm_weights
 from kerasnets.training import (
     Phase,
     Recipe,
@@ -51,7 +51,7 @@ def build_model(recipe, context):
     else EfficientNet-B0."""
     if recipe.weights and str(recipe.weights).endswith(".keras"):
         return saved_architecture(recipe.weights, recipe.image_size, context.num_classes)
-    if recipe.weights and str(recipe.weights).startswith(TIMM_PREFIX):
+    if is_timm_weights(recipe.weights):
         return timm_architecture(recipe.weights, recipe.image_size, context.num_classes, context.synchronized_bn,
                                  **recipe.model_options)
     return build_preset(DEFAULT_MODEL, recipe.image_size, context.num_classes, context.synchronized_bn,

@@ -211,14 +211,16 @@ def test_resnet50d_equals_keras_hub_vd_backbone_ported_by_hand(tmp_path):
 # --------------------------------------------------------------------------- strict loading
 
 
+@pytest.mark.parametrize("features_only", [False, True])
 @pytest.mark.parametrize("change, words", [
     ("extra", ["'layer9.0.conv1.weight'", "(3, 3)", "expected shape None"]),
     ("missing", ["'layer4.1.bn2.running_var'", "(512,)", "has none"]),
     ("misshaped", ["'layer2.0.conv2.weight'", "(128, 128, 1, 1)", "(128, 128, 3, 3)"]),
 ])
-def test_checkpoint_must_match_tensor_for_tensor(change, words, tmp_path):
+def test_checkpoint_must_match_tensor_for_tensor(change, words, features_only, tmp_path):
     """One extra, one missing or one mis-shaped tensor fails with that tensor's timm name and both
-    shapes; num_batches_tracked is ignored, nothing is loaded by position."""
+    shapes, for the whole network and for a features_only one (which skips the head's tensors, and
+    only those); num_batches_tracked is ignored, nothing is loaded by position."""
     state = random_state(timm_resnet_shapes("resnet18", 10))
     if change == "extra":
         state["layer9.0.conv1.weight"] = np.zeros((3, 3), np.float32)
@@ -228,7 +230,7 @@ def test_checkpoint_must_match_tensor_for_tensor(change, words, tmp_path):
         state["layer2.0.conv2.weight"] = np.zeros((128, 128, 1, 1), np.float32)
     write_timm_folder(tmp_path, "resnet18", state=state)
     with pytest.raises(ValueError) as caught:
-        kerasnets.from_timm(str(tmp_path), input_shape=(SIZE, SIZE, 3))
+        kerasnets.from_timm(str(tmp_path), input_shape=(SIZE, SIZE, 3), features_only=features_only)
     for word in words:
         assert word in str(caught.value)
 
@@ -244,7 +246,95 @@ def test_classifier_other_width_or_no_top(resnet18_folder):
                                   three.get_layer("conv5_block2_2_bn").get_weights()[3])
 
 
+#: kerasnets' ResNet-18 block outputs at strides 4..32, by their layer names (what timm's
+#: ``features_only`` returns: each stage's last block)
+RESNET18_STAGE_ENDS = {"stride_4": "conv2_block2_out", "stride_8": "conv3_block2_out", "stride_16": "conv4_block2_out",
+                       "stride_32": "conv5_block2_out"}
+
+
+def assert_stage_ends(feature_models, whole, stage_ends: dict[str, str], x) -> None:
+    """Each ``features_only`` model returns exactly ``whole``'s layers ``stage_ends`` ({output: layer name})."""
+    for features in feature_models:
+        outputs = features.predict(x, verbose=0)
+        assert sorted(outputs) == sorted(stage_ends)
+        for stride, layer in stage_ends.items():
+            expected = keras.Model(whole.inputs, whole.get_layer(layer).output).predict(x, verbose=0)
+            np.testing.assert_array_equal(outputs[stride], expected)
+
+
+def test_features_only_is_the_whole_networks_stage_ends(resnet18_folder):
+    """``from_timm(folder, features_only=True)`` (and the builder's ``features_only=True,
+    weights="timm:..."``) returns the stage ends of the whole model built from the same folder: the
+    classifier's tensors, absent from the truncated model, are skipped."""
+    features = kerasnets.from_timm(str(resnet18_folder), features_only=True, include_preprocessing=False,
+                                   input_shape=(SIZE, SIZE, 3))
+    built = kerasnets.ResNet(18, features_only=True, weights=f"timm:{resnet18_folder}", input_shape=(SIZE, SIZE, 3))
+    whole = kerasnets.from_timm(str(resnet18_folder), include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+    assert_stage_ends((features, built), whole, RESNET18_STAGE_ENDS, normalized())
+
+
+def test_only_a_model_truncated_at_its_end_may_lack_head_layers():
+    """A model that lacks the head conv but has the classifier after it is no include_top=False /
+    features_only model: the layer map refuses it instead of skipping the head conv's tensors."""
+    from kerasnets.timm.mapping import absent_head
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.BatchNormalization(name="top_bn")(inputs)
+    x = keras.layers.Dense(4, name="predictions")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, x)
+    table = {"conv_head": "top_conv", "bn2": "top_bn", "classifier": "predictions"}
+    with pytest.raises(ValueError, match=r"lacks the head layers of timm modules \['conv_head'\] but has later ones"):
+        absent_head(table, model, ("conv_head", "bn2", "classifier"))
+    topless = keras.Model(inputs, keras.layers.BatchNormalization(name="top_bn")(
+        keras.layers.Conv2D(4, 1, name="top_conv")(inputs)))
+    assert absent_head(table, topless, ("conv_head", "bn2", "classifier")) == ("classifier",)
+    features = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="stem_conv")(inputs))
+    assert absent_head(table, features, ("conv_head", "bn2", "classifier")) == ("conv_head", "bn2", "classifier")
+
+
+def test_a_layer_mapped_from_two_timm_modules_is_refused():
+    """The layer map is by name, one timm module per layer: a layer named twice is a family bug."""
+    from kerasnets.timm.mapping import expand_layer_map
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 3, use_bias=False, name="conv1_conv")(inputs))
+    with pytest.raises(ValueError, match="layer 'conv1_conv' is mapped from two timm modules, 'conv1' and 'stem.conv'"):
+        expand_layer_map({"conv1": "conv1_conv", "stem.conv": "conv1_conv"}, model)
+
+
 # --------------------------------------------------------------------------- where checkpoints come from
+
+
+def test_hub_repo_id_implies_the_timm_organisation():
+    assert timm_checkpoint.hub_repo_id("resnet50.a1_in1k") == "timm/resnet50.a1_in1k"
+    assert timm_checkpoint.hub_repo_id("someone/resnet50.x") == "someone/resnet50.x"
+
+
+def test_a_hub_name_is_fetched_once_per_training_run(resnet18_folder, monkeypatch):
+    """``kerasnets train --weights timm:<hub name>`` locates its checkpoint for the architecture, the eval
+    crop, the contract's pretrained_cfg and the weights: in-process, as the engine calls them, the hub
+    is asked once (snapshot_download mocked and counted: no network)."""
+    import huggingface_hub
+
+    from kerasnets.training.finetune import timm_architecture, timm_eval_options, weights_pretrained_cfg
+
+    asked = []
+
+    def snapshot(repo_id, **kwargs):
+        asked.append(repo_id)
+        return str(resnet18_folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(timm_checkpoint, "_SNAPSHOTS", {})  # this process's earlier fetches (other tests) forgotten
+    weights = "timm:resnet18.counted"
+    model = timm_architecture(weights, SIZE, 3)
+    options = timm_eval_options(weights, SIZE, {})
+    cfg = weights_pretrained_cfg(weights)
+    report = kerasnets.load_pretrained(model, weights, class_names=["a", "b", "c"])
+    assert asked == ["timm/resnet18.counted"]
+    assert options["resize_first"] and cfg["architecture"] == "resnet18" and report.head_reinitialized
+
+
 
 
 def test_hub_name_offline_says_how_to_pass_a_folder(monkeypatch):
@@ -259,6 +349,7 @@ def test_hub_name_offline_says_how_to_pass_a_folder(monkeypatch):
         raise huggingface_hub.errors.LocalEntryNotFoundError("offline: cannot reach huggingface.co")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    monkeypatch.setattr(timm_checkpoint, "_SNAPSHOTS", {})  # this process's earlier fetches (other tests) forgotten
     with pytest.raises(ValueError) as caught:
         kerasnets.from_timm("resnet50.a1_in1k")
     assert asked == ["timm/resnet50.a1_in1k"]
@@ -271,6 +362,7 @@ def test_hub_name_reads_the_snapshot_folder(resnet18_folder, monkeypatch):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo_id, **kwargs: str(resnet18_folder))
+    monkeypatch.setattr(timm_checkpoint, "_SNAPSHOTS", {})  # this process's earlier fetches (other tests) forgotten
     model = kerasnets.from_timm("timm/resnet18.test", input_shape=(SIZE, SIZE, 3))
     assert model.name == "resnet18" and model.output_shape == (None, 10)
 
@@ -390,6 +482,33 @@ def test_eval_crop_is_timms_resize_then_center_crop(every):
         assert np.abs(ours - timm_crop).mean() < 0.5
     shifted = resized[top + 1:top + 1 + size, left + 1:left + 1 + size]
     assert np.abs(shifted - timm_crop).mean() > 5
+
+
+def test_timms_resize_first_crop_is_for_square_sizes_only():
+    """timm resizes first then center-crops a square; a non-square model's contract crops the same
+    fraction of the short side as a window instead (resize_first off), and the resize-first crop
+    refuses a non-square size rather than cropping something timm never does."""
+    from kerasnets.data import transforms
+
+    contract = serving.timm_contract((SIZE, 96, 3), PRETRAINED_CFG, (), "resnet50")
+    assert not contract.resize_first and contract.image_size == (SIZE, 96)
+    assert contract.crop_padding == math.floor(SIZE / 0.95) - SIZE  # timm's crop_pct at the short side
+    image = np.zeros((80, 120, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"resize_first \(timm's eval crop\) needs a square size, got \(64, 96\)"):
+        transforms.center_crop(image, (SIZE, 96), contract.crop_padding, resize_first=True)
+    assert tuple(transforms.center_crop(image, (SIZE, 96), contract.crop_padding).shape) == (SIZE, 96, 3)
+
+
+def test_channels_first_is_refused_where_timms_contract_is_made(resnet18_folder):
+    """The contract and the serving pipeline feed (batch, height, width, RGB) images: under
+    channels_first, from_timm with timm's preprocessing inside is one ValueError naming the way out."""
+    keras.config.set_image_data_format("channels_first")
+    try:
+        with pytest.raises(ValueError, match=r"needs keras.config.image_data_format\(\) 'channels_last'.*"
+                                             r"set_image_data_format\('channels_last'\)"):
+            kerasnets.from_timm(str(resnet18_folder), input_shape=(3, SIZE, SIZE))
+    finally:
+        keras.config.set_image_data_format("channels_last")
 
 
 def test_finetune_from_a_timm_checkpoint_serves_with_timms_preprocessing(photo_folder, tmp_path):

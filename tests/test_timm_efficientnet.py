@@ -29,7 +29,7 @@ import kerasnets
 from kerasnets.layers.factories import LayerConfig
 from kerasnets.timm import efficientnet as family
 from kerasnets.timm import supported_architectures
-from test_timm import assert_close_to_scale  # the core's tests: equal within 1e-5 of the reference's scale
+from test_timm import assert_close_to_scale, assert_stage_ends  # the core's tests' comparisons
 
 SIZE = 64
 CLASSES = 10
@@ -299,6 +299,32 @@ def test_a_missing_tensor_is_named_with_its_shape(tmp_path):
         kerasnets.from_timm(folder, input_shape=(SIZE, SIZE, 3))
 
 
+#: keras.applications EfficientNet-B0's stage ends at strides 4..32 (kerasnets' features_only
+#: endpoints, by their layer names in the whole network)
+B0_STAGE_ENDS = {"stride_4": "block2b_add", "stride_8": "block3b_add", "stride_16": "block5c_add",
+                 "stride_32": "block7a_project_bn"}
+
+
+def test_features_only_is_the_whole_networks_stage_ends(tmp_path):
+    """``from_timm(folder, features_only=True)``, which has no head conv (``conv_head`` / ``bn2``) and
+    no classifier, skips those tensors only and returns the stage ends of the whole model built from
+    the same folder; the builder's ``features_only=True, weights="timm:..."`` (with timm's deltas) too."""
+    rng = np.random.default_rng(6)
+    state = {name: random_value(name, shape, rng) for name, shape in
+             timm_efficientnet_shapes("efficientnet_b0").items()}
+    folder = write_folder(tmp_path / "b0", "efficientnet_b0", state)
+    features = kerasnets.from_timm(folder, features_only=True, include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+    built = kerasnets.EfficientNet(0, features_only=True, weights=f"timm:{folder}", include_preprocessing=False,
+                                   input_shape=(SIZE, SIZE, 3), **family.TORCH_DELTAS)
+    whole = kerasnets.from_timm(folder, include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+    x = np.random.default_rng(7).normal(size=(2, SIZE, SIZE, 3)).astype("float32")
+    assert_stage_ends((features, built), whole, B0_STAGE_ENDS, x)
+    del state["blocks.6.0.bn3.running_var"]  # the stride-32 end's own norm: not a head tensor
+    with pytest.raises(ValueError, match=r"no tensor 'blocks\.6\.0\.bn3\.running_var'.*\(320,\)"):
+        kerasnets.from_timm(write_folder(tmp_path / "cut", "efficientnet_b0", state), features_only=True,
+                            include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+
+
 # --------------------------------------------------------------------------- the padding delta
 
 
@@ -320,7 +346,9 @@ def test_symmetric_padding_is_a_keyword_delta_of_the_builder():
         assert model.name.endswith("_custom")
     tf_same = kerasnets.EfficientNet(0, include_top=False, input_shape=(SIZE, SIZE, 3))
     assert tf_same.get_layer("stem_conv_pad").padding == ((0, 1), (0, 1)) and tf_same.name == "efficientnetb0"
-    assert kerasnets.EfficientNet(0, dropout=0.5, input_shape=(SIZE, SIZE, 3)).name == "efficientnetb0"
+    assert kerasnets.EfficientNet(0, dropout_rate=0.5, input_shape=(SIZE, SIZE, 3)).name == "efficientnetb0"
+    with pytest.raises(TypeError, match=r"dropout_rate=, not dropout="):  # one name for one setting
+        kerasnets.EfficientNet(0, dropout=0.5, input_shape=(SIZE, SIZE, 3))
     with pytest.raises(ValueError, match="efficientnetb0_custom has no published weights"):
         kerasnets.EfficientNet(0, strided_padding="symmetric", weights="imagenet")
     with pytest.raises(ValueError, match=r"one of \('tf_same', 'same', 'symmetric'\)"):

@@ -410,9 +410,10 @@ def EfficientNet(
         **preset_overrides: keyword deltas on the preset (:class:`EfficientNetPreset` fields), e.g.
             ``strided_padding="symmetric"`` (PyTorch's padding: ``k // 2`` on every side of the stem and
             every strided depthwise / fused conv, timm's ``efficientnet_b0``), ``bn_epsilon=1e-5``,
-            ``preprocessing=(mean, std)`` (RGB 3-tuples on the 0..1 scale), ``dropout=0.3``. A delta
-            outside :data:`TRAINING_ONLY_FIELDS` computes another function of the weights: the model
-            is named ``<preset>_custom`` and has no ``weights="imagenet"``.
+            ``preprocessing=(mean, std)`` (RGB 3-tuples on the 0..1 scale); the fields ``dropout`` and
+            ``bn_momentum`` are set by the arguments ``dropout_rate`` and ``bn_momentum`` only (``dropout=``
+            is a TypeError). A delta computes another function of the weights: the model is named
+            ``<preset>_custom`` and has no ``weights="imagenet"``.
 
     Input contract: RGB pixels in 0..255 (uint8 or float). Rescaling and ImageNet Normalization (V2
     S/M/L: a rescaling to [-1, 1]) are layers of the model; do not divide by 255 yourself.
@@ -486,7 +487,11 @@ def _with_overrides(spec: EfficientNetPreset, overrides: dict[str, Any]) -> Effi
     outside :data:`TRAINING_ONLY_FIELDS` changes what it computes."""
     if not overrides:
         return spec
-    allowed = sorted(f.name for f in dataclasses.fields(EfficientNetPreset) if f.name not in ("name", "twin"))
+    if "dropout" in overrides:  # the builder's own argument sets it: one name for one setting
+        raise TypeError("EfficientNet takes the dropout before the classifier as dropout_rate=, not dropout= "
+                        f"(the preset's dropout is dropout_rate's default); got dropout={overrides['dropout']!r}")
+    allowed = sorted(f.name for f in dataclasses.fields(EfficientNetPreset)
+                     if f.name not in ("name", "twin", "dropout", "bn_momentum"))  # the last two: builder arguments
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(f"EfficientNet got unknown keywords {unknown}; besides its own arguments it takes the preset's "

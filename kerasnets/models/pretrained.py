@@ -28,12 +28,16 @@ from kerasnets.models.weights import (
 )
 from kerasnets.serving import read_contract
 
-__all__ = ["load_pretrained", "PretrainedReport", "imagenet_twin", "load_weights", "TIMM_PREFIX"]
+__all__ = ["load_pretrained", "PretrainedReport", "imagenet_twin", "load_weights", "zero_classifier", "TIMM_PREFIX",
+           "is_timm_weights"]
 
 #: ``weights="timm:<hub name or folder>"`` (builders) and ``--weights timm:...`` (``kerasnets train``)
 TIMM_PREFIX = "timm:"
 
 
+def is_timm_weights(weights: Any) -> bool:
+    """Whether a builder's / ``--weights`` value names a timm checkpoint (``"timm:..."``)."""
+    return isinstance(weights, str) and weights.startswith(TIMM_PREFIX)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,11 +397,11 @@ def load_pretrained(
         return None
     report = _load_pretrained(model, weights, twin, class_names)
     if report.head_reinitialized:
-        _zero_classifier(model)
+        zero_classifier(model)
     return report
 
 
-def _zero_classifier(model: keras.Model) -> None:
+def zero_classifier(model: keras.Model) -> None:
     """Zero the new classifier (BiT's head init): fine-tuning starts from uniform predictions.
 
     The reference EfficientNet head init (VarianceScaling(1/3, fan_out)) is sized for 1000 classes;
@@ -422,7 +426,7 @@ def _from_timm(model: keras.Model, weights: str, class_names) -> PretrainedRepor
 def _load_pretrained(model: keras.Model, weights: Any, twin: str | None, class_names) -> PretrainedReport:
     if isinstance(weights, str) and weights == "imagenet":
         return _imagenet(model, twin)
-    if isinstance(weights, str) and weights.startswith(TIMM_PREFIX):
+    if is_timm_weights(weights):
         return _from_timm(model, weights, class_names)
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be None, 'imagenet', 'timm:<name>' or a file path, got {type(weights).__name__}")

@@ -17,7 +17,6 @@ Each family (:mod:`kerasnets.timm.resnet`, :mod:`kerasnets.timm.efficientnet`) i
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -27,32 +26,23 @@ import numpy as np
 
 from kerasnets.layers.preprocessing import CaffePreprocessing, validate_mean_std
 from kerasnets.models.common import CLASSIFIER_NAME
-from kerasnets.models.pretrained import TIMM_PREFIX
+from kerasnets.models.pretrained import TIMM_PREFIX, is_timm_weights, zero_classifier
 from kerasnets.models.weights import leaf_layers
 from kerasnets.serving import PreprocessingContract, attach_contract, timm_contract
 from kerasnets.timm.checkpoint import TimmCheckpoint, locate, read_safetensors
+from kerasnets.timm import efficientnet, resnet
 from kerasnets.timm.mapping import TimmFamily, load_timm_state
 
-__all__ = ["from_timm", "build_architecture", "pretrained_cfg_of", "families", "family_for", "supported_architectures", "load_timm", "is_timm_weights",
-           "timm_source", "TIMM_PREFIX", "TimmFamily"]
+__all__ = ["from_timm", "build_architecture", "pretrained_cfg_of", "families", "FAMILIES", "family_for",
+           "supported_architectures", "load_timm", "is_timm_weights", "timm_source", "TIMM_PREFIX", "TimmFamily"]
 
-#: modules that define families: ``FAMILY`` (one) and/or ``FAMILIES`` (several); absent ones are skipped
-FAMILY_MODULES = ("kerasnets.timm.resnet", "kerasnets.timm.efficientnet")
+#: every family, in the order :func:`family_for` searches them
+FAMILIES: tuple[TimmFamily, ...] = (resnet.FAMILY, efficientnet.FAMILY)
 
 
 def families() -> tuple[TimmFamily, ...]:
-    """Every family of :data:`FAMILY_MODULES` that is installed, in that order."""
-    found: list[TimmFamily] = []
-    for name in FAMILY_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:
-                raise
-            continue
-        found.extend([module.FAMILY] if hasattr(module, "FAMILY") else [])
-        found.extend(getattr(module, "FAMILIES", ()))
-    return tuple(found)
+    """Every family kerasnets reads timm checkpoints of: :data:`FAMILIES`."""
+    return FAMILIES
 
 
 def supported_architectures() -> tuple[str, ...]:
@@ -69,11 +59,6 @@ def family_for(architecture: str) -> TimmFamily:
                      f"{', '.join(supported_architectures())}")
 
 
-def is_timm_weights(weights: Any) -> bool:
-    """Whether a builder's / ``--weights`` value names a timm checkpoint (``"timm:..."``)."""
-    return isinstance(weights, str) and weights.startswith(TIMM_PREFIX)
-
-
 def timm_source(weights: str) -> str:
     """``"timm:resnet50.a1_in1k"`` -> ``"resnet50.a1_in1k"``; ValueError when nothing follows."""
     source = weights[len(TIMM_PREFIX):] if is_timm_weights(weights) else weights
@@ -84,10 +69,24 @@ def timm_source(weights: str) -> str:
 
 
 def _model_contract(model: keras.Model, checkpoint: TimmCheckpoint) -> PreprocessingContract:
+    """timm's preprocessing as ``model``'s contract (its classes named as the checkpoint's when they are
+    the checkpoint's)."""
     classes = int(model.output_shape[-1]) if CLASSIFIER_NAME in {layer.name for layer in model.layers} else 0
     names = checkpoint.label_names if classes == checkpoint.num_classes else ()
     return timm_contract(model.input_shape[1:], checkpoint.pretrained_cfg,
                          names or tuple(str(i) for i in range(classes)), checkpoint.architecture)
+
+
+def _require_channels_last(what: str) -> None:
+    """ValueError under ``keras.config.image_data_format() == "channels_first"``: a timm model with its
+    preprocessing inside gets a :class:`~kerasnets.serving.PreprocessingContract`, whose eval pipeline
+    and ``serve_bytes`` feed (batch, height, width, RGB) images."""
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError(f"{what} with timm's preprocessing inside needs keras.config.image_data_format() "
+                         f"'channels_last' (its preprocessing contract serves (batch, height, width, RGB) images), "
+                         f"got {keras.config.image_data_format()!r}: call "
+                         "keras.config.set_image_data_format('channels_last'), or pass include_preprocessing=False "
+                         "for the bare network")
 
 
 def _mean_std(checkpoint: TimmCheckpoint) -> tuple[tuple, tuple]:
@@ -124,6 +123,8 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
             with a missing, extra or mis-shaped tensor (the first one, both shapes), a hub name that
             cannot be fetched (the message says how to pass a local folder).
     """
+    if include_preprocessing:
+        _require_channels_last(f"from_timm({os.fspath(name_or_folder)!r})")
     checkpoint = locate(name_or_folder, architecture, pretrained_cfg)
     width = checkpoint.num_classes if classes is None else classes
     if include_top and not width:
@@ -131,7 +132,7 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
     model = _build(checkpoint, include_top=include_top, classes=width or 1000,
                    include_preprocessing=include_preprocessing, **builder_kwargs)
     _load(model, checkpoint, family_for(checkpoint.architecture),
-          reinitialize_classifier=_other_classes(checkpoint, include_top and width))
+          new_classifier=_other_classes(checkpoint, include_top and width))
     if include_preprocessing:
         attach_contract(model, _model_contract(model, checkpoint))
     return model
@@ -159,10 +160,17 @@ def build_architecture(name_or_folder: str | os.PathLike, **builder_kwargs: Any)
     return _build(locate(name_or_folder), **builder_kwargs)
 
 
-def _load(model: keras.Model, checkpoint: TimmCheckpoint, family: TimmFamily, reinitialize_classifier: bool) -> int:
+def _load(model: keras.Model, checkpoint: TimmCheckpoint, family: TimmFamily, new_classifier: bool) -> int:
+    """Load ``checkpoint`` into ``model`` by name, strictly (the head modules a truncated model lacks
+    skipped); ``new_classifier``: the classifier is not loaded but zeroed
+    (:func:`kerasnets.models.pretrained.zero_classifier`). Returns the number of tensors loaded."""
     state = read_safetensors(checkpoint.weights_path)
-    return load_timm_state(model, state, family.layer_map(checkpoint.architecture, model),
-                           reinitialize_classifier=reinitialize_classifier)
+    architecture = checkpoint.architecture
+    loaded = load_timm_state(model, state, family.layer_map(architecture, model), family.head_modules(architecture),
+                             skip_classifier=new_classifier)
+    if new_classifier:
+        zero_classifier(model)
+    return loaded
 
 
 #: config keys that do not change what a layer computes from its weights (initialisers, training
@@ -232,7 +240,9 @@ def load_timm(model: keras.Model, source: str | os.PathLike, class_names: Sequen
     normalizes = _check_preprocessing(model, checkpoint)
     head = next((layer for layer in leaf_layers(model) if layer.name == CLASSIFIER_NAME), None)
     other_classes = _other_classes(checkpoint, int(head.units) if head is not None else 0, class_names)
-    loaded = _load(model, checkpoint, family, reinitialize_classifier=other_classes)
+    if normalizes:
+        _require_channels_last(f"model {model.name!r}")
+    loaded = _load(model, checkpoint, family, new_classifier=other_classes)
     if normalizes:
         attach_contract(model, _model_contract(model, checkpoint))
     return {"source": checkpoint.source, "loaded": loaded, "head_reinitialized": other_classes,

@@ -72,8 +72,25 @@ def hub_repo_id(name: str) -> str:
     return name if "/" in name else f"{HUB_ORGANISATION}/{name}"
 
 
+#: hub repo id -> the snapshot folder this process fetched it into: a ``kerasnets train --weights
+#: timm:<hub name>`` run locates its checkpoint several times (architecture, eval crop, weights, contract)
+#: and asks the hub once
+_SNAPSHOTS: dict[str, str] = {}
+
+
 def _download(name: str) -> str:
-    """The snapshot folder of hub model ``name`` (config and weights only), from huggingface_hub's cache."""
+    """The snapshot folder of hub model ``name`` (config and weights only), from huggingface_hub's cache;
+    asked once per process (:data:`_SNAPSHOTS`, while the folder still holds both files)."""
+    known = _SNAPSHOTS.get(hub_repo_id(name))
+    if known is not None and all(os.path.isfile(os.path.join(known, f)) for f in (CONFIG_FILE, WEIGHTS_FILE)):
+        return known
+    _SNAPSHOTS[hub_repo_id(name)] = _fetch(name)
+    return _SNAPSHOTS[hub_repo_id(name)]
+
+
+def _fetch(name: str) -> str:
+    """``huggingface_hub.snapshot_download`` of hub model ``name``'s config and weights; ValueError saying
+    how to pass a local folder when it cannot."""
     local_hint = ("pass a local folder instead: on a machine with network, `huggingface-cli download "
                   f"{hub_repo_id(name)} config.json model.safetensors --local-dir DIR`, copy DIR here and call "
                   "from_timm('DIR') (or --weights timm:DIR)")

@@ -32,7 +32,8 @@ from kerasnets.models.common import CLASSIFIER_NAME
 from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS, EfficientNet, block_prefix, scaled_stages
 from kerasnets.timm.mapping import TimmFamily
 
-__all__ = ["FAMILY", "ARCHITECTURES", "TORCH_DELTAS", "BLOCK_MODULES", "timm_block", "build", "layer_map"]
+__all__ = ["FAMILY", "ARCHITECTURES", "TORCH_DELTAS", "BLOCK_MODULES", "HEAD_MODULES", "timm_block", "build", "layer_map",
+           "head_modules"]
 
 #: kerasnets' EfficientNet (TF padding, BN epsilon 1e-3) -> timm's PyTorch-trained EfficientNets
 TORCH_DELTAS: dict[str, Any] = {"strided_padding": "symmetric", "bn_epsilon": 1e-5}
@@ -105,5 +106,15 @@ def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
     return table
 
 
+#: timm's modules after the last feature map (the head conv, its norm, the classifier), in order
+HEAD_MODULES = ("conv_head", "bn2", "classifier")
+
+
+def head_modules(architecture: str) -> tuple[str, ...]:
+    """:data:`HEAD_MODULES`, for every EfficientNet architecture."""
+    _architecture(architecture)
+    return HEAD_MODULES
+
+
 #: the EfficientNet family of :mod:`kerasnets.timm`
-FAMILY = TimmFamily(architectures=tuple(ARCHITECTURES), build=build, layer_map=layer_map)
+FAMILY = TimmFamily(architectures=tuple(ARCHITECTURES), build=build, layer_map=layer_map, head_modules=head_modules)

@@ -13,13 +13,16 @@ a layer's variables is decided here, once, by the layer's type:
 
 Loading is by name only, never by position, and strict: a checkpoint tensor nothing consumes, a model
 variable nothing fills or a tensor of the wrong shape fails with one ValueError naming the first
-offending timm tensor and both shapes.
+offending timm tensor and both shapes. The one exception is decided here, once
+(:func:`absent_head`): a model built with ``include_top=False`` or ``features_only=True`` lacks the
+last of the family's :attr:`TimmFamily.head_modules` (the classifier; the head conv and final norm
+too), and those modules' tensors are skipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -28,7 +31,7 @@ import numpy as np
 from kerasnets.models.common import CLASSIFIER_NAME
 from kerasnets.models.weights import leaf_layers
 
-__all__ = ["TimmFamily", "TensorSlot", "IGNORED_SUFFIXES", "expand_layer_map", "load_timm_state"]
+__all__ = ["TimmFamily", "TensorSlot", "IGNORED_SUFFIXES", "absent_head", "expand_layer_map", "load_timm_state"]
 
 #: checkpoint tensors that carry no weight (BatchNorm's step counter)
 IGNORED_SUFFIXES = (".num_batches_tracked",)
@@ -49,13 +52,17 @@ class TimmFamily:
             ``include_preprocessing`` is true.
         layer_map: ``layer_map(architecture, model) -> {timm module prefix: kerasnets layer name}``,
             e.g. ``{"conv1": "conv1_conv", "bn1": "conv1_bn", "layer1.0.conv1": "conv2_block1_1_conv",
-            "fc": "predictions"}``; the classifier's entry may name ``predictions`` even when the model
-            has no top.
+            "fc": "predictions"}``, the whole network's, classifier included.
+        head_modules: ``head_modules(architecture) -> (timm module, ...)``: the modules after the last
+            feature map, in network order (EfficientNet ``conv_head``, ``bn2``, ``classifier``; ResNet
+            ``fc``). A model without its top lacks the last of them, a ``features_only`` one all of
+            them: :func:`absent_head`.
     """
 
     architectures: tuple[str, ...]
     build: Callable[..., keras.Model]
     layer_map: Callable[[str, keras.Model], dict[str, str]]
+    head_modules: Callable[[str], tuple[str, ...]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,20 +135,39 @@ def _slots_of(layer: keras.layers.Layer) -> dict[str, tuple]:
     return slots
 
 
-def expand_layer_map(layer_map: Mapping[str, str], model: keras.Model) -> dict[str, TensorSlot]:
+def absent_head(layer_map: Mapping[str, str], model: keras.Model, head_modules: Sequence[str]) -> tuple[str, ...]:
+    """The head modules (``head_modules``, in network order) whose layers ``model`` does not have: a
+    model built without its top or with ``features_only`` lacks the last of them, and nothing else.
+
+    Raises:
+        ValueError: a head module's layer is absent while a later one is present (not a model
+            truncated by ``include_top=False`` / ``features_only``: the family's table and builder
+            disagree).
+    """
+    names = {layer.name for layer in leaf_layers(model)}
+    absent = tuple(module for module in head_modules if layer_map[module] not in names)
+    if absent and absent != tuple(head_modules[len(head_modules) - len(absent):]):
+        raise ValueError(f"model {model.name!r} lacks the head layers of timm modules {list(absent)} but has later ones "
+                         f"of {list(head_modules)}: only a model truncated at its end (include_top=False, "
+                         "features_only=True) may lack head layers")
+    return absent
+
+
+def expand_layer_map(layer_map: Mapping[str, str], model: keras.Model,
+                     head_modules: Sequence[str] = ()) -> dict[str, TensorSlot]:
     """``{timm tensor name: TensorSlot}`` for every layer ``layer_map`` names that ``model`` has.
 
-    The classifier's entry (layer :data:`~kerasnets.models.common.CLASSIFIER_NAME`) is dropped when the
-    model has no classifier; any other layer the model lacks, or a layer named twice, is a family bug
-    and raises ValueError.
+    The head modules :func:`absent_head` finds absent are left out; any other layer the model lacks,
+    or a layer named twice, is a family bug and raises ValueError.
     """
     layers = {layer.name: layer for layer in leaf_layers(model)}
+    skipped = set(absent_head(layer_map, model, head_modules))
     slots: dict[str, TensorSlot] = {}
     seen: dict[str, str] = {}
     for prefix, name in layer_map.items():
+        if prefix in skipped:
+            continue
         if name not in layers:
-            if name == CLASSIFIER_NAME:
-                continue
             raise ValueError(f"timm module {prefix!r} maps onto layer {name!r}, which model {model.name!r} does not "
                              "have (the family's layer map and builder disagree)")
         if name in seen:
@@ -158,19 +184,21 @@ def _is_preprocessing_constant(layer: keras.layers.Layer) -> bool:
 
 
 def load_timm_state(model: keras.Model, state: Mapping[str, np.ndarray], layer_map: Mapping[str, str],
-                    *, reinitialize_classifier: bool = False) -> int:
+                    head_modules: Sequence[str] = (), *, skip_classifier: bool = False) -> int:
     """Load a timm ``state`` (``{tensor name: array}``) into ``model`` through ``layer_map``; strict.
 
     Args:
         model: the kerasnets model the family built.
         state: the checkpoint's tensors, in the checkpoint's order (the order offenders are reported in).
         layer_map: the family's ``{timm module prefix: kerasnets layer name}``.
-        reinitialize_classifier: the model's classifier is not loaded (fine-tuning to other classes): its
-            tensors are consumed unread, whatever their shape, and the layer is zero-initialised.
+        head_modules: the family's :attr:`TimmFamily.head_modules` of the architecture: those the model
+            lacks (:func:`absent_head`: no top, ``features_only``) have their tensors skipped.
+        skip_classifier: the model's classifier is not loaded (fine-tuning to other classes): its
+            tensors are consumed unread, whatever their shape, and the layer keeps what it holds (the
+            caller initialises it).
 
-    Without a classifier in ``model`` (``include_top=False``) the checkpoint's classifier tensors are
-    ignored. Otherwise every tensor (but ``num_batches_tracked``) must fill exactly one variable of the
-    same shape, and every variable (but Normalization's preprocessing constants) must be filled.
+    Otherwise every tensor (but ``num_batches_tracked``) must fill exactly one variable of the same
+    shape, and every variable (but Normalization's preprocessing constants) must be filled.
 
     Returns:
         the number of tensors loaded.
@@ -179,12 +207,15 @@ def load_timm_state(model: keras.Model, state: Mapping[str, np.ndarray], layer_m
         ValueError: naming the first offending timm tensor (in checkpoint order) and both shapes, or the
             first model variable no tensor fills.
     """
-    slots = expand_layer_map(layer_map, model)
-    mapped_layers = {slot.layer for slot in slots.values()}
-    classifier_prefixes = tuple(f"{prefix}." for prefix, name in layer_map.items() if name == CLASSIFIER_NAME)
-    has_classifier = CLASSIFIER_NAME in mapped_layers
-    skip = (lambda name: name.startswith(classifier_prefixes)) if classifier_prefixes and (
-        reinitialize_classifier or not has_classifier) else (lambda name: False)
+    slots = expand_layer_map(layer_map, model, head_modules)
+    skipped_modules = set(absent_head(layer_map, model, head_modules))
+    if skip_classifier:
+        skipped_modules |= {prefix for prefix, name in layer_map.items() if name == CLASSIFIER_NAME}
+    skipped_prefixes = tuple(f"{prefix}." for prefix in skipped_modules)
+
+    def skip(name: str) -> bool:
+        return name.startswith(skipped_prefixes) if skipped_prefixes else False
+
     values: list[tuple[Any, np.ndarray]] = []
     for name, array in state.items():
         if name.endswith(IGNORED_SUFFIXES) or skip(name):
@@ -201,9 +232,8 @@ def load_timm_state(model: keras.Model, state: Mapping[str, np.ndarray], layer_m
             raise ValueError(f"timm checkpoint tensor {name!r} has shape {tuple(array.shape)}, but layer "
                              f"{slot.layer!r} needs {slot.timm_shape} (keras {tuple(slot.variable.shape)})")
         values.append((slot.variable, slot.to_keras(array)))
-    skipped = {name for name in slots if skip(name)}
     for name, slot in slots.items():
-        if name not in state and name not in skipped:
+        if name not in state and not skip(name):
             raise ValueError(f"timm checkpoint has no tensor {name!r}: layer {slot.layer!r} needs shape "
                              f"{slot.timm_shape} (keras {tuple(slot.variable.shape)}), the checkpoint has none")
     filled = {id(slot.variable) for slot in slots.values()}
@@ -217,7 +247,4 @@ def load_timm_state(model: keras.Model, state: Mapping[str, np.ndarray], layer_m
                                  "the family's layer map has no module for it")
     for variable, array in values:
         variable.assign(array.astype(keras.backend.standardize_dtype(variable.dtype)))
-    if has_classifier and reinitialize_classifier:
-        for variable in model.get_layer(CLASSIFIER_NAME).weights:
-            variable.assign(np.zeros(variable.shape, keras.backend.standardize_dtype(variable.dtype)))
     return len(values)

@@ -20,10 +20,11 @@ from typing import Any
 
 import keras
 
+from kerasnets.models.common import CLASSIFIER_NAME
 from kerasnets.models.resnet import RESNET_SPECS, ResNet
 from kerasnets.timm.mapping import TimmFamily
 
-__all__ = ["FAMILY", "ARCHITECTURES", "TIMM_V2_DELTAS", "layer_map"]
+__all__ = ["FAMILY", "ARCHITECTURES", "TIMM_V2_DELTAS", "build", "layer_map", "head_modules"]
 
 #: keras.applications' ResNetV2 ("v2") -> timm's ResNetV2
 TIMM_V2_DELTAS: dict[str, Any] = dict(downsample_last=False, preact_bias=False, bn_epsilon=1e-5,
@@ -80,9 +81,15 @@ def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
                               f"{theirs}downsample.{first + 1}": f"{ours}0_bn"})
     if variant == "v2":
         table["norm"] = "post_bn"
-    table["head.fc" if variant == "v2" else "fc"] = "predictions"
+    table["head.fc" if variant == "v2" else "fc"] = CLASSIFIER_NAME
     return table
 
 
+def head_modules(architecture: str) -> tuple[str, ...]:
+    """timm's modules after the last feature map: the classifier only, ``head.fc`` (ResNetV2, whose
+    final ``norm`` is part of its stride-32 features) or ``fc``."""
+    return ("head.fc",) if ARCHITECTURES[architecture][1] == "v2" else ("fc",)
+
+
 #: the ResNet family of :mod:`kerasnets.timm`
-FAMILY = TimmFamily(architectures=tuple(ARCHITECTURES), build=build, layer_map=layer_map)
+FAMILY = TimmFamily(architectures=tuple(ARCHITECTURES), build=build, layer_map=layer_map, head_modules=head_modules)
