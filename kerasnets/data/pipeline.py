@@ -203,9 +203,8 @@ def _tfds(name: str, split: str, data_dir: str | None, download: bool) -> _Raw:
 
 def _tfds_read_config():
     """How TFDS sources are read: without TFDS' automatic in-memory cache of small datasets. A
-    ``cache()`` in the pipeline cannot be checkpointed symbolically (the trainer's backups would
-    fail with "CacheDatasetV2 does not support symbolic checkpointing"); ``data.load(cache=True)``
-    is the explicit way to cache."""
+    ``cache()`` in the pipeline is checkpointed with its contents, so every backup of the trainer
+    would hold the whole dataset; ``data.load(cache=True)`` is the explicit way to cache."""
     import tensorflow_datasets as tfds
 
     return tfds.ReadConfig(try_autocache=False)
