@@ -198,10 +198,13 @@ def _lite(index: int, width: float, depth: float, resolution: int, dropout: floa
 KERAS_V2_DROPOUT = 0.2
 
 
-def _v2(variant: str, table: str, width: float, depth: float, resolution: int) -> EfficientNetPreset:
+def _v2(variant: str, table: str, width: float, depth: float) -> EfficientNetPreset:
+    """The ``efficientnetv2-<variant>`` preset: its resolution is the official evaluation size
+    (:data:`EFFICIENTNETV2_OFFICIAL`), which keras.applications' default input size equals."""
     stem, stages = V2_TABLES[table]
     return EfficientNetPreset(
-        f"efficientnetv2-{variant}", width, depth, resolution, KERAS_V2_DROPOUT, twin=f"EfficientNetV2{variant.upper()}",
+        f"efficientnetv2-{variant}", width, depth, EFFICIENTNETV2_OFFICIAL[variant].eval_size, KERAS_V2_DROPOUT,
+        twin=f"EfficientNetV2{variant.upper()}",
         stages=stages, stem_filters=stem, preprocessing="imagenet" if variant.startswith("b") else "signed",
         **V2_FIELDS,
     )
@@ -213,7 +216,8 @@ class OfficialV2Config:
 
     Attributes:
         train_size: the final training resolution (progressive learning grows to it).
-        eval_size: the evaluation resolution (keras.applications' default input size).
+        eval_size: the evaluation resolution; the ``efficientnetv2-<variant>`` preset's
+            ``resolution`` (keras.applications' default input size, the same numbers) is read from here.
         dropout: before the classifier (keras.applications uses 0.2 for every variant).
     """
 
@@ -254,13 +258,13 @@ EFFICIENTNET_PRESETS: dict[str, EfficientNetPreset] = {
         _lite(2, 1.1, 1.2, 260, 0.3),
         _lite(3, 1.2, 1.4, 280, 0.3),
         _lite(4, 1.4, 1.8, 300, 0.3),
-        _v2("b0", "base", 1.0, 1.0, 224),
-        _v2("b1", "base", 1.0, 1.1, 240),
-        _v2("b2", "base", 1.1, 1.2, 260),
-        _v2("b3", "base", 1.2, 1.4, 300),
-        _v2("s", "s", 1.0, 1.0, 384),
-        _v2("m", "m", 1.0, 1.0, 480),
-        _v2("l", "l", 1.0, 1.0, 480),
+        _v2("b0", "base", 1.0, 1.0),
+        _v2("b1", "base", 1.0, 1.1),
+        _v2("b2", "base", 1.1, 1.2),
+        _v2("b3", "base", 1.2, 1.4),
+        _v2("s", "s", 1.0, 1.0),
+        _v2("m", "m", 1.0, 1.0),
+        _v2("l", "l", 1.0, 1.0),
     )
 }
 _DROPOUT_BY_PHI = tuple(EFFICIENTNET_PRESETS[f"efficientnetb{i}"].dropout for i in range(8))
