@@ -297,3 +297,35 @@ def test_efficientnetv2_recipe_is_google_automl_efficientnetv2(monkeypatch):
     variant, kwargs = built[0]
     assert (variant, kwargs["input_shape"], kwargs["bn_momentum"], kwargs["dropout_rate"],
             kwargs["drop_connect_rate"]) == ("s", (None, None, 3), 0.99, 0.2, 0.2)
+
+
+def test_fixed_input_copy_check_stages_and_profile_follow_channels_first():
+    """Under keras.config.image_data_format() == "channels_first" a progressive model's input is
+    (3, None, None): check_stages reads its height and width there (it read (3, None) as height 3
+    and refused every stage), fixed_input_copy fixes (3, 24, 24) with the same weights, and
+    profile() counts the convolution on its channel axis: 24 * 24 positions x 4 filters x 3 x 3 x 3
+    inputs, plus the 4 x 2 classifier, counted by hand. Built symbolically: the CPU cannot run
+    channels_first convolutions, and none of the three runs the model."""
+    from kerasnets.training.progressive import fixed_input_copy
+
+    previous = keras.config.image_data_format()
+    keras.config.set_image_data_format("channels_first")  # restored below: the other tests run channels_last
+    try:
+        inputs = keras.Input((3, None, None))
+        x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv")(inputs)
+        x = keras.layers.Dropout(0.2, name="top_dropout")(keras.layers.GlobalAveragePooling2D()(x))
+        model = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(x))
+        check_stages(model, (Stage("s", 1, 16, dropout_rate=0.1), Stage("t", 1, 24)))
+        copy = fixed_input_copy(model, 24)
+        assert copy.input_shape == (None, 3, 24, 24)
+        for a, b in zip(model.weights, copy.weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+        assert fixed_input_copy(copy, 32) is copy  # fixed already
+        stats = kerasnets.profile(copy)
+        assert stats["input_size"] == (24, 24)
+        assert stats["flops"] == 24 * 24 * 4 * 3 * 3 * 3 + 4 * 2
+        assert kerasnets.profile(model, image_size=24)["flops"] == stats["flops"]
+        with pytest.raises(ValueError, match=r"fixed at 24x24 .* input_shape=\(3, None, None\)"):
+            check_stages(copy, (Stage("s", 1, 16),))
+    finally:
+        keras.config.set_image_data_format(previous)

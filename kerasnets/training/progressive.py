@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from kerasnets.layers.data_format import image_shape, split_image_shape
 from kerasnets.models.freeze import NOT_STAGED, block_of, model_blocks
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 
@@ -200,15 +201,18 @@ def model_rates(model: keras.Model) -> dict[str, Any]:
 
 def check_stages(model: keras.Model, stages: tuple[Stage, ...]) -> None:
     """ValueError unless ``model`` takes every stage's image size (a fixed input takes one size)
-    and has the layers whose rates the stages set (before anything trains)."""
-    height, width = tuple(model.input_shape[1:3])
-    plain, paths = _dropout_layers(model) if stages else ([], [])
+    and has the layers whose rates the stages set (before anything trains). The input's height and
+    width are read in ``keras.config.image_data_format()``'s layout."""
+    if not stages:
+        return
+    height, width, _ = split_image_shape(tuple(model.input_shape[1:]))
+    plain, paths = _dropout_layers(model)
     for stage in stages:
         _check_rates(model, plain, paths, stage.dropout_rate, stage.drop_connect_rate)
         if (height is not None and height != stage.image_size) or (width is not None and width != stage.image_size):
             raise ValueError(f"the model's input is fixed at {height}x{width} but stage {stage.name!r} trains at "
-                             f"{stage.image_size} px: build the model with input_shape=(None, None, 3) for a "
-                             "progressive recipe (every kerasnets classifier takes any size)")
+                             f"{stage.image_size} px: build the model with input_shape={image_shape(None, None, 3)} "
+                             "for a progressive recipe (every kerasnets classifier takes any size)")
 
 
 def stage_augmentation(stage: Stage, load_args: dict) -> dict[str, Any]:
@@ -232,16 +236,20 @@ def stage_dataset(load_args: dict, stage: Stage, first_epoch: int):
 
 
 def fixed_input_copy(model: keras.Model, image_size: int) -> keras.Model:
-    """``model`` (a functional model with a (None, None, 3) input) rebuilt with a fixed
-    ``image_size`` input and the same weights: what evaluation contracts, profiles and exports of a
-    progressive run describe. ``model`` itself is returned when its input is fixed already."""
-    if None not in tuple(model.input_shape[1:3]):
+    """``model`` (a functional model whose image input has no fixed height and width) rebuilt with a
+    fixed ``image_size`` input and the same weights: what evaluation contracts, profiles and exports
+    of a progressive run describe. ``model`` itself is returned when its input is fixed already.
+    The input's layout is ``keras.config.image_data_format()``'s, as the builders' (channels last:
+    (None, None, C); channels first: (C, None, None))."""
+    height, width, _ = split_image_shape(tuple(model.input_shape[1:]))
+    if None not in (height, width):
         return model
     config = model.get_config()
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
             shape = layer["config"]["batch_shape"]
-            layer["config"]["batch_shape"] = [shape[0], image_size, image_size, *shape[3:]]
+            depth = split_image_shape(tuple(shape[1:]))[2]
+            layer["config"]["batch_shape"] = [shape[0], *image_shape(image_size, image_size, depth)]
     copy = model.__class__.from_config(config)
     copy.set_weights(model.get_weights())
     refresh_cached_state(leaf_layers(copy))
