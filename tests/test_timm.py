@@ -501,14 +501,20 @@ def test_timms_resize_first_crop_is_for_square_sizes_only():
 
 def test_channels_first_is_refused_where_timms_contract_is_made(resnet18_folder):
     """The contract and the serving pipeline feed (batch, height, width, RGB) images: under
-    channels_first, from_timm with timm's preprocessing inside is one ValueError naming the way out."""
+    channels_first, from_timm with timm's preprocessing inside is one ValueError naming the way out;
+    the bare network (no contract) loads and computes what the channels-last one does."""
+    last = kerasnets.from_timm(str(resnet18_folder), include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+    x = normalized()
     keras.config.set_image_data_format("channels_first")
     try:
         with pytest.raises(ValueError, match=r"needs keras.config.image_data_format\(\) 'channels_last'.*"
                                              r"set_image_data_format\('channels_last'\)"):
             kerasnets.from_timm(str(resnet18_folder), input_shape=(3, SIZE, SIZE))
+        first = kerasnets.from_timm(str(resnet18_folder), include_preprocessing=False, input_shape=(3, SIZE, SIZE))
+        logits = first.predict(np.transpose(x, (0, 3, 1, 2)), verbose=0)
     finally:
         keras.config.set_image_data_format("channels_last")
+    np.testing.assert_allclose(logits, last.predict(x, verbose=0), rtol=0, atol=1e-6)
 
 
 def test_finetune_from_a_timm_checkpoint_serves_with_timms_preprocessing(photo_folder, tmp_path):

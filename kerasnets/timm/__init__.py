@@ -121,7 +121,9 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
     Raises:
         ValueError: an unsupported architecture (the message lists the supported ones), a checkpoint
             with a missing, extra or mis-shaped tensor (the first one, both shapes), a hub name that
-            cannot be fetched (the message says how to pass a local folder).
+            cannot be fetched (the message says how to pass a local folder), timm's preprocessing
+            inside under ``channels_first`` (its contract serves channels-last images; the bare
+            network, ``include_preprocessing=False``, is built in either format).
     """
     if include_preprocessing:
         _require_channels_last(f"from_timm({os.fspath(name_or_folder)!r})")
