@@ -494,3 +494,23 @@ def test_numpy_sources_are_described_by_shape_and_dtype_not_pixels():
     assert describe_source((images, labels)) == ("numpy arrays: images (8000, 32, 32, 3) uint8, "
                                                  "labels (8000,) int64")
     assert describe_source("digits") == "digits" and describe_source("/data/train-*") == "/data/train-*"
+
+
+def test_a_recipe_model_of_any_input_size_is_profiled_and_exported_at_the_recipe_size(tmp_path):
+    """A user's model with a ``(None, None, 3)`` input (any size; not a progressive run) trains,
+    then is profiled and saved at the recipe's image size (it used to train every epoch and then
+    stop in ``profile()``: "has no fixed size"). Tiny model, 1 epoch of 2 steps, keras export only:
+    what is tested is finalize, not the network."""
+    import keras
+
+    from kerasnets import cli
+
+    recipe_file = tmp_path / "any_size.py"
+    recipe_file.write_text(ONE_PHASE.replace("keras.Input((16, 16, 3))", "keras.Input((None, None, 3))")
+                           .replace("epochs=2, steps_per_epoch=5", "epochs=1, steps_per_epoch=2"))
+    assert cli.main(["train", str(recipe_file), "--output", str(tmp_path)]) == 0
+    run = tmp_path / "calls"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["eval_examples"] == summary["eval_expected_examples"] == 360  # every digits test image
+    assert summary["input_size"][:2] == [16, 16] and summary["flops"] > 0
+    assert keras.saving.load_model(run / "model.keras").input_shape == (None, 16, 16, 3)

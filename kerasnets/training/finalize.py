@@ -149,8 +149,9 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
                 trainer.ema.swap()  # training is over: the model keeps the averaged weights
             model = run.model
             results = trainer.functions.evaluate(run.eval_ds, run.global_batch, recipe.eval_steps)
-    if recipe.stages:  # a progressive run's model takes any size: the contract, profile and exports are of it
-        model = fixed_input_copy(model, recipe.image_size)  # at the evaluation size
+    # a model that takes any size (a progressive run's, or a recipe's own (None, None, 3) model):
+    # the contract, profile and exports are of it at the evaluation size; a fixed model is itself
+    model = fixed_input_copy(model, recipe.image_size)
     summary_began = time.perf_counter()
     stats = profile(model)
     info, eval_info = run.info, run.eval_info
