@@ -292,6 +292,29 @@ def test_only_a_model_truncated_at_its_end_may_lack_head_layers():
     assert absent_head(table, features, ("conv_head", "bn2", "classifier")) == ("conv_head", "bn2", "classifier")
 
 
+def test_a_head_module_missing_from_the_layer_map_is_named():
+    """A family whose head_modules names a module its layer map lacks is a family bug: one ValueError
+    naming the module, not a bare KeyError."""
+    from kerasnets.timm.mapping import absent_head
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Conv2D(4, 1, name="top_conv")(inputs))
+    with pytest.raises(ValueError, match=r"head modules \['classifier'\] are not in the family's layer map"):
+        absent_head({"conv_head": "top_conv"}, model, ("conv_head", "classifier"))
+
+
+def test_resnet_family_names_its_architectures_for_an_unknown_one():
+    """The ResNet family's head_modules / layer_map / build on a name it does not read: one ValueError
+    listing the names it does read."""
+    from kerasnets.timm import resnet as timm_resnet
+
+    for call in (lambda: timm_resnet.head_modules("resnet19"), lambda: timm_resnet.build("resnet19")):
+        with pytest.raises(ValueError, match=r"'resnet19' is not a ResNet of kerasnets.timm; supported: .*'resnet50d'"):
+            call()
+    assert timm_resnet.head_modules("resnetv2_50") == ("head.fc",)  # timm's resnetv2.py: self.head = ClassifierHead
+    assert timm_resnet.head_modules("resnet50d") == ("fc",)  # timm's resnet.py: self.fc = nn.Linear
+
+
 def test_a_layer_mapped_from_two_timm_modules_is_refused():
     """The layer map is by name, one timm module per layer: a layer named twice is a family bug."""
     from kerasnets.timm.mapping import expand_layer_map

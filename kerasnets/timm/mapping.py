@@ -140,10 +140,15 @@ def absent_head(layer_map: Mapping[str, str], model: keras.Model, head_modules: 
     model built without its top or with ``features_only`` lacks the last of them, and nothing else.
 
     Raises:
-        ValueError: a head module's layer is absent while a later one is present (not a model
+        ValueError: a head module is not in ``layer_map`` (the family's head modules and table
+            disagree), or a head module's layer is absent while a later one is present (not a model
             truncated by ``include_top=False`` / ``features_only``: the family's table and builder
             disagree).
     """
+    missing = [module for module in head_modules if module not in layer_map]
+    if missing:
+        raise ValueError(f"head modules {missing} are not in the family's layer map: its head_modules "
+                         "and layer_map disagree (each head module must map to a kerasnets layer)")
     names = {layer.name for layer in leaf_layers(model)}
     absent = tuple(module for module in head_modules if layer_map[module] not in names)
     if absent and absent != tuple(head_modules[len(head_modules) - len(absent):]):

@@ -38,9 +38,22 @@ ARCHITECTURES: dict[str, tuple[int, str, dict[str, Any]]] = {
 }
 
 
+def _spec(architecture: str) -> tuple[int, str, dict[str, Any]]:
+    """``ARCHITECTURES[architecture]``; ValueError naming the supported architectures otherwise."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"timm architecture {architecture!r} is not a ResNet of kerasnets.timm; "
+                         f"supported: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture]
+
+
+def _classifier_module(architecture: str) -> str:
+    """timm's classifier module: ``head.fc`` (ResNetV2) or ``fc``."""
+    return "head.fc" if _spec(architecture)[1] == "v2" else "fc"
+
+
 def build(architecture: str, **builder_kwargs: Any) -> keras.Model:
     """:func:`kerasnets.ResNet` of timm's ``architecture`` (named after it unless ``name`` is given)."""
-    depth, variant, deltas = ARCHITECTURES[architecture]
+    depth, variant, deltas = _spec(architecture)
     builder_kwargs.setdefault("name", architecture)
     return ResNet(depth, variant, **{**deltas, **builder_kwargs})
 
@@ -57,7 +70,7 @@ def _stem(architecture: str) -> dict[str, str]:
 def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
     """``{timm module: kerasnets layer}`` of ``architecture`` (the shortcut projections that ``model``
     has: a block's first block changes shape)."""
-    depth, variant, _ = ARCHITECTURES[architecture]
+    depth, variant, _ = _spec(architecture)
     kind, repeats = RESNET_SPECS[depth]
     names = {layer.name for layer in model.layers}
     table = _stem(architecture)
@@ -81,14 +94,15 @@ def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
                               f"{theirs}downsample.{first + 1}": f"{ours}0_bn"})
     if variant == "v2":
         table["norm"] = "post_bn"
-    table["head.fc" if variant == "v2" else "fc"] = CLASSIFIER_NAME
+    table[_classifier_module(architecture)] = CLASSIFIER_NAME
     return table
 
 
 def head_modules(architecture: str) -> tuple[str, ...]:
     """timm's modules after the last feature map: the classifier only, ``head.fc`` (ResNetV2, whose
-    final ``norm`` is part of its stride-32 features) or ``fc``."""
-    return ("head.fc",) if ARCHITECTURES[architecture][1] == "v2" else ("fc",)
+    final ``norm`` is part of its stride-32 features) or ``fc``. ValueError naming the supported
+    architectures for another name."""
+    return (_classifier_module(architecture),)
 
 
 #: the ResNet family of :mod:`kerasnets.timm`
