@@ -237,11 +237,13 @@ def test_checkpoint_must_match_tensor_for_tensor(change, words, features_only, t
 
 def test_classifier_other_width_or_no_top(resnet18_folder):
     """include_top=False ignores the checkpoint's fc; another class count gets a zeroed classifier
-    and the same backbone (fine-tuning)."""
+    and the same backbone (fine-tuning), from from_timm and from the builder's weights="timm:..."."""
     bare = kerasnets.from_timm(str(resnet18_folder), include_top=False, input_shape=(SIZE, SIZE, 3))
     three = kerasnets.from_timm(str(resnet18_folder), classes=3, input_shape=(SIZE, SIZE, 3))
     assert three.output_shape == (None, 3)
     assert not np.any(three.get_layer("predictions").get_weights()[0])
+    built = kerasnets.ResNet(18, weights=f"timm:{resnet18_folder}", classes=3, input_shape=(SIZE, SIZE, 3))
+    assert not np.any(built.get_layer("predictions").get_weights()[0])
     np.testing.assert_array_equal(bare.get_layer("conv5_block2_2_bn").get_weights()[3],
                                   three.get_layer("conv5_block2_2_bn").get_weights()[3])
 

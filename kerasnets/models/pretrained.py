@@ -396,7 +396,7 @@ def load_pretrained(
     if weights is None:
         return None
     report = _load_pretrained(model, weights, twin, class_names)
-    if report.head_reinitialized:
+    if report.head_reinitialized and not is_timm_weights(weights):  # load_timm zeroes its new classifier itself
         zero_classifier(model)
     return report
 
