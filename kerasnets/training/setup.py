@@ -185,6 +185,9 @@ def _datasets(recipe: Recipe, worker_batch: int, eval_batch: int, drop_remainder
                              "and evaluation: set one value (in train_options and eval_options alike)")
         if carve:
             train_options["validation_split"] = eval_options["validation_split"] = carve.pop()
+    if train_options.get("cache"):
+        raise ValueError(f"recipe {recipe.name!r}: train_options cache=True would put the whole training set into "
+                         "every backup (the data iterator is saved with the run); remove it (eval_options may cache)")
     train_source = _source(recipe.data, run_dir)
     # a fixed element order: the same seed gives the same run, and a resumed run the same batches
     train_options.setdefault("deterministic", True)

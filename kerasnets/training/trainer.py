@@ -215,10 +215,8 @@ class Trainer:
         # iterator would replay the first phase's images and crops); each phase's backup holds the
         # shared iterator's position, so a run resumed in any phase reads the same batches. A stage
         # has its own stream (its own size), starting at its first epoch: its backups hold its position
-        # The iterator is saved with its buffers (the prefetched and in-flight batches: about 2 MB for
-        # numpy arrays of any size, 19 MB for digits at batch 64; the shuffled records for TFRecords),
-        # not symbolically: tf.data's symbolic checkpoint mode made the digits pipeline use 38% more
-        # CPU per batch (6.5 against 4.7 ms) and training steps 6% slower on 2 cores (issue #21)
+        # What the iterator's checkpoint holds is the pipeline's choice (data.load: in-flight batches,
+        # TFRecords' record buffer; TFDS symbolically, positions only)
         if checkpointable:
             if stage:
                 iterator = iter(train_ds)
