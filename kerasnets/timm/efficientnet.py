@@ -32,8 +32,8 @@ from kerasnets.models.common import CLASSIFIER_NAME
 from kerasnets.models.efficientnet import EFFICIENTNET_PRESETS, EfficientNet, block_prefix, scaled_stages
 from kerasnets.timm.mapping import TimmFamily
 
-__all__ = ["FAMILY", "ARCHITECTURES", "TORCH_DELTAS", "BLOCK_MODULES", "HEAD_MODULES", "timm_block", "build", "layer_map",
-           "head_modules"]
+__all__ = ["FAMILY", "ARCHITECTURES", "TORCH_DELTAS", "BLOCK_MODULES", "STEM_MODULES", "HEAD", "HEAD_MODULES",
+           "timm_block", "build", "layer_map", "head_modules"]
 
 #: kerasnets' EfficientNet (TF padding, BN epsilon 1e-3) -> timm's PyTorch-trained EfficientNets
 TORCH_DELTAS: dict[str, Any] = {"strided_padding": "symmetric", "bn_epsilon": 1e-5}
@@ -62,9 +62,14 @@ BLOCK_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
            ("se.conv_expand", "se_expand"), ("conv_pwl", "project_conv"), ("bn2", "project_bn")),
 }
 
-#: the modules outside the blocks
-STEM_HEAD_MODULES: dict[str, str] = {"conv_stem": "stem_conv", "bn1": "stem_bn", "conv_head": "top_conv",
-                                     "bn2": "top_bn", "classifier": CLASSIFIER_NAME}
+#: the modules before the blocks
+STEM_MODULES: dict[str, str] = {"conv_stem": "stem_conv", "bn1": "stem_bn"}
+
+#: timm's modules after the last feature map (the head conv, its norm, the classifier), in network order
+HEAD: dict[str, str] = {"conv_head": "top_conv", "bn2": "top_bn", "classifier": CLASSIFIER_NAME}
+
+#: :data:`HEAD`'s modules, in order (the family's ``head_modules``)
+HEAD_MODULES = tuple(HEAD)
 
 
 def timm_block(spec: StageSpec) -> str:
@@ -95,7 +100,7 @@ def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
     """``{timm module: kerasnets layer}`` of ``architecture`` (``model`` is the one :func:`build` made;
     the table follows the preset's stage table)."""
     preset = EFFICIENTNET_PRESETS[_architecture(architecture)[0]]
-    table = dict(STEM_HEAD_MODULES)
+    table = {**STEM_MODULES, **HEAD}
     for stage, spec in enumerate(scaled_stages(preset)):
         modules = [(module, layer.format(dw=preset.depthwise_label))
                    for module, layer in BLOCK_MODULES[timm_block(spec)]
@@ -104,10 +109,6 @@ def layer_map(architecture: str, model: keras.Model) -> dict[str, str]:
             ours = block_prefix(spec, index)
             table.update({f"blocks.{stage}.{index}.{module}": f"{ours}{layer}" for module, layer in modules})
     return table
-
-
-#: timm's modules after the last feature map (the head conv, its norm, the classifier), in order
-HEAD_MODULES = ("conv_head", "bn2", "classifier")
 
 
 def head_modules(architecture: str) -> tuple[str, ...]:
