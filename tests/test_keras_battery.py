@@ -8,7 +8,7 @@ keras' builder swapped for kerasnets' alias of the same name (``kerasnets.Effici
 ``keras.applications.EfficientNetV2B0``; ``last_dim`` and the preprocessing module stay keras').
 keras' own models are switched off in the subclass. What the battery checks: 1- and 4-channel
 inputs of any size, a custom input size and a custom input tensor (both data formats, built
-symbolically: nothing runs channels_first on the CPU), ``pooling="max"``, and the classifier's
+symbolically, as keras' battery builds them), ``pooling="max"``, and the classifier's
 ``softmax``. What it found: every channels_first build failed (``input_shape`` read channels-last,
 BN axes and channel counts from the last axis); the builders now follow the data format
 (kerasnets/layers/data_format.py), and the last test here checks that layer by layer against keras.
@@ -115,7 +115,7 @@ def test_channels_first_models_match_the_keras_twin_layer_by_layer(alias):
     twin built the same way, and the twin's weights transfer (transfer_weights compares each weighted
     layer's data_format, BN and Normalization axes, padding and strides). B0 covers the TF-SAME
     ZeroPadding2D and the Normalization weights, V2-B0 Fused-MBConv and squeeze-excite, ResNet50V2 the
-    pre-activation blocks. Built symbolically (the CPU cannot run channels_first convolutions)."""
+    pre-activation blocks. Built symbolically: names, shapes and weights need no run."""
     import keras
 
     import kerasnets

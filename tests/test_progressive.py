@@ -304,8 +304,8 @@ def test_fixed_input_copy_check_stages_and_profile_follow_channels_first():
     (3, None, None): check_stages reads its height and width there (it read (3, None) as height 3
     and refused every stage), fixed_input_copy fixes (3, 24, 24) with the same weights, and
     profile() counts the convolution on its channel axis: 24 * 24 positions x 4 filters x 3 x 3 x 3
-    inputs, plus the 4 x 2 classifier, counted by hand. Built symbolically: the CPU cannot run
-    channels_first convolutions, and none of the three runs the model."""
+    inputs, plus the 4 x 2 classifier, counted by hand. Built symbolically: none of the three runs
+    the model (keras' TF backend does run channels_first convolutions on the CPU, transposed)."""
     from kerasnets.training.progressive import fixed_input_copy
 
     previous = keras.config.image_data_format()
