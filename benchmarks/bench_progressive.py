@@ -9,7 +9,9 @@ evaluation size):
 
 - **fixed**: every epoch at the evaluation size, with the last stage's regularization;
 - **progressive**: four stages (:func:`kerasnets.training.progressive_stages`, google/automl main.py's
-  ramps): the image size grows from about half the evaluation size to it, dropout 0.1 -> 0.3,
+  ramps): the image size grows in four equal steps from 5/8 of the evaluation size to it (main.py
+  ramps from ``ibase``, half the size, and its first stage is already one step up: 20, 24, 28, 32 px
+  on digits, 40 ... 64 px on photos), dropout 0.1 -> 0.3,
   MixUp alpha 0 -> 0.2, RandAugment magnitude 0 -> 8 (photos only: its rotations would turn a 6
   into a 9), stochastic depth 0.1 throughout.
 
@@ -104,7 +106,8 @@ def make_recipe(dataset: str, data, progressive: bool, epochs: int, output: str)
     last = stages[-1]
 
     def build_model(recipe, context):
-        # a fixed run's model has a fixed input: a run without stages profiles and exports its model as built
+        # the fixed arm's input is fixed at the evaluation size, the progressive arm's any size (its stages
+        # resize); finalize profiles and exports a copy fixed at the recipe's image_size of an unfixed one
         size = None if progressive else spec["image_size"]
         return kerasnets.EfficientNet(preset="efficientnetv2-b0", width=WIDTH, depth=DEPTH, input_shape=(size, size, 3),
                                       classes=context.num_classes, dropout_rate=DROPOUT[1],
@@ -126,6 +129,8 @@ def make_recipe(dataset: str, data, progressive: bool, epochs: int, output: str)
                   build_optimizer=build_optimizer, data=data, eval_split="test", image_size=spec["image_size"],
                   batch_size=spec["batch_size"], epochs=epochs, base_learning_rate=LEARNING_RATE,
                   reference_batch=spec["batch_size"], label_smoothing=0.1, train_options=train_options,
+                  # validation resizes as the training pipeline does (bilinear, its default; eval's
+                  # default is bicubic), so the two differ in cropping only; both arms alike
                   eval_options={"resize_method": "bilinear"}, stages=stages if progressive else (),
                   backup_every_epochs=epochs, export=("keras",), output=output, seed=0)
 
