@@ -55,6 +55,30 @@ def test_params_equal_keras_applications_and_flops_the_official_table(alias):
         assert abs(stats["flops"] / (OFFICIAL_GFLOPS[alias] * 1e9) - 1) <= 0.01, stats["flops"]
 
 
+def _keras_default_sizes() -> dict[str, int]:
+    """{keras.applications constructor: its default input size}, read from each EfficientNetV2
+    constructor's source (the ``default_size=`` it passes), without building any model."""
+    import inspect
+    import re
+
+    sizes = {}
+    for name in ("EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3", "EfficientNetV2S",
+                 "EfficientNetV2M", "EfficientNetV2L"):
+        found = re.findall(r"default_size=(\d+)", inspect.getsource(getattr(keras.applications, name)))
+        assert len(found) == 1, (name, found)  # one literal per constructor, or this reading is wrong
+        sizes[name] = int(found[0])
+    return sizes
+
+
+def test_v2_preset_resolution_is_keras_applications_default_input_size():
+    """Each efficientnetv2-* preset's resolution (what kerasnets builds, profiles and trains at by
+    default) is its keras.applications twin's default input size."""
+    keras_sizes = _keras_default_sizes()
+    presets = {spec.twin: spec.resolution for spec in EFFICIENTNET_PRESETS.values()
+               if spec.twin and spec.twin.startswith("EfficientNetV2")}
+    assert presets == keras_sizes
+
+
 def _randomize_batch_norms(model, seed):
     """Non-trivial BN statistics, so a BN layer paired with the wrong one (or left at its init) shows."""
     rng = np.random.RandomState(seed)
