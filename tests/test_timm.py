@@ -268,6 +268,7 @@ def test_features_only_is_the_whole_networks_stage_ends(resnet18_folder):
     """``from_timm(folder, features_only=True)`` (and the builder's ``features_only=True,
     weights="timm:..."``) returns the stage ends of the whole model built from the same folder: the
     classifier's tensors, absent from the truncated model, are skipped."""
+    # include_preprocessing=False: normalized() is already timm-normalized input (the bare networks')
     features = kerasnets.from_timm(str(resnet18_folder), features_only=True, include_preprocessing=False,
                                    input_shape=(SIZE, SIZE, 3))
     built = kerasnets.ResNet(18, features_only=True, weights=f"timm:{resnet18_folder}", input_shape=(SIZE, SIZE, 3))

@@ -313,6 +313,7 @@ def test_features_only_is_the_whole_networks_stage_ends(tmp_path):
     state = {name: random_value(name, shape, rng) for name, shape in
              timm_efficientnet_shapes("efficientnet_b0").items()}
     folder = write_folder(tmp_path / "b0", "efficientnet_b0", state)
+    # include_preprocessing=False throughout: x below is already timm-normalized (the bare networks' input)
     features = kerasnets.from_timm(folder, features_only=True, include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
     built = kerasnets.EfficientNet(0, features_only=True, weights=f"timm:{folder}", include_preprocessing=False,
                                    input_shape=(SIZE, SIZE, 3), **family.TORCH_DELTAS)
@@ -322,7 +323,7 @@ def test_features_only_is_the_whole_networks_stage_ends(tmp_path):
     del state["blocks.6.0.bn3.running_var"]  # the stride-32 end's own norm: not a head tensor
     with pytest.raises(ValueError, match=r"no tensor 'blocks\.6\.0\.bn3\.running_var'.*\(320,\)"):
         kerasnets.from_timm(write_folder(tmp_path / "cut", "efficientnet_b0", state), features_only=True,
-                            include_preprocessing=False, input_shape=(SIZE, SIZE, 3))
+                            include_preprocessing=False, input_shape=(SIZE, SIZE, 3))  # as above: the bare network
 
 
 # --------------------------------------------------------------------------- the padding delta

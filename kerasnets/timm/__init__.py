@@ -112,7 +112,10 @@ def from_timm(name_or_folder: str | os.PathLike, *, architecture: str | None = N
         include_preprocessing: put ``Rescaling(1/255)`` + ``Normalization(mean, std)`` in the model, so
             it takes RGB 0..255 (default); False: the bare network, for timm-normalized input.
         **builder_kwargs: passed to the family's builder (``input_shape``, ``pooling``, ``dropout_rate``,
-            ``drop_connect_rate``, ``classifier_activation``, ``name``, ...).
+            ``drop_connect_rate``, ``classifier_activation``, ``name``, ``features_only``, ...).
+            ``features_only=True``: the model returns the stage ends at strides 4/8/16/32 as a dict
+            (timm's ``features_only``); the head modules it lacks (the classifier; EfficientNet's head
+            conv and its norm too) have their tensors skipped, every other tensor is loaded strictly.
 
     The model's :class:`~kerasnets.serving.PreprocessingContract` (timm's ``crop_pct`` as the eval
     crop, its interpolation, mean/std and input size) is attached to it
