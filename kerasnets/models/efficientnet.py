@@ -176,8 +176,9 @@ class EfficientNetPreset:
             raise ValueError(f"EfficientNetPreset.bn_epsilon must be in (0, 1), got {self.bn_epsilon!r}")
 
 
-#: EfficientNetPreset fields that change training only, not what trained weights compute: overriding
-#: them keeps the preset's name and its keras.applications twin (any other keyword delta drops both).
+#: EfficientNetPreset fields that change training only, not what trained weights compute: the
+#: builder's own arguments (``dropout_rate``, ``bn_momentum``) set them, never a keyword delta, and
+#: the model keeps the preset's name and its keras.applications twin.
 TRAINING_ONLY_FIELDS = ("dropout", "bn_momentum")
 
 
@@ -487,23 +488,23 @@ def EfficientNet(
 
 
 def _with_overrides(spec: EfficientNetPreset, overrides: dict[str, Any]) -> EfficientNetPreset:
-    """``spec`` with the builder's keyword deltas; renamed ``<name>_custom`` without its twin when a delta
-    outside :data:`TRAINING_ONLY_FIELDS` changes what it computes."""
+    """``spec`` with the builder's keyword deltas (any field but ``name``, ``twin`` and
+    :data:`TRAINING_ONLY_FIELDS`); renamed ``<name>_custom`` without its twin when a delta changes a
+    field's value (every such field changes what the weights compute)."""
     if not overrides:
         return spec
     if "dropout" in overrides:  # the builder's own argument sets it: one name for one setting
         raise TypeError("EfficientNet takes the dropout before the classifier as dropout_rate=, not dropout= "
                         f"(the preset's dropout is dropout_rate's default); got dropout={overrides['dropout']!r}")
     allowed = sorted(f.name for f in dataclasses.fields(EfficientNetPreset)
-                     if f.name not in ("name", "twin", "dropout", "bn_momentum"))  # the last two: builder arguments
+                     if f.name not in ("name", "twin", *TRAINING_ONLY_FIELDS))
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise TypeError(f"EfficientNet got unknown keywords {unknown}; besides its own arguments it takes the preset's "
                         f"fields as keyword deltas: {allowed}")
     changed = dataclasses.replace(spec, **overrides)
-    kept = {field: getattr(spec, field) for field in TRAINING_ONLY_FIELDS}
-    if dataclasses.replace(changed, **kept) == spec:
-        return changed
+    if changed == spec:  # deltas equal to the preset's values
+        return spec
     return dataclasses.replace(changed, name=f"{spec.name}_custom", twin=None)
 
 
