@@ -2,8 +2,8 @@
 (features_make.py), on the same normalized input: max |difference| / map scale per stride.
     OUT=/tmp/timmref python benchmarks/timm_parity/features_compare.py resnet50 efficientnet_b0 ...
 kerasnets' endpoints are strides 4..32 (as keras-hub's); timm's first map (stride 2) has no twin. ResNetV2's
-stride-32 map differs by convention: keras-hub's and ours is the last block's output, timm's is after the final
-norm + ReLU (measured 0.99 of scale; the other maps agree to ~1e-6)."""
+stride-32 map differs by convention: ours is after the final norm + ReLU (keras.applications' post_relu),
+timm's features_only takes stages.3, before it (measured 0.99 of scale; the other maps agree to ~1e-6)."""
 import os, sys
 import numpy as np
 import kerasnets
