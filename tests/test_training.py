@@ -89,6 +89,20 @@ def test_main_job_timings_add_up_to_its_wall_time(quickstart):
     assert f"{summary['steps'] - 1} steps" in quickstart["stdout"]  # the printed breakdown
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/uptime"), reason="process_start_time reads Linux /proc")
+def test_process_start_time_is_the_moment_the_process_began():
+    """The summary's start-up is counted from ``process_start_time``: in a fresh interpreter that
+    reads the clock first, the start lies just before that reading (the interpreter's own start-up,
+    tens of ms), not a second or a minute away (``/proc/stat``'s whole-second ``btime`` is off by
+    up to 1 s, and by however long a paused virtual machine slept)."""
+    code = ("import time; now = time.time()\n"
+            "from kerasnets.training.timings import process_start_time\n"
+            "print(now - process_start_time())")
+    lag = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                               cwd=ROOT).stdout.split()[-1])
+    assert 0.0 <= lag < 0.5, f"the process began {lag:.3f} s before its first statement"
+
+
 def test_evaluate_command_agrees_with_the_summary(quickstart, capsys):
     run = quickstart["dir"]
     assert cli.main(["evaluate", str(run / "model.keras"), "--data", "digits", "--resize", "bilinear"]) == 0

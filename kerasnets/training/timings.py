@@ -17,17 +17,20 @@ __all__ = ["Timings", "process_start_time", "describe"]
 
 
 def process_start_time() -> float | None:
-    """Wall-clock time this process started (Linux ``/proc``; within ~1 s), or None elsewhere.
+    """Wall-clock time this process started (Linux ``/proc``; within 10 ms), or None elsewhere.
 
     The CLI counts from here, so that interpreter start-up and imports are part of the timings.
+    The process's age is read against ``/proc/uptime`` (the clock its start time is counted on),
+    now: ``/proc/stat``'s ``btime`` (whole seconds) drifts from the wall clock on a virtual machine
+    that was paused or had its clock stepped (a run's start-up was once reported 60 s too long).
     """
     try:
         with open("/proc/self/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat") as handle:
-            boot = next(float(line.split()[1]) for line in handle if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return time.time() - (uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
         return None
 
 
