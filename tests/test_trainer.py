@@ -543,6 +543,8 @@ def test_a_recipe_model_of_any_input_size_is_profiled_and_exported_at_the_recipe
     assert summary["eval_examples"] == summary["eval_expected_examples"] == 360  # every digits test image
     assert summary["input_size"][:2] == [16, 16] and summary["flops"] > 0
     assert keras.saving.load_model(run / "model.keras").input_shape == (None, 16, 16, 3)
+    # 2 steps at Keras' BatchNormalization momentum 0.99: the run says its moving statistics are unsettled
+    assert "momentum 0.99" in summary["batch_norm_warning"] and "this run trains 2:" in summary["batch_norm_warning"]
 
 
 def test_a_cached_training_stream_is_refused_before_it_fills_every_backup(tmp_path):
@@ -558,3 +560,29 @@ def test_a_cached_training_stream_is_refused_before_it_fills_every_backup(tmp_pa
                     output=str(tmp_path), export=())
     with pytest.raises(ValueError, match="cache=True would put the whole training set into every backup"):
         setup(recipe)
+
+
+def test_unsettled_batch_norm_warning_follows_keras_moving_statistics():
+    """The warning's arithmetic against Keras' own BatchNormalization: after the number of steps the
+    warning asks for, a moving variance is within 5% of the data's (so the advice works); one step
+    fewer it is not, and that run is warned. At momentum 0.9, 100 steps settle: no warning."""
+    from kerasnets.training.setup import unsettled_batch_norm
+
+    x = np.random.RandomState(0).normal(3.0, 2.0, (256, 1)).astype("float32")  # mean 3, variance 4
+    variance = float(x.var())
+    for momentum in (0.99, 0.9):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.BatchNormalization(momentum=momentum)])
+        layer = model.layers[0]
+        warning = unsettled_batch_norm(model, 100)
+        asked = int(warning.split("Train at least ")[1].split(" steps")[0]) if warning else 100
+        for step in range(asked):
+            if step == asked - 1:
+                short = abs(float(layer.moving_variance.numpy()[0]) - variance) / variance
+            layer(x, training=True)
+        error = abs(float(layer.moving_variance.numpy()[0]) - variance) / variance
+        assert error <= 0.05, (momentum, asked, error)  # the documented 5%, not the constant under test
+        assert unsettled_batch_norm(model, asked) is None
+        if warning:  # momentum 0.99 warns at 100 steps; asked - 1 steps are not enough
+            assert momentum == 0.99 and short > error and unsettled_batch_norm(model, asked - 1) is not None
+        else:
+            assert momentum == 0.9

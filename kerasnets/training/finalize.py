@@ -186,6 +186,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
         "weights": recipe.weights,
         "weights_report": _jsonable(run.weights_report),
         "ema_decay": recipe.ema_decay,
+        "batch_norm_warning": run.batch_norm_warning,
         "l2_regularization": recipe.l2_regularization,
         "params": stats["params"],
         "flops": stats["flops"],
