@@ -61,15 +61,26 @@ def quickstart(tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result.exists():  # one attempt per session, whatever its outcome: every worker reads it
             started = time.time()
-            proc = subprocess.run(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--output",
-                                                str(output)),
-                                  env=ENV, capture_output=True, text=True, cwd=ROOT, timeout=900)
-            result.write_text(json.dumps({"returncode": proc.returncode, "stdout": proc.stdout,
-                                          "stderr": proc.stderr[-3000:], "wall": time.time() - started}))
+            # stdout read line by line: the time of its last line (the printed summary, written after
+            # the timings stop) is when the run's work ended, apart from the interpreter's exit
+            with open(shared / "quickstart_run.stderr", "w+") as stderr:
+                proc = subprocess.Popen(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--output",
+                                                      str(output)),
+                                        env=ENV, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
+                lines, last_output = [], None
+                for line in proc.stdout:
+                    lines.append(line)
+                    last_output = time.time() - started
+                returncode = proc.wait(timeout=900)
+                stderr.seek(0)
+                errors = stderr.read()
+            result.write_text(json.dumps({"returncode": returncode, "stdout": "".join(lines), "stderr": errors[-3000:],
+                                          "wall": time.time() - started, "last_output": last_output}))
     ran = json.loads(result.read_text())
     assert ran["returncode"] == 0, ran["stderr"]
     summary = json.loads((output / "quickstart" / "summary.json").read_text())
-    return {"dir": output / "quickstart", "summary": summary, "stdout": ran["stdout"], "wall": ran["wall"]}
+    return {"dir": output / "quickstart", "summary": summary, "stdout": ran["stdout"], "wall": ran["wall"],
+            "last_output": ran["last_output"]}
 
 
 def _save_photo_crops(folder, photo, count, rng, gray_every=0):

@@ -64,14 +64,19 @@ def test_main_job_reaches_97_percent_and_exports(quickstart):
 
 def test_main_job_timings_add_up_to_its_wall_time(quickstart):
     """summary.json breaks the run's wall time into named parts: they add up to the total, the total
-    is the wall time this test measured around the process (within the few seconds of process
-    start and exit), and the counted parts match the recipe (one first step, every other step,
-    validation every validation_freq epochs and the last, a backup every backup_every_epochs)."""
+    is the wall time this test measured from starting the process to its last printed line (the
+    summary, printed after the timings stop: the interpreter's exit is not the run's, and took 5 s
+    under the other xdist worker's load), and the counted parts match the recipe (one first step,
+    every other step, validation every validation_freq epochs and the last, a backup every
+    backup_every_epochs)."""
     summary = quickstart["summary"]
     timings, recipe = summary["timings"], load_recipe(os.path.join(RECIPES, "quickstart.py"))
     spans, counts = timings["spans"], timings["counts"]
     assert sum(spans.values()) <= timings["total"] + 0.2  # no part counted twice ("other" is the rest)
-    assert abs(quickstart["wall"] - timings["total"]) <= 5.0
+    # start-up is counted (a start read from /proc/stat's btime was off by 1-55 s), and nothing after
+    # the timings stop but printing them
+    assert abs(quickstart["last_output"] - timings["total"]) <= 2.0, (quickstart["last_output"], timings["total"])
+    assert quickstart["wall"] >= quickstart["last_output"]
     # "other" (time no span covers) is 0.1 s on a quiet machine but was 19 s of 98 s in one full
     # suite run (not yet explained, issue #11): its size is reported, not asserted
     assert timings["other"] >= -0.5
