@@ -586,3 +586,57 @@ def test_unsettled_batch_norm_warning_follows_keras_moving_statistics():
             assert momentum == 0.99 and short > error and unsettled_batch_norm(model, asked - 1) is not None
         else:
             assert momentum == 0.9
+
+
+def test_a_backup_written_by_another_input_pipeline_is_refused_with_the_fix(tmp_path, monkeypatch, capsys):
+    """A digits run interrupted after its first epoch's backup, whose iterator was written in tf.data's
+    symbolic checkpoint mode (what kerasnets wrote for arrays and digits streams before 13eafde, so
+    what a backup left by that version holds), then resumed by this version: one error line that
+    names the backup and the way to start over, not TensorFlow's DeserializeIterator traceback; the
+    suggested --no-resume then trains. Tiny model, 2 epochs of 5 steps: what is tested is resume."""
+    import tensorflow as tf
+
+    from kerasnets import cli
+    from kerasnets import data as kdata
+    from kerasnets.training import loop
+
+    load = kdata.load
+
+    def symbolic_load(*args, **kwargs):  # the previous version's pipeline options
+        dataset, info = load(*args, **kwargs)
+        if kwargs.get("training"):
+            options = tf.data.Options()
+            options.experimental_symbolic_checkpoint = True
+            dataset = dataset.with_options(options)
+        return dataset, info
+
+    recipe_file = tmp_path / "calls.py"
+    recipe_file.write_text(ONE_PHASE)
+    command = ["train", str(recipe_file), "--output", str(tmp_path)]
+    monkeypatch.setattr(kdata, "load", symbolic_load)
+    original, calls = loop.StepFunctions.__init__, [0]
+
+    def interrupting(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        steps = self.train_steps
+
+        def counted(iterator, count):
+            if calls[0] >= 5:  # the first epoch ran and was backed up
+                raise _Interrupted()
+            calls[0] += int(count)
+            return steps(iterator, count)
+
+        self.train_steps = counted
+
+    monkeypatch.setattr(loop.StepFunctions, "__init__", interrupting)
+    with pytest.raises(_Interrupted):
+        cli.main(command)
+    monkeypatch.undo()
+    keras.backend.clear_session()
+    capsys.readouterr()
+    assert cli.main(command) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot resume from the backup ") and "phase0-step5" in error, error
+    assert "Failed to restore dataset iterator" in error and "--no-resume" in error and "Traceback" not in error
+    assert "{{function_node" not in error and "[Op:" not in error
+    assert cli.main(command + ["--no-resume"]) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import tensorflow as tf
@@ -92,8 +93,20 @@ class RunBackup:
         return entry
 
     def restore(self, checkpoint: tf.train.Checkpoint, save: Save) -> None:
-        """Read ``save`` into ``checkpoint`` (every object it names must exist)."""
-        checkpoint.read(os.path.join(self.dir, save["dir"], "ckpt")).assert_existing_objects_matched()
+        """Read ``save`` into ``checkpoint`` (every object it names must exist). A backup that
+        TensorFlow cannot read into this run (a data-iterator state written by another input
+        pipeline: another kerasnets version, or changed data options) is a ValueError that names
+        the backup and how to start over, not TensorFlow's own error."""
+        path = os.path.join(self.dir, save["dir"])
+        try:
+            checkpoint.read(os.path.join(path, "ckpt")).assert_existing_objects_matched()
+        except tf.errors.OpError as error:
+            # TensorFlow's message less its op decorations ("{{function_node ...}}", "[Op:...]")
+            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", (error.message or str(error)).strip().splitlines()[0]).rstrip(". ")
+            raise ValueError(f"cannot resume from the backup {path}: {reason}. It was written by another input "
+                             "pipeline (another kerasnets version, or other data options); resume it with the "
+                             "version and options that wrote it, or start over with --no-resume (which "
+                             "replaces the backups)") from None
 
     def _prune(self, kept: set[str]) -> None:
         for name in os.listdir(self.dir):
