@@ -17,7 +17,9 @@ other processes hits both. Rows (as issue #21 measured them):
   ``model.fit`` under the same strategy at ``steps_per_execution=1`` (at 32, Keras 3.15's mirrored
   ``fit`` fails: "You must feed a value for placeholder tensor 'while/cond/Placeholder_2'").
 
-Ratio = fit's time per step / the Trainer's (>= 1.0: the Trainer is at least as fast).
+Ratio = fit's time per step / the Trainer's (>= 1.0: the Trainer is at least as fast): of the best
+times of each side, and the median (and range) of the rounds' own ratios, each round's two runs
+being neighbours in time.
 """
 
 from __future__ import annotations
@@ -134,21 +136,26 @@ def main() -> None:
     args = parser.parse_args()
     setup_module.resolve_strategy = _strategy
     output = tempfile.mkdtemp(prefix="bench_loop_")
-    print("| model and source | kerasnets train (ms/step) | model.fit (ms/step), steps_per_execution | ratio |")
-    print("|---|---|---|---|")
+    print("| model and source | kerasnets train (ms/step) | model.fit (ms/step), steps_per_execution | ratio of "
+          "the bests | median ratio of the rounds (range) |")
+    print("|---|---|---|---|---|")
     for label, fields in rows():
         recipe = Recipe(name="bench", build_optimizer=sgd, image_size=32, batch_size=64 // (2 if "strategy" in fields
                                                                                             else 1),
                         epochs=3, steps_per_epoch=args.steps, backup_every_epochs=10, validation_freq=10,
                         eval_steps=1, export=(), output=output, precision="float32", **fields)
         per_call = MIRRORED_FIT_STEPS_PER_EXECUTION if "strategy" in fields else FIT_STEPS_PER_EXECUTION
-        best = {"trainer": float("inf"), "fit": float("inf")}
+        times = {"trainer": [], "fit": []}
         for _ in range(args.rounds):
-            best["trainer"] = min(best["trainer"], trainer_step_seconds(recipe))
-            best["fit"] = min(best["fit"], fit_step_seconds(recipe, per_call))
+            times["trainer"].append(trainer_step_seconds(recipe))
+            times["fit"].append(fit_step_seconds(recipe, per_call))
             keras.backend.clear_session()
+        best = {side: min(values) for side, values in times.items()}
+        # each round's two runs are neighbours in time: their ratio sees the same machine load
+        ratios = sorted(f / t for f, t in zip(times["fit"], times["trainer"]))
         print(f"| {label} | {best['trainer'] * 1e3:.1f} | {best['fit'] * 1e3:.1f}, {per_call} | "
-              f"{best['fit'] / best['trainer']:.2f}x |", flush=True)
+              f"{best['fit'] / best['trainer']:.2f}x | {float(np.median(ratios)):.2f}x "
+              f"({ratios[0]:.2f}-{ratios[-1]:.2f}) |", flush=True)
 
 
 if __name__ == "__main__":
