@@ -6,13 +6,16 @@ dataset's size without reading it. :func:`tfrecord_count` tells how many records
 holds: from an explicit number, that metadata, a cache, or by counting every shard in parallel.
 Writing a split again replaces all its shards. :func:`check_label` checks every record's label as
 the pipeline streams it, and :func:`label_errors` turns its error into a ValueError.
+
+Every file is read and written through ``tf.io.gfile`` (or TensorFlow's TFRecord ops), so shards,
+their labels files, ``dataset.json`` and the count cache may live on any filesystem TensorFlow
+serves: a local folder, ``gs://bucket/...``, or the in-memory ``ram://`` that the tests use.
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -25,13 +28,14 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from kerasnets.atomic import atomic_write_text
+from kerasnets.atomic import absolute, atomic_write_text, is_url
 from kerasnets.data.files import folder_layout, scan_folder
 
 __all__ = [
     "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "LABEL_ERROR", "parse_example", "check_label", "label_errors",
     "check_tfrecords", "write_tfrecords",
     "read_metadata", "metadata_entry", "count_records", "tfrecord_count", "store_count", "record_files", "labels_file",
+    "read_labels",
 ]
 
 log = logging.getLogger("kerasnets.data")
@@ -140,7 +144,16 @@ def _decode_error(error: tf.errors.OpError) -> str:
 
 @contextlib.contextmanager
 def _locked(folder: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (POSIX ``flock`` of the directory; no lock file is left)."""
+    """Hold an exclusive lock on ``folder`` (POSIX ``flock`` of the directory; no lock file is left).
+
+    Only a local folder can be locked. For a URL (``gs://``, ``ram://``) this holds no lock: two
+    processes that write the same split, or update the same ``dataset.json`` or count cache, on an
+    object store at the same time are not serialized, and the last whole write wins (a split's
+    shards and its metadata may then come from different writers). Write each split from one process.
+    """
+    if is_url(folder):  # no flock on an object store (see above)
+        yield
+        return
     try:
         import fcntl
     except ImportError:  # Windows: read-modify-write without a lock
@@ -158,11 +171,11 @@ def _locked(folder: str) -> Iterator[None]:
 def _read_json(path: str) -> dict:
     """The JSON object in ``path``; {} when the file is absent or not a JSON object (it is rewritten)."""
     try:
-        with open(path) as handle:
-            document = json.load(handle)
-    except FileNotFoundError:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            document = json.loads(handle.read())
+    except tf.errors.NotFoundError:
         return {}
-    except (OSError, ValueError) as error:
+    except (tf.errors.OpError, OSError, ValueError) as error:  # e.g. a folder of that name, or bad JSON
         log.warning("ignoring unreadable %s (%s)", path, error)
         return {}
     return document if isinstance(document, dict) else {}
@@ -177,7 +190,7 @@ def _rewrite_json(path: str, update) -> None:
 
 def _update_json(path: str, update) -> None:
     """Read-modify-write the JSON object in ``path`` under a folder lock, written atomically."""
-    with _locked(os.path.dirname(os.path.abspath(path))):
+    with _locked(os.path.dirname(absolute(path))):
         _rewrite_json(path, update)
 
 
@@ -208,6 +221,10 @@ def write_tfrecords(
     shards (same ``basename(out)``, any ``-of-NNNNN`` total, e.g. left by an earlier ``shards=4``) are
     deleted, then the labels file and ``dataset.json`` are rewritten. A reader that globs the split
     meanwhile may see two totals, which :func:`record_files` refuses; other splits are untouched.
+    ``out`` may be a URL (``gs://bucket/imagenet/train``, ``ram://x/train``): the files go through
+    ``tf.io.gfile``. There a rename is a copy then a delete and the folder has no lock (see
+    :func:`_locked`), so the split is replaced shard by shard, not at once, and two writers of one
+    split are not serialized; each shard and each metadata file still appears whole.
 
     Files the folder scan refuses (empty, not an image, truncated, over the pixel budget) are skipped,
     and so is a file that passes those checks but does not decode as the pipeline decodes it
@@ -226,8 +243,9 @@ def write_tfrecords(
         raise ValueError(f"split={split!r} needs a root/train|val|test/<class>/ folder; {folder!r} is "
                          f"root/<class>/: drop split")
     found = scan_folder(folder, split or "all")
-    out_dir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
+    out = os.fspath(out)
+    out_dir = os.path.dirname(absolute(out))
+    tf.io.gfile.makedirs(out_dir)
     order = np.random.default_rng(seed).permutation(len(found.paths))
     items = [(found.paths[i], found.labels[i]) for i in order]
     names = [f"{out}-{i:05d}-of-{shards:05d}" for i in range(shards)]
@@ -238,8 +256,12 @@ def write_tfrecords(
 
     def write_shard(index: int) -> str:
         tmp = names[index] + ".tmp"
+        with contextlib.suppress(tf.errors.NotFoundError):  # ram:// appends to a file that exists (a crash's leftover)
+            tf.io.gfile.remove(tmp)
         with tf.io.TFRecordWriter(tmp) as writer:
             for path, label in items[index::shards]:
+                # the image folder is local (scan_folder walks it with os), and its names may not be UTF-8
+                # (a latin-1 file name), which tf.io.gfile cannot open: the OS opens them
                 with open(path, "rb") as handle:
                     encoded = handle.read()
                 try:
@@ -257,9 +279,7 @@ def write_tfrecords(
         with ThreadPoolExecutor(max_workers=workers or min(shards, os.cpu_count() or 1)) as pool:
             list(pool.map(write_shard, range(shards)))
     except BaseException:  # no half-written split: the old one stays as it was
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(name + ".tmp")
+        _remove_temporaries(names)
         raise
     skipped = len(found.skipped) + len(broken)
     if progress:
@@ -270,9 +290,7 @@ def write_tfrecords(
                     "scan), %d that passed its checks but do not decode%s", skipped, len(items) + len(found.skipped),
                     folder, len(found.skipped), len(broken), example)
     if not done[0]:
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(name + ".tmp")
+        _remove_temporaries(names)
         raise ValueError(f"no image of {folder!r} decodes ({len(items)} files passed the header checks, e.g. "
                          f"{broken[0][0]}: {broken[0][1]}); check that they are real images (open one with PIL)")
     base = os.path.basename(out)
@@ -287,22 +305,29 @@ def write_tfrecords(
 
     with _locked(out_dir):
         for name in names:
-            os.replace(name + ".tmp", name)
-        new = {os.path.abspath(name) for name in names}
-        for entry in os.listdir(out_dir):
+            tf.io.gfile.rename(name + ".tmp", name, overwrite=True)
+        new = {absolute(name) for name in names}
+        for entry in tf.io.gfile.listdir(out_dir):
+            entry = entry.rstrip("/")  # object stores list a sub-folder as "name/"
             path = os.path.join(out_dir, entry)
-            if _SHARD_SUFFIX.search(entry) and _prefix(entry) == base and path not in new and os.path.isfile(path):
-                os.remove(path)  # a shard of this split's previous writing
+            if (_SHARD_SUFFIX.search(entry) and _prefix(entry) == base and path not in new
+                    and not tf.io.gfile.isdir(path)):
+                tf.io.gfile.remove(path)  # a shard of this split's previous writing
         atomic_write_text(f"{out}-labels.txt", "\n".join(found.class_names) + "\n")
         _rewrite_json(os.path.join(out_dir, METADATA_FILE), record)
     return names
 
 
+def _remove_temporaries(names: list[str]) -> None:
+    """Delete the ``.tmp`` files of the shards ``names`` that exist (a writing that did not complete)."""
+    for name in names:
+        with contextlib.suppress(tf.errors.NotFoundError):
+            tf.io.gfile.remove(name + ".tmp")
+
+
 def read_metadata(folder: str) -> dict | None:
     """The ``dataset.json`` that :func:`write_tfrecords` wrote in ``folder``, or None if there is none."""
-    path = os.path.join(folder, METADATA_FILE)
-    document = _read_json(path) if os.path.isfile(path) else {}
-    return document or None
+    return _read_json(os.path.join(folder, METADATA_FILE)) or None
 
 
 def _prefix(path: str) -> str:
@@ -320,19 +345,30 @@ def record_files(pattern: str) -> list[str]:
     """
     def is_record(path: str) -> bool:
         name = os.path.basename(path)
-        return not name.endswith(("-labels.txt", ".json", ".tmp")) and ".tmp-" not in name and os.path.isfile(path)
+        if name.endswith(("-labels.txt", ".json", ".tmp")) or ".tmp-" in name:
+            return False
+        # a folder the glob matched is skipped; on an object store a glob lists objects, and asking about
+        # each of 1024 shards would cost 1024 requests before the first record is read
+        return is_url(path) or not tf.io.gfile.isdir(path)
 
-    files = sorted(f for f in glob.glob(os.fspath(pattern)) if is_record(f))
+    pattern = os.fspath(pattern)
+    try:
+        matches = tf.io.gfile.glob(pattern)
+    except tf.errors.NotFoundError:  # e.g. a bucket or in-memory filesystem that does not exist: nothing matches
+        matches = []
+    if not is_url(pattern) and not pattern.startswith("./"):  # gfile answers "train-*" with "./train-...": as glob.glob
+        matches = [m[2:] if m.startswith("./") else m for m in matches]
+    files = sorted(f for f in matches if is_record(f))
     totals: dict[tuple[str, str], set[str]] = {}
     for path in files:
         match = _SHARD_SUFFIX.search(os.path.basename(path))
         if match:
-            totals.setdefault((os.path.dirname(os.path.abspath(path)), _prefix(path)), set()).add(match.group(1))
+            totals.setdefault((os.path.dirname(absolute(path)), _prefix(path)), set()).add(match.group(1))
     for (folder, prefix), found in totals.items():
         if len(found) > 1:
             kinds = ", ".join(f"{prefix}-*-of-{total}" for total in sorted(found))
             raise ValueError(
-                f"TFRecord glob {os.fspath(pattern)!r} matches shards of split {prefix!r} in {folder} with "
+                f"TFRecord glob {pattern!r} matches shards of split {prefix!r} in {folder} with "
                 f"{len(found)} different totals ({kinds}): two writings of the split, whose records would be read "
                 f"twice. Delete the stale shards (write_tfrecords removes them when it rewrites a split), or glob "
                 f"one total, e.g. {os.path.join(folder, prefix)}-*-of-{max(found)}")
@@ -344,6 +380,16 @@ def labels_file(shard: str) -> str:
     return re.sub(r"-\d+-of-\d+$", "", shard) + "-labels.txt"
 
 
+def read_labels(shard: str) -> list[str] | None:
+    """The class names in the :func:`labels_file` of ``shard``, one a line; None when there is no such file."""
+    path = labels_file(shard)
+    try:
+        with tf.io.gfile.GFile(path, "r") as handle:
+            return [line.strip() for line in handle.read().splitlines() if line.strip()]
+    except tf.errors.NotFoundError:
+        return None
+
+
 def metadata_entry(files: list[str]) -> tuple[dict | None, dict | None]:
     """``(dataset.json document, entry of the split that is exactly these files)`` for ``files``.
 
@@ -352,7 +398,7 @@ def metadata_entry(files: list[str]) -> tuple[dict | None, dict | None]:
     the split's ``files`` pattern matches exactly ``files`` and its shard count is their number, so a
     glob of part of a split, or a split rewritten with another shard count, is counted instead.
     """
-    folders = {os.path.dirname(os.path.abspath(f)) for f in files}
+    folders = {os.path.dirname(absolute(f)) for f in files}
     prefixes = {_prefix(f) for f in files}
     if len(folders) != 1 or len(prefixes) != 1:
         return None, None
@@ -361,8 +407,8 @@ def metadata_entry(files: list[str]) -> tuple[dict | None, dict | None]:
     entry = ((document or {}).get("splits") or {}).get(prefix)
     if not isinstance(entry, dict):
         return None, None
-    matched = {os.path.abspath(f) for f in glob.glob(os.path.join(folder, str(entry.get("files", ""))))}
-    exact = matched == {os.path.abspath(f) for f in files} and entry.get("shards") == len(files)
+    matched = {absolute(f) for f in tf.io.gfile.glob(os.path.join(folder, str(entry.get("files", ""))))}
+    exact = matched == {absolute(f) for f in files} and entry.get("shards") == len(files)
     valid = isinstance(entry.get("examples"), int) and entry["examples"] >= 0
     return document, (entry if exact and valid else None)
 
@@ -389,12 +435,27 @@ def count_records(files: list[str], parallel: int = 16) -> int:
                          ) from error
 
 
+def _stamp(path: str) -> list:
+    """``[path, size in bytes, modification time in ns]`` of one file.
+
+    A URL is asked through ``tf.io.gfile.stat``; a local file through ``os.stat``, whose time has
+    nanoseconds where gfile's local answer has whole seconds (a same-size rewrite within a second
+    would keep its stamp). ``ram://`` reports a time of 0: there only the size tells a rewrite.
+    """
+    if is_url(path):
+        status = tf.io.gfile.stat(path)
+        return [path, status.length, status.mtime_nsec]
+    status = os.stat(path)
+    return [path, status.st_size, status.st_mtime_ns]
+
+
 def _cache_key(files: list[str]) -> str:
-    """A digest of the files' absolute paths, sizes and modification times (any rewrite changes it)."""
-    stamp = []
-    for path in sorted(os.path.abspath(f) for f in files):
-        status = os.stat(path)
-        stamp.append([path, status.st_size, status.st_mtime_ns])
+    """A digest of the files' absolute paths, sizes and modification times (any rewrite changes it).
+
+    The files are asked 16 at a time: on an object store each one is a request.
+    """
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        stamp = list(pool.map(_stamp, sorted(absolute(f) for f in files)))
     return hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
 
 
@@ -440,7 +501,7 @@ def store_count(files: list[str], count: int, count_cache: str) -> None:
     key = _cache_key(files)
 
     def remember(cache: dict) -> None:
-        cache[key] = {"examples": int(count), "files": len(files), "first": os.path.abspath(sorted(files)[0])}
+        cache[key] = {"examples": int(count), "files": len(files), "first": absolute(sorted(files)[0])}
 
-    os.makedirs(count_cache, exist_ok=True)
+    tf.io.gfile.makedirs(count_cache)
     _update_json(os.path.join(count_cache, COUNT_CACHE_FILE), remember)
