@@ -256,6 +256,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     of_expected = f" of the {expected}" if expected is not None and expected != s["eval_examples"] else ""
     print(f"test accuracy {s['test_accuracy']:.4f} on {s['eval_examples']}{of_expected} images of split "
           f"{s['eval_split']!r} of {s['eval_data']}")
+    if s.get("batch_norm_warning"):  # beside the score it may explain
+        print(f"warning       {s['batch_norm_warning']}")
     print(f"model         {s['params']:,} params, {s['flops'] / 1e6:.1f}M FLOPs at {s['input_size'][0]}x{s['input_size'][1]}")
     print(f"run           {s['strategy']}, {s['precision']}")
     print(f"time          {describe(s['timings'])}")

@@ -21,8 +21,8 @@ it commented out (``# config.model.dropout_rate = dp_list[stage]``).
 Deviations (named):
 - BatchNorm momentum 0.99, the paper's (section 5.1); automl's hparams.py says ``bn_momentum=0.9``
   and keras.applications builds V2 with 0.9 (one keyword: ``BN_MOMENTUM``);
-  at 0.99 the moving statistics average over about 100 steps, so a run of a few hundred steps
-  evaluates near chance: the rehearsal's 128 steps scored 10%, and the same weights scored 38%
+  at 0.99 the moving statistics average over about 100 steps, so a run of 100-200 steps can
+  evaluate near chance: the rehearsal's 128 steps scored 10%, and the same weights scored 38%
   once the statistics were recomputed. Such a run warns (``batch_norm_warning`` in its summary);
 - RandAugment is Keras' (``factor = magnitude / 30``: see
   :data:`kerasnets.training.progressive.RANDAUGMENT_MAGNITUDE_SCALE`), not automl's op list;

@@ -6,6 +6,7 @@ import os
 import runpy
 import subprocess
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -67,13 +68,18 @@ def quickstart(tmp_path_factory):
                 proc = subprocess.Popen(kerasnets_cmd("train", os.path.join(RECIPES, "quickstart.py"), "--output",
                                                       str(output)),
                                         env=ENV, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
+                timer = threading.Timer(900, proc.kill)  # a hung run ends (its stdout closes) after 900 s
+                timer.start()
                 lines, last_output = [], None
-                for line in proc.stdout:
-                    lines.append(line)
-                    last_output = time.time() - started
-                returncode = proc.wait(timeout=900)
+                try:
+                    for line in proc.stdout:
+                        lines.append(line)
+                        last_output = time.time() - started
+                finally:
+                    timer.cancel()
+                returncode = proc.wait()
                 stderr.seek(0)
-                errors = stderr.read()
+                errors = stderr.read() + ("\nkilled after 900 s" if returncode == -9 else "")
             result.write_text(json.dumps({"returncode": returncode, "stdout": "".join(lines), "stderr": errors[-3000:],
                                           "wall": time.time() - started, "last_output": last_output}))
     ran = json.loads(result.read_text())

@@ -67,7 +67,7 @@ def test_efficientnet_recipe_on_imagenet_layout(efficientnet_run, mini_imagenet)
     _check_rehearsal(summary, efficientnet_run["dir"], mini_imagenet, 2)
     assert summary["ema_decay"] == 0.9999 and summary["l2_regularization"] == 1e-5
     # 64 steps at the paper's BN momentum 0.99: the run says its evaluation rests on unsettled statistics
-    assert "this run trains 64:" in summary["batch_norm_warning"]
+    assert "this run trains them for 64:" in summary["batch_norm_warning"]
     assert summary["test_accuracy"] > 0.0 and math.isfinite(summary["test_loss"])
     assert "128 images of split" in efficientnet_run["stdout"]
 

@@ -32,7 +32,7 @@ from conftest import ENV, QUICKSTART_PHI, RECIPES, ROOT, kerasnets_cmd  # noqa: 
 def test_main_job_reaches_97_percent_and_exports(quickstart):
     summary, run = quickstart["summary"], quickstart["dir"]
     assert summary["test_accuracy"] >= 0.97
-    assert summary["batch_norm_warning"] is None  # 459 steps settle BatchNormalization's momentum 0.99
+    assert summary["batch_norm_warning"] is None  # its 460 steps at the recipe's bn_momentum 0.9 settle
     # the steps executed (each timed as it ran) against the recipe's epochs over the digits train
     # split in batches of 64 (not summary["steps"], which is the plan)
     from kerasnets import data
@@ -76,7 +76,6 @@ def test_main_job_timings_add_up_to_its_wall_time(quickstart):
     # start-up is counted (a start read from /proc/stat's btime was off by 1-55 s), and nothing after
     # the timings stop but printing them
     assert abs(quickstart["last_output"] - timings["total"]) <= 2.0, (quickstart["last_output"], timings["total"])
-    assert quickstart["wall"] >= quickstart["last_output"]
     # "other" (time no span covers) is 0.1 s on a quiet machine but was 19 s of 98 s in one full
     # suite run (not yet explained, issue #11): its size is reported, not asserted
     assert timings["other"] >= -0.5

@@ -101,12 +101,14 @@ class RunBackup:
         try:
             checkpoint.read(os.path.join(path, "ckpt")).assert_existing_objects_matched()
         except tf.errors.OpError as error:
+            lines = (error.message or str(error)).strip().splitlines() or [type(error).__name__]
             # TensorFlow's message less its op decorations ("{{function_node ...}}", "[Op:...]")
-            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", (error.message or str(error)).strip().splitlines()[0]).rstrip(". ")
-            raise ValueError(f"cannot resume from the backup {path}: {reason}. It was written by another input "
-                             "pipeline (another kerasnets version, or other data options); resume it with the "
-                             "version and options that wrote it, or start over with --no-resume (which "
-                             "replaces the backups)") from None
+            reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*$", "", lines[0]).rstrip(". ")
+            cause = (" It was written by another input pipeline (another kerasnets version, or other data "
+                     "options); resume it with the version and options that wrote it, or" if "iterator" in reason.lower()
+                     else " Check the backup's files, or")
+            raise ValueError(f"cannot resume from the backup {path}: {reason}.{cause} start over with --no-resume "
+                             "(which replaces the backups)") from error
 
     def _prune(self, kept: set[str]) -> None:
         for name in os.listdir(self.dir):

@@ -256,14 +256,18 @@ UNSETTLED_SHARE = 0.05
 
 def unsettled_batch_norm(model: keras.Model, steps: int) -> str | None:
     """Why ``steps`` training steps leave ``model``'s BatchNormalization moving statistics unsettled,
-    or None. A moving statistic keeps ``momentum ** steps`` of its initial value (mean 0, variance 1),
-    and evaluation and exports use the moving statistics, not the batch's. Measured: the
-    EfficientNetV2 recipe's rehearsal (momentum 0.99, 128 steps: 28% left) evaluated at 10% with
-    a loss of 14; the same weights after recomputing the statistics on 512 training images
-    scored 38% with a loss of 1.9. Errors compound over the dozens of BatchNormalization layers
-    in sequence, so a deep network's evaluation collapses even when each layer is off by 2x."""
+    or None. ``steps`` counts only the steps that update them (the caller leaves out phases that
+    keep BatchNormalization frozen, and runs whose statistics come with pretrained weights).
+    A moving statistic keeps ``momentum ** steps`` of its initial value (mean 0, variance 1), and
+    evaluation and exports use the moving statistics, not the batch's (with a weight EMA, an
+    average of them, which lags further). Measured: the EfficientNetV2 recipe's rehearsal
+    (momentum 0.99, 128 steps: 28% left) evaluated at 10% with a loss of 14; the same weights
+    after recomputing the statistics on 512 training images scored 38% with a loss of 1.9; the
+    ratio of batch to moving variance grew from 0.5 at its first BatchNormalization to 1e9 at
+    its last. A momentum of 1 or more never moves the statistics: nothing to warn about here."""
     momenta = [float(layer.momentum) for layer in model._flatten_layers(include_self=False, recursive=True)
                if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    momenta = [m for m in momenta if 0.0 <= m < 1.0]
     if not momenta or steps <= 0:
         return None
     momentum = max(momenta)
@@ -271,11 +275,12 @@ def unsettled_batch_norm(model: keras.Model, steps: int) -> str | None:
     if share <= UNSETTLED_SHARE:
         return None
     return (f"BatchNormalization momentum {momentum:g} averages its moving statistics over about "
-            f"{1 / max(1 - momentum, 1e-12):.0f} steps and this run trains {steps}: {share:.0%} of each moving "
+            f"{1 / (1 - momentum):.0f} steps and this run trains them for {steps}: {share:.0%} of each moving "
             "statistic will still be its initial value, so the evaluation and the exports (which use the moving "
             "statistics) can score far below the training accuracy. Train at least "
             f"{math.ceil(math.log(UNSETTLED_SHARE) / math.log(momentum))} steps, or build the model with a lower "
-            "bn_momentum (0.9, as keras.applications' EfficientNetV2 does)")
+            "BatchNormalization momentum (the kerasnets builders' bn_momentum=0.9, keras.applications' "
+            "EfficientNetV2 value)")
 
 
 def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
@@ -318,7 +323,10 @@ def setup(recipe: Recipe, run_name: str | None = None) -> RunSetup:
         if phase.trainable_from != TRAIN_ALL:
             check_trainable_from(model, phase.trainable_from)
     check_stages(model, recipe.stages)  # a bad stage too
-    batch_norm = unsettled_batch_norm(model, steps * sum(phase.epochs for phase in phases))
+    # the steps that move BatchNormalization's statistics: phases that freeze keep it in inference
+    # mode (freeze.py), and pretrained weights bring their own statistics
+    batch_norm = None if recipe.weights else unsettled_batch_norm(
+        model, steps * sum(phase.epochs for phase in phases if phase.trainable_from == TRAIN_ALL))
     if batch_norm:
         log.warning("%s", batch_norm)
     return RunSetup(recipe, run_dir, strategy, name, policy, global_batch, is_chief(), task, workers, train_ds,
