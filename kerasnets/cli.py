@@ -79,6 +79,7 @@ def source_kind(source: object) -> str:
     """The kind of a :func:`kerasnets.data.load` source, without reading it: "digits", "tfds",
     "folder", "tfrecords" (a glob, a file, or the --smoke stand-in), "arrays" or "unknown"
     (a path that does not exist: loading it explains)."""
+    from kerasnets.data.tfrecords import is_record_source
     from kerasnets.training import STANDIN_TFRECORDS
 
     if isinstance(source, tuple):
@@ -94,7 +95,7 @@ def source_kind(source: object) -> str:
         return "tfds"
     if os.path.isdir(source):
         return "folder"
-    if any(ch in source for ch in "*?[") or os.path.isfile(source):
+    if is_record_source(source):
         return "tfrecords"
     return "unknown"
 
@@ -131,12 +132,12 @@ _KIND_WORDS = {"folder": "an image folder", "digits": "digits", "tfds": "a TFDS 
 def _self_described(pattern: object) -> bool:
     """True for TFRecords written by ``write_tfrecords`` (a ``dataset.json`` or ``-labels.txt``
     beside them): their labels are 0-based indices into their own class names."""
-    from kerasnets.data.tfrecords import labels_file, metadata_entry, record_files
+    from kerasnets.data.tfrecords import metadata_entry, read_labels, record_files
 
     files = record_files(str(pattern))
     if not files:
         return False
-    return os.path.isfile(labels_file(files[0])) or metadata_entry(files)[0] is not None
+    return read_labels(files[0]) is not None or metadata_entry(files)[0] is not None
 
 
 def _own_options(options: dict, source: object, role: str, recipe_name: str) -> dict:
@@ -411,7 +412,7 @@ def _load_options(source: str, options: dict, num_classes: int | None, label_off
     """The ``kerasnets.data.load`` options of ``source``: those of ``options`` its kind takes, and
     ``--num-classes`` / ``--label-offset``; ValueError when those flags are given for a source that
     is not TFRecords, or when TFRecords name neither their classes nor a count."""
-    from kerasnets.data.tfrecords import labels_file, metadata_entry, record_files
+    from kerasnets.data.tfrecords import metadata_entry, read_labels, record_files
 
     kind = source_kind(source)
     given = {k: v for k, v in (("num_classes", num_classes), ("label_offset", label_offset)) if v is not None}
@@ -422,7 +423,7 @@ def _load_options(source: str, options: dict, num_classes: int | None, label_off
     options = {k: v for k, v in {**options, **given}.items() if k == "seed" or k in _SOURCE_OPTIONS.get(kind, ())}
     files = record_files(source) if kind == "tfrecords" else []
     if files and "num_classes" not in options and not (
-            os.path.isfile(labels_file(files[0])) or metadata_entry(files)[0] is not None):
+            read_labels(files[0]) is not None or metadata_entry(files)[0] is not None):
         raise ValueError(f"TFRecords {source!r} have no labels file or dataset.json: pass --num-classes N (the "
                          f"model's outputs), and --label-offset -1 if their labels start at 1 (ImageNet's do)")
     return options

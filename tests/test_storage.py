@@ -134,3 +134,19 @@ def test_a_local_glob_names_the_shards_as_glob_does(splits, monkeypatch):
     _, local, _ = splits
     monkeypatch.chdir(os.path.dirname(local[0]))  # a bare "train-*": gfile alone would answer "./train-..."
     assert record_files("train-*") == sorted(glob.glob("train-*-of-*")) == [os.path.basename(n) for n in local]
+
+
+def test_shards_copied_to_a_url_without_dataset_json_take_their_class_names_from_the_labels_file(splits):
+    """A user's ``gsutil cp rec/train-* gs://...``: the shards and train-labels.txt, no dataset.json.
+    The class names come from the labels file on the URL's filesystem; a single shard named without
+    a glob is a TFRecord source too; a hidden ``._`` copy beside them (macOS) is not read."""
+    _, local, _ = splits
+    folder = f"{_ram_folder()}/copied"
+    tf.io.gfile.makedirs(folder)
+    for name in local + [os.path.join(os.path.dirname(local[0]), "train-labels.txt")]:
+        tf.io.gfile.copy(name, f"{folder}/{os.path.basename(name)}")
+    tf.io.gfile.copy(local[0], f"{folder}/._{os.path.basename(local[0])}")
+    _, labels, info = _read(f"{folder}/*-of-*")
+    assert info.class_names == CLASSES and len(labels) == len(CLASSES) * PER_CLASS  # the ._ copy not read
+    _, labels, info = _read(f"{folder}/{os.path.basename(local[1])}")
+    assert info.class_names == CLASSES and len(labels) == sum(1 for _ in tf.data.TFRecordDataset(local[1]))

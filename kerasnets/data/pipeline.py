@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from kerasnets.data.digits import DIGITS_CLASS_NAMES, KerasnetsDigits, digits_arrays
 from kerasnets.data.files import canonical_split, folder_layout, folder_splits, select_split, split_indices
-from kerasnets.data.tfrecords import (check_label, check_tfrecords, label_errors, labels_file, metadata_entry,
-                                      parse_example, record_files, tfrecord_count)
+from kerasnets.data.tfrecords import (check_label, check_tfrecords, is_record_source, label_errors, metadata_entry,
+                                      parse_example, read_labels, record_files, tfrecord_count)
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, output_size, train_transform
 
@@ -266,10 +266,7 @@ def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: in
     if not files:
         raise ValueError(f"no TFRecord files match {pattern!r}")
     if class_names is None:
-        labels_path = labels_file(files[0])  # written by write_tfrecords
-        if os.path.isfile(labels_path):
-            with open(labels_path) as handle:
-                class_names = [line.strip() for line in handle if line.strip()]
+        class_names = read_labels(files[0])  # written by write_tfrecords, on any filesystem
     if class_names is None:
         document, _ = metadata_entry(files)  # dataset.json of write_tfrecords, shards copied without labels file
         class_names = (document or {}).get("class_names") or None
@@ -329,7 +326,7 @@ def _resolve(source, split, training, seed, options, deterministic=True, num_exa
         return _tfds(source[5:], split, options.pop("data_dir", None), options.pop("download", False))
     if os.path.isdir(source):
         return _folder(source, split, options.pop("validation_split", None), seed, max_pixels)
-    if any(ch in source for ch in "*?[") or os.path.isfile(source):
+    if is_record_source(source):
         return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
 

@@ -306,11 +306,13 @@ def write_tfrecords(
     with _locked(out_dir):
         for name in names:
             tf.io.gfile.rename(name + ".tmp", name, overwrite=True)
-        new = {absolute(name) for name in names}
+        # compared by name: joined paths of a URL are not normalised (gs://b//x, a/../x), and a shard
+        # just written must never look stale
+        new = {os.path.basename(name) for name in names}
         for entry in tf.io.gfile.listdir(out_dir):
             entry = entry.rstrip("/")  # object stores list a sub-folder as "name/"
             path = os.path.join(out_dir, entry)
-            if (_SHARD_SUFFIX.search(entry) and _prefix(entry) == base and path not in new
+            if (_SHARD_SUFFIX.search(entry) and _prefix(entry) == base and entry not in new
                     and not tf.io.gfile.isdir(path)):
                 tf.io.gfile.remove(path)  # a shard of this split's previous writing
         atomic_write_text(f"{out}-labels.txt", "\n".join(found.class_names) + "\n")
@@ -345,7 +347,8 @@ def record_files(pattern: str) -> list[str]:
     """
     def is_record(path: str) -> bool:
         name = os.path.basename(path)
-        if name.endswith(("-labels.txt", ".json", ".tmp")) or ".tmp-" in name:
+        # hidden files too, as glob.glob skips them (e.g. macOS' "._train-00000-of-00004" copies)
+        if name.endswith(("-labels.txt", ".json", ".tmp")) or ".tmp-" in name or name.startswith("."):
             return False
         # a folder the glob matched is skipped; on an object store a glob lists objects, and asking about
         # each of 1024 shards would cost 1024 requests before the first record is read
@@ -373,6 +376,13 @@ def record_files(pattern: str) -> list[str]:
                 f"twice. Delete the stale shards (write_tfrecords removes them when it rewrites a split), or glob "
                 f"one total, e.g. {os.path.join(folder, prefix)}-*-of-{max(found)}")
     return files
+
+
+def is_record_source(source: str) -> bool:
+    """Whether the string ``source`` names TFRecords: a glob (``*?[``), an existing local file, or
+    any URL (``gs://bucket/train-00000-of-01024``: one shard on a filesystem TensorFlow reads; image
+    folders are local). The one place the kinds "TFRecords" and "a path" are told apart."""
+    return any(ch in source for ch in "*?[") or is_url(source) or os.path.isfile(source)
 
 
 def labels_file(shard: str) -> str:
