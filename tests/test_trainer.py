@@ -361,10 +361,9 @@ def test_second_phase_continues_the_data_stream_and_resumes_in_it_exactly(tmp_pa
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
 
 
-def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call, sizes=None):
+def _interrupted(command, monkeypatch, loop, cli, at_call, sizes=None):
     """Run ``command``, interrupted (as by kill -9) before the compiled call that holds its
-    ``at_call``-th step, then run it again. ``sizes``: a list that receives the step count of each
-    compiled call of the interrupted run."""
+    ``at_call``-th step. ``sizes``: a list that receives the step count of each compiled call."""
     original, calls = loop.StepFunctions.__init__, [0]
     sizes = [] if sizes is None else sizes
 
@@ -386,6 +385,11 @@ def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call, sizes=No
         cli.main(command)
     monkeypatch.setattr(loop.StepFunctions, "__init__", original)
     keras.backend.clear_session()
+
+
+def _interrupted_then_resumed(command, monkeypatch, loop, cli, at_call, sizes=None):
+    """:func:`_interrupted`, then the same command run again (it resumes from the last backup)."""
+    _interrupted(command, monkeypatch, loop, cli, at_call, sizes)
     assert cli.main(command) == 0
 
 
@@ -622,23 +626,7 @@ def test_a_backup_written_by_another_input_pipeline_is_refused_with_the_fix(tmp_
     recipe_file.write_text(ONE_PHASE)
     command = ["train", str(recipe_file), "--output", str(tmp_path)]
     monkeypatch.setattr(kdata, "load", symbolic_load)
-    original, calls = loop.StepFunctions.__init__, [0]
-
-    def interrupting(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        steps = self.train_steps
-
-        def counted(iterator, count):
-            if calls[0] >= 5:  # the first epoch ran and was backed up
-                raise _Interrupted()
-            calls[0] += int(count)
-            return steps(iterator, count)
-
-        self.train_steps = counted
-
-    monkeypatch.setattr(loop.StepFunctions, "__init__", interrupting)
-    with pytest.raises(_Interrupted):
-        cli.main(command)
+    _interrupted(command, monkeypatch, loop, cli, at_call=6)  # after the first epoch's backup (step 5)
     monkeypatch.undo()
     keras.backend.clear_session()
     capsys.readouterr()
