@@ -35,7 +35,7 @@ __all__ = [
     "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "LABEL_ERROR", "parse_example", "check_label", "label_errors",
     "check_tfrecords", "write_tfrecords",
     "read_metadata", "metadata_entry", "count_records", "tfrecord_count", "store_count", "record_files", "labels_file",
-    "read_labels",
+    "read_labels", "is_record_source",
 ]
 
 log = logging.getLogger("kerasnets.data")
