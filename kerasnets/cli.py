@@ -78,26 +78,11 @@ _ANY_SOURCE_OPTION = set().union(*_SOURCE_OPTIONS.values())
 def source_kind(source: object) -> str:
     """The kind of a :func:`kerasnets.data.load` source, without reading it: "digits", "tfds",
     "folder", "tfrecords" (a glob, a file, or the --smoke stand-in), "arrays" or "unknown"
-    (a path that does not exist: loading it explains)."""
-    from kerasnets.data.tfrecords import is_record_source
+    (a path that does not exist: loading it explains): :func:`kerasnets.data.source_kind`."""
+    from kerasnets.data.pipeline import source_kind as kind
     from kerasnets.training import STANDIN_TFRECORDS
 
-    if isinstance(source, tuple):
-        return "arrays"
-    if not isinstance(source, (str, os.PathLike)):
-        return "unknown"
-    source = os.fspath(source)
-    if source == STANDIN_TFRECORDS:
-        return "tfrecords"
-    if source == "digits":
-        return "digits"
-    if source.startswith("tfds:"):
-        return "tfds"
-    if os.path.isdir(source):
-        return "folder"
-    if is_record_source(source):
-        return "tfrecords"
-    return "unknown"
+    return "tfrecords" if source == STANDIN_TFRECORDS else kind(source)
 
 
 def _eval_data_for(data: str, recipe: Recipe) -> str | None:
@@ -105,7 +90,7 @@ def _eval_data_for(data: str, recipe: Recipe) -> str | None:
     (and ``--eval-data`` is not given): the recipe's eval pattern next to ``--data`` when both of the
     recipe's sources are TFRecord globs in one folder and ``--data`` is TFRecords; else None (the
     held-out split of ``--data``). ValueError when that pattern matches no file but ``--data`` does."""
-    import glob
+    from kerasnets import storage
 
     own_train, own_eval = recipe.data, recipe.eval_data
     paired = (isinstance(own_train, str) and isinstance(own_eval, str)
@@ -117,7 +102,7 @@ def _eval_data_for(data: str, recipe: Recipe) -> str | None:
                     "data); pass --eval-data to choose", data, _KIND_WORDS.get(kind, "a new source"), own_eval)
         return None
     pattern = os.path.join(os.path.dirname(os.fspath(data)), os.path.basename(own_eval))
-    if glob.glob(os.fspath(data)) and not glob.glob(pattern):
+    if storage.glob(os.fspath(data)) and not storage.glob(pattern):
         raise ValueError(f"recipe {recipe.name!r} evaluates on {os.path.basename(own_eval)!r} next to its training "
                          f"data, but {pattern!r} matches no file: pass --eval-data PATTERN (the validation shards)")
     log.warning("--data %s: evaluating on %s (the recipe's eval pattern next to it); pass --eval-data to choose",

@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets import int8
-from kerasnets.atomic import atomic_write_text
+from kerasnets import storage
+from kerasnets.storage import atomic_write_text
 from kerasnets.data.pipeline import default_crop_padding
 from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import center_crop, check_encoded
@@ -132,20 +133,9 @@ def center_softmax_classifier(model: keras.Model) -> keras.Model | None:
 
 
 def _prepare_target(path: str, overwrite: bool) -> None:
-    if os.path.exists(path) and not overwrite:
+    if storage.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-
-
-def _replace_dir(tmp: str, path: str) -> None:
-    """Move a finished temporary directory to ``path`` (replacing an old one only at the very end)."""
-    old = None
-    if os.path.exists(path):
-        old = f"{path}.old-{os.getpid()}"
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+    storage.makedirs(os.path.dirname(storage.absolute(path)) or ".")
 
 
 def _contract(model: keras.Model, contract: PreprocessingContract | None, class_names: Sequence[str] | None,
@@ -256,8 +246,9 @@ def saved_model(
     archive.add_endpoint("serve_uint8", predict_uint8, [tf.TensorSpec([None, height, width, channels], tf.uint8)])
     archive.add_endpoint("serve_bytes", from_bytes, [tf.TensorSpec([None], tf.string)])
 
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=".saved_model-", dir=parent)
+    # written and verified in a local folder (beside the target: one rename publishes it), then published
+    tmp = tempfile.mkdtemp(prefix=".saved_model-", dir=None if storage.is_url(path) else os.path.dirname(
+        os.path.abspath(path)))
     try:
         export_dir = os.path.join(tmp, "model")
         # no gradient functions: serving never differentiates, and tracing them doubled the export time
@@ -275,7 +266,7 @@ def saved_model(
         checked = diff if _outputs_probabilities(model) else float(np.abs(int8.softmax(served) - int8.softmax(expected)).max())
         if checked > TOLERANCE["none"]:
             raise ExportError(f"SavedModel probabilities differ from Keras by {checked:.3g} (> {TOLERANCE['none']})")
-        _replace_dir(export_dir, path)
+        storage.publish_tree(export_dir, path, last=("saved_model.pb",))  # on a URL: valid once its .pb is there
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"path": path, "max_abs_diff": diff, "preprocessing": contract.to_dict(),
@@ -445,17 +436,15 @@ def tflite(
     described = (sources or {}).get("evaluation" if eval_data is not None else "calibration")
     report["evaluated_on"] = _described(described, labels, report["examples"], contract.class_names)
     report["seconds"] = {"export": round(converted - began, 2), "verify": round(time.perf_counter() - converted, 2)}
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "wb") as handle:
+    with storage.staged(path) as tmp_path, open(tmp_path, "wb") as handle:
         handle.write(flatbuffer)
-    os.replace(tmp_path, path)
     report.update({"path": path, "quantization": quantization, "io_dtype": io_dtype, "bytes": len(flatbuffer),
                    "centered_classifier": centered is not None})
     if calibration is not None:
         calibration["calibrated_on"] = _described((sources or {}).get("calibration"), sample_labels, len(samples),
                                                   contract.class_names)
         report["calibration"] = calibration
-    write_labels(os.path.join(os.path.dirname(os.path.abspath(path)), "labels.txt"), contract.class_names)
+    write_labels(os.path.join(os.path.dirname(storage.absolute(path)), "labels.txt"), contract.class_names)
     sidecar = {**(metadata or {}), "input": {"shape": [height, width, channels], "range": [0, 255],
                "dtype": io_dtype, "layout": "NHWC RGB, normalization inside the model"},
                "preprocessing": contract.to_dict(), "report": report}

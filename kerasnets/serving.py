@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-from kerasnets.atomic import atomic_write_text
+from kerasnets.storage import atomic_write_text, staged
 
 __all__ = ["PreprocessingContract", "CONTRACT_ENTRY", "CARVE", "write_keras_contract", "read_contract", "read_class_names",
            "write_contract_file", "write_labels", "crop_padding_for", "timm_contract", "attach_contract",
@@ -173,14 +173,9 @@ def save_keras(model: Any, path: str, contract: PreprocessingContract | None = N
                          "or build it with kerasnets.from_timm (which attaches one)")
     if not path.endswith(".keras"):
         raise ValueError(f"save_keras writes a .keras file, got {path!r}")
-    tmp = f"{path}.tmp-{os.getpid()}.keras"
-    try:
+    with staged(path, ".keras") as tmp:  # a local file: the contract is added with zipfile before it is published
         model.save(tmp)
         write_keras_contract(tmp, contract)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -345,7 +345,7 @@ def _claim_project(run_dir: str, fingerprint: dict[str, Any]) -> None:
     keras-tuner resumes whatever project is in the folder, with its old grid and trials, whatever
     recipe asks: a search made by another recipe (or before recipes were recorded) is refused.
     """
-    from kerasnets.atomic import atomic_write_text
+    from kerasnets.storage import atomic_write_text
 
     path = os.path.join(run_dir, RECIPE_FILE)
     fix = (f"pass another --output folder (run_search(output=...)), or delete {run_dir!r} to start this search "
@@ -424,7 +424,7 @@ def _trial_rows(tuner) -> list[dict[str, Any]]:
 
 
 def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int) -> None:
-    from kerasnets.atomic import atomic_write_text
+    from kerasnets.storage import atomic_write_text
 
     document = {
         "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],

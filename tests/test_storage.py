@@ -10,13 +10,14 @@ import os
 import re
 import uuid
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from kerasnets import data
-from kerasnets.atomic import absolute, atomic_write_text, is_url
+from kerasnets.storage import absolute, atomic_write_text, is_url
 from kerasnets.data.tfrecords import read_labels, record_files
 
 CLASSES = ("ant", "bee", "cow")
@@ -30,10 +31,15 @@ def _ram_folder() -> str:
 
 def _photos(root) -> None:
     """CLASSES x PER_CLASS JPEGs of 64-200 px a side, each different (gradient, class tint and noise)."""
-    rng = np.random.default_rng(0)
+    _photos_into(root, PER_CLASS)
+
+
+def _photos_into(root, count: int, seed: int = 0) -> None:
+    """``count`` JPEGs of each of CLASSES in ``root/<class>/`` (see :func:`_photos`)."""
+    rng = np.random.default_rng(seed)
     for label, name in enumerate(CLASSES):
         (root / name).mkdir(parents=True)
-        for index in range(PER_CLASS):
+        for index in range(count):
             height, width = rng.integers(64, 201, size=2)
             ramp = np.linspace(0, 200, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
             ramp[..., label] += 50
@@ -150,3 +156,55 @@ def test_shards_copied_to_a_url_without_dataset_json_take_their_class_names_from
     assert info.class_names == CLASSES and len(labels) == len(CLASSES) * PER_CLASS  # the ._ copy not read
     _, labels, info = _read(f"{folder}/{os.path.basename(local[1])}")
     assert info.class_names == CLASSES and len(labels) == sum(1 for _ in tf.data.TFRecordDataset(local[1]))
+
+
+def test_a_run_folder_on_ram_trains_from_shards_there_resumes_after_a_kill_and_exports(tmp_path, monkeypatch):
+    """A whole run on ``ram://`` (TensorFlow's in-memory filesystem: the ``tf.io.gfile`` calls of
+    ``gs://``): train and validation shards written there, the quickstart recipe trained from them
+    into a run folder there with its default exports, interrupted (as by ``kill -9``) after its
+    step-2 backup, then resumed by the same command. The resumed run ends with the weights of an
+    uninterrupted run on local disk, and its summary, history, SavedModel and TFLite files are on
+    ``ram://``, readable from there; its backups are gone.
+    Overrides, each for time: 2 epochs of 3 steps (the resume crosses an epoch boundary); a backup
+    every 2 steps (one inside the interrupted epoch); the local run exports only model.keras (only
+    its weights are compared); --deterministic: bit-for-bit comparable runs."""
+    from kerasnets import cli
+    from kerasnets.training import loop
+    from tensorflow.python.framework import config as tf_config
+
+    from test_trainer import _interrupted_then_resumed
+
+    photos = tmp_path / "photos"
+    for seed, (split, count) in enumerate((("train", 12), ("val", 4))):  # other seeds: other images
+        _photos_into(photos / split, count, seed)
+    shards = f"{_ram_folder()}/shards"
+    for split in ("train", "validation"):
+        data.write_tfrecords(str(photos), f"{shards}/{split}", shards=2, split=split, progress=False)
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.py")
+    common = ["train", recipe, "--data", f"{shards}/train-*", "--eval-data", f"{shards}/validation-*",
+              "--epochs", "2", "--steps-per-epoch", "3", "--backup-every-steps", "2", "--deterministic"]
+    remote = f"{_ram_folder()}/runs"
+    try:
+        assert cli.main(common + ["--output", str(tmp_path / "local"), "--name", "whole", "--export", "keras"]) == 0
+        _interrupted_then_resumed(common + ["--output", remote, "--name", "run"], monkeypatch, loop, cli, at_call=4)
+    finally:  # --deterministic turned op determinism on for this process: not for the tests after this one
+        tf_config.disable_op_determinism()
+    run = f"{remote}/run"
+    summary = json.loads(tf.io.gfile.GFile(f"{run}/summary.json").read())
+    assert (summary["resumed_from_step"], summary["steps_run"], summary["eval_examples"]) == (2, 4, 12)
+    assert len(tf.io.gfile.GFile(f"{run}/history.csv").read().strip().splitlines()) == 3  # header, 2 epochs
+    assert not tf.io.gfile.exists(f"{run}/backup")
+    names = {name.rstrip("/") for name in tf.io.gfile.listdir(run)}
+    assert {"summary.json", "model.keras", "saved_model", "curves.png", "metadata.json", "logs"} <= names, names
+    assert not any(".tmp" in name for name in names), names
+    tflite = [name for name in names if name.endswith(".tflite")]
+    assert tflite and all(tf.io.gfile.stat(f"{run}/{name}").length > 10_000 for name in tflite)
+    served = tf.saved_model.load(f"{run}/saved_model").signatures["serving_default"]
+    probabilities = next(iter(served(tf.zeros([1, 32, 32, 3])).values())).numpy()
+    assert probabilities.shape == (1, len(CLASSES)) and abs(probabilities.sum() - 1) < 1e-4
+    whole = keras.saving.load_model(tmp_path / "local" / "whole" / "model.keras", compile=False)
+    local_copy = tmp_path / "resumed.keras"
+    tf.io.gfile.copy(f"{run}/model.keras", str(local_copy))
+    resumed = keras.saving.load_model(local_copy, compile=False)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)

@@ -237,6 +237,105 @@ def test_trainer_loop_on_two_mirrored_replicas_is_the_single_device_fit():
     assert "not divisible by the 2 replicas" in result["errors"][0]
 
 
+_REPLAYED = r"""import os, sys, json
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+tf.config.experimental.enable_op_determinism()  # bit-for-bit comparable runs
+import keras, numpy as np
+import kerasnets.data
+from kerasnets.training import Recipe, loop, trainer as trainer_module
+from kerasnets.training import setup as setup_module
+
+out = sys.argv[1]
+# mirrored over the 2 logical CPUs (--strategy mirrored picks GPUs only)
+setup_module.resolve_strategy = lambda name: tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+loads, original_load = [], kerasnets.data.load
+def recording_load(*args, **kwargs):
+    if kwargs.get("training"):
+        loads.append([kwargs.get("batch_size"), kwargs.get("shard")])
+    return original_load(*args, **kwargs)
+kerasnets.data.load = recording_load
+original_replays = trainer_module.replays
+
+class Interrupted(Exception):
+    pass
+
+stop = [None]
+calls = [0]
+original_init = loop.StepFunctions.__init__
+def init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    inner = self.train_steps
+    def counted(iterator, count):
+        if stop[0] is not None and calls[0] + int(count) >= stop[0]:
+            raise Interrupted()
+        calls[0] += int(count)
+        return inner(iterator, count)
+    self.train_steps = counted
+loop.StepFunctions.__init__ = init
+
+def model(recipe, context):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(8, 3, strides=2, name="conv"),
+                             keras.layers.BatchNormalization(synchronized=True, name="bn"), keras.layers.ReLU(),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(context.num_classes, activation="softmax")])
+
+def sgd(recipe, context):
+    return keras.optimizers.SGD(0.05, momentum=0.9)
+
+def train(name, replay, stop_at=None, resume=True):
+    trainer_module.replays = (lambda run, info: True) if replay else original_replays
+    stop[0], calls[0] = stop_at, 0
+    recipe = Recipe(name=name, build_model=model, build_optimizer=sgd, image_size=32, batch_size=8, epochs=2,
+                    steps_per_epoch=5, backup_every_steps=3, eval_steps=2, export=(), output=out,
+                    precision="float32", seed=0)
+    trainer = trainer_module.Trainer(recipe, resume=resume, verbose=0)
+    try:
+        result = trainer.train()
+    except Interrupted:
+        return None
+    return trainer
+
+host = train("host", replay=False)
+host_loads = list(loads); loads.clear()
+whole = train("whole", replay=True)
+whole_loads = list(loads); loads.clear()
+assert train("resumed", replay=True, stop_at=7) is None
+resumed = train("resumed", replay=True)
+resumed_loads = list(loads)
+def diff(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a.run.model.get_weights(), b.run.model.get_weights()))
+print(json.dumps({"host_loads": host_loads, "whole_loads": whole_loads, "resumed_loads": resumed_loads,
+                  "resumed_step": resumed.resumed, "replay_vs_resumed": diff(whole, resumed),
+                  "replay_vs_host": diff(whole, host),
+                  "moved": max(float(np.abs(x).max()) for x in whole.run.model.get_weights()),
+                  "val": [whole.history[-1].get("val_accuracy"), host.history[-1].get("val_accuracy")]}))
+"""
+
+
+def test_per_host_pipelines_replayed_to_a_resumed_step_are_the_host_stream(tmp_path):
+    """The TPU path's input (``distribute.per_host_stream``: ``distribute_datasets_from_function``,
+    per-replica batches from each host's InputContext, replayed to the resumed step), run here under
+    MirroredStrategy over 2 logical CPUs, since no TPU is reachable (the script forces the trainer's
+    ``replays``, which is true under TPUStrategy): a run interrupted at step 7 (last backup at step 6)
+    and resumed ends with the uninterrupted run's weights, bit for bit, and both equal the weights
+    of the other runs' path (one host iterator, each batch split over the replicas in the step).
+    The pipelines load per-replica batches (8 of the global 16)."""
+    proc = subprocess.run([sys.executable, "-c", _REPLAYED, str(tmp_path)], env=ENV, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["host_loads"] == [[16, None]]  # one host iterator of global batches
+    assert result["whole_loads"] == [[16, None], [8, None]]  # setup's, then the per-replica pipeline
+    assert result["resumed_step"] == {"phase": 0, "step": 6}
+    assert result["moved"] > 0.1
+    assert result["replay_vs_resumed"] == 0.0
+    assert result["replay_vs_host"] == 0.0
+
+
 def test_mixed_float16_step_skips_overflow_halves_the_scale_and_the_backup_keeps_it(tmp_path):
     """Under mixed_float16 the loop scales the loss (LossScaleOptimizer): a step whose float16
     gradients overflow changes no weight and halves the scale; a finite step trains; a backup

@@ -16,11 +16,12 @@ from kerasnets.data.pipeline import (
     default_crop_padding,
     held_out_split,
     load,
+    source_kind,
 )
 from kerasnets.data.tfrecords import read_metadata, tfrecord_count, write_tfrecords
 
 __all__ = [
     "load", "DatasetInfo", "available_splits", "held_out_split", "check_not_empty", "default_crop_padding", "write_tfrecords",
-    "tfrecord_count", "read_metadata",
+    "tfrecord_count", "read_metadata", "source_kind",
     "KerasnetsDigits", "digits_arrays",
 ]

@@ -18,7 +18,7 @@ from kerasnets.data.headers import DEFAULT_MAX_PIXELS, check_max_pixels
 from kerasnets.data.transforms import RESIZE_METHODS, center_crop, eval_transform, output_size, train_transform
 
 __all__ = ["DatasetInfo", "load", "available_splits", "held_out_split", "check_not_empty", "scored_count",
-           "decode_probe", "default_crop_padding", "SOURCE_KINDS"]
+           "decode_probe", "default_crop_padding", "SOURCE_KINDS", "source_kind"]
 
 log = logging.getLogger("kerasnets.data")
 AUTOTUNE = tf.data.AUTOTUNE
@@ -312,21 +312,41 @@ def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: in
                 extras={"count_source": count_source})
 
 
+def source_kind(source: Any) -> str:
+    """The kind of a :func:`load` source, without reading it: "arrays" (an ``(images, labels)``
+    pair), "digits", "tfds", "folder" (a local folder), "tfrecords" (a glob, a file or a URL:
+    :func:`~kerasnets.data.tfrecords.is_record_source`), or "unknown" (another type, or a path that
+    does not exist). The one place a source's kind is decided."""
+    if isinstance(source, tuple) and len(source) == 2:
+        return "arrays"
+    if not isinstance(source, (str, os.PathLike)):
+        return "unknown"
+    source = os.fspath(source)
+    if source == "digits":
+        return "digits"
+    if source.startswith("tfds:"):
+        return "tfds"
+    if os.path.isdir(source):
+        return "folder"
+    return "tfrecords" if is_record_source(source) else "unknown"
+
+
 def _resolve(source, split, training, seed, options, deterministic=True, num_examples=None, count_cache=None,
              shard=None, max_pixels=DEFAULT_MAX_PIXELS) -> _Raw:
-    if isinstance(source, tuple) and len(source) == 2:
+    kind = source_kind(source)
+    if kind == "arrays":
         return _from_arrays(*source, class_names=options.pop("class_names", None), split=split,
                             validation_split=options.pop("validation_split", None), seed=seed)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source must be one of {SOURCE_KINDS}, got {type(source).__name__}")
     source = os.fspath(source)
-    if source == "digits":
+    if kind == "digits":
         return _digits(split, options.pop("data_dir", None), options.pop("validation_split", None), seed)
-    if source.startswith("tfds:"):
+    if kind == "tfds":
         return _tfds(source[5:], split, options.pop("data_dir", None), options.pop("download", False))
-    if os.path.isdir(source):
+    if kind == "folder":
         return _folder(source, split, options.pop("validation_split", None), seed, max_pixels)
-    if is_record_source(source):
+    if kind == "tfrecords":
         return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
 

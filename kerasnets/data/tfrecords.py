@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from kerasnets.atomic import absolute, atomic_write_text, is_url
+from kerasnets.storage import absolute, atomic_write_text, is_url
 from kerasnets.data.files import folder_layout, scan_folder
 
 __all__ = [

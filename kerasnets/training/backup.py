@@ -3,10 +3,15 @@
 A save holds the model, the optimizer (with its loss scale under mixed_float16), the weight EMA,
 the training data iterator (so a resumed run reads exactly the batches an uninterrupted run
 would) and the step counter. Each worker writes its own folder ``backup/task-<index>/`` (workers
-read different data, so their iterators differ). A save is written into a temporary folder,
-fsynced, renamed into place, then recorded in ``saves.json`` (written atomically); the last
-``keep`` saves stay, older ones and stale temporaries are removed. A ``kill -9`` at any moment
-leaves the previous complete save usable.
+read different data, so their iterators differ). A save is recorded in ``saves.json`` (written
+atomically) only once it is complete, and only the saves it lists are read; the last ``keep``
+saves stay, older ones and stale temporaries are removed. A ``kill -9`` at any moment leaves the
+previous complete save usable.
+
+On a local disk a save is written into a temporary folder, fsynced and renamed into place. A run
+folder on a URL (``gs://``: object stores have no rename, see :mod:`kerasnets.storage`) writes the
+checkpoint straight into its folder, and ``saves.json`` is the pointer written last: a save it
+does not list is never read, whatever of it exists.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import shutil
 
 import tensorflow as tf
 
-from kerasnets.atomic import atomic_write_text
+from kerasnets import storage
+from kerasnets.storage import atomic_write_text
 
 __all__ = ["RunBackup", "Save"]
 
@@ -59,11 +65,11 @@ class RunBackup:
 
     def saves(self) -> list[Save]:
         """The complete saves of this worker, oldest first (empty when there is none)."""
-        if not os.path.exists(self.index_path):
+        try:
+            saves = json.loads(storage.read_text(self.index_path))
+        except FileNotFoundError:
             return []
-        with open(self.index_path) as handle:
-            saves = json.load(handle)
-        return [s for s in saves if os.path.exists(os.path.join(self.dir, s["dir"], "ckpt.index"))]
+        return [s for s in saves if storage.exists(os.path.join(self.dir, s["dir"], "ckpt.index"))]
 
     def latest(self) -> Save | None:
         """The newest complete save, or None."""
@@ -76,17 +82,24 @@ class RunBackup:
 
     def save(self, checkpoint: tf.train.Checkpoint, phase: int, step: int) -> Save:
         """Write ``checkpoint`` as the save of ``(phase, step)``, atomically; prune older saves."""
-        os.makedirs(self.dir, exist_ok=True)
+        storage.makedirs(self.dir)
         name = f"phase{phase}-step{step}"
-        tmp = os.path.join(self.dir, f"tmp-{os.getpid()}-{name}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        checkpoint.write(os.path.join(tmp, "ckpt"))
-        _fsync_tree(tmp)
         final = os.path.join(self.dir, name)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        saves = [s for s in self.saves() if s["dir"] != name]
+        if storage.is_url(self.dir):  # no rename: the folder is written in place, listed only once whole
+            if len(saves) < len(self.saves()):  # an older save of this step: unlisted before it is overwritten
+                atomic_write_text(self.index_path, json.dumps(saves))
+            storage.remove(final)
+            checkpoint.write(os.path.join(final, "ckpt"))
+        else:
+            tmp = os.path.join(self.dir, f"tmp-{os.getpid()}-{name}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            checkpoint.write(os.path.join(tmp, "ckpt"))
+            _fsync_tree(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
         entry = {"phase": phase, "step": step, "dir": name}
-        saves = [s for s in self.saves() if s["dir"] != name] + [entry]
+        saves = saves + [entry]
         saves = saves[-self.keep:]
         atomic_write_text(self.index_path, json.dumps(saves))
         self._prune({s["dir"] for s in saves})
@@ -111,14 +124,18 @@ class RunBackup:
                              "(which replaces the backups)") from error
 
     def _prune(self, kept: set[str]) -> None:
-        for name in os.listdir(self.dir):
+        for name in storage.listdir(self.dir):
             path = os.path.join(self.dir, name)
-            if os.path.isdir(path) and name not in kept:
-                shutil.rmtree(path, ignore_errors=True)
+            if name not in kept and storage.isdir(path):
+                storage.remove(path)
 
     def clear(self) -> None:
         """Remove every backup of the run (training finished; the model is saved elsewhere)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        storage.remove(self.dir)
+        if storage.is_url(self.root):  # a prefix with no files left is gone by itself on object stores
+            if storage.exists(self.root) and not storage.listdir(self.root):
+                storage.remove(self.root)
+            return
         try:  # other workers clear their folders at the same time
             os.rmdir(self.root)  # only when empty
         except OSError:

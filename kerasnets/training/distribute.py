@@ -8,7 +8,7 @@ import os
 
 import tensorflow as tf
 
-__all__ = ["STRATEGIES", "resolve_strategy", "global_batch_size", "tf_config_workers", "is_chief"]
+__all__ = ["STRATEGIES", "resolve_strategy", "global_batch_size", "tf_config_workers", "is_chief", "per_host_stream"]
 
 log = logging.getLogger("kerasnets.training")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
@@ -93,3 +93,27 @@ def check_divisible(global_batch: int, strategy: tf.distribute.Strategy) -> None
             f"global batch {global_batch} is not divisible by the {replicas} replicas; "
             f"use a multiple of {replicas} (recipes give the per-replica batch)"
         )
+
+
+def per_host_stream(strategy: tf.distribute.Strategy, load: dict, global_batch: int, skip_steps: int = 0):
+    """An iterator over a training stream as ``tf.distribute`` feeds replicas from per-host input
+    pipelines (``strategy.distribute_datasets_from_function``): each pipeline, one per host (its
+    ``InputContext``), runs ``kerasnets.data.load(**load)`` in per-replica batches, on its share of
+    the data when there are several, and starts ``skip_steps`` steps in (a step takes one batch per
+    local replica). The strategy places each batch on its replica's device (prefetched there).
+
+    TensorFlow 2.21's distributed iterator cannot be saved (``tf.train.Checkpoint`` refuses it with
+    "expecting it to be a trackable object"), so a resumed run replays to its step: the TPU path.
+    The trainer's other runs keep a host iterator, which their backups hold, and split its batches
+    over the local replicas in the step (``StepFunctions``)."""
+    from kerasnets import data as kdata
+
+    def per_host(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        args = {key: value for key, value in load.items() if key != "shard"}
+        args["batch_size"] = context.get_per_replica_batch_size(global_batch)
+        if context.num_input_pipelines > 1:
+            args["shard"] = (context.num_input_pipelines, context.input_pipeline_id)
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        return kdata.load(**args)[0].skip(skip_steps * local_replicas)
+
+    return iter(strategy.distribute_datasets_from_function(per_host))

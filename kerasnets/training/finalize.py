@@ -18,7 +18,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kerasnets.atomic import atomic_write_text
+from kerasnets import storage
+from kerasnets.storage import atomic_write_text
 from kerasnets.data.pipeline import scored_count
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 from kerasnets.profile import profile
@@ -80,7 +81,8 @@ def finalize(trainer) -> RunResult:
     run = trainer.run
     weights = _final_weights(trainer)
     if run.multiworker:  # every worker leaves its final weights, so that their equality can be checked
-        run.model.save_weights(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"))
+        with storage.staged(os.path.join(run.run_dir, f"final-worker-{run.task}.weights.h5"), ".weights.h5") as tmp:
+            run.model.save_weights(tmp)
         if not run.chief:
             # the chief has evaluated, exported and written the summary; it says so through the barrier
             if _barrier(run.strategy, 0.0) < 0.5:
@@ -107,32 +109,29 @@ def clear_finished_run(run_dir: str) -> list[str]:
     that none survives to look like the new run's. Every worker of a multi-worker run may call this
     at once: a path another one removed first is skipped.
     """
-    import glob
-    import shutil
-
-    def gone_already(function, path, error):
-        if not isinstance(error[1], FileNotFoundError):
-            raise error[1]
-
     removed = []
     for pattern in RUN_OUTPUTS:
-        for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), pattern))):
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, onerror=gone_already)
-                else:
-                    os.remove(path)
-            except FileNotFoundError:
-                continue
-            removed.append(path)
+        for path in storage.glob(os.path.join(_glob_escape(run_dir), pattern)):
+            if storage.remove(path):
+                removed.append(path)
     return removed
+
+
+def _glob_escape(path: str) -> str:
+    """``glob.escape`` that leaves a URL's scheme alone (it escapes nothing there: no ``*?[``)."""
+    import glob
+
+    if storage.is_url(path):
+        scheme, rest = path.split("://", 1)
+        return f"{scheme}://{glob.escape(rest)}"
+    return glob.escape(path)
 
 
 def _summary_of(run_dir: str, run_id: str | None) -> bool:
     """Whether ``run_dir/summary.json`` is the one this run (``run_id``) wrote, not an earlier run's."""
     try:
-        with open(os.path.join(run_dir, "summary.json")) as handle:
-            return run_id is not None and json.load(handle).get("run_id") == run_id
+        return run_id is not None and json.loads(storage.read_text(os.path.join(run_dir, "summary.json"))).get(
+            "run_id") == run_id
     except (OSError, ValueError):
         return False
 
@@ -162,7 +161,7 @@ def _finalize_chief(trainer, weights: list) -> RunResult:
                          "last step")
     log.info("test accuracy on %s", scored)
     contract = PreprocessingContract.for_model(model, eval_info.preprocessing, info.class_names, evaluation={
-        "data": os.path.abspath(str(eval_info.source)) if os.path.exists(str(eval_info.source)) else eval_info.source,
+        "data": storage.absolute(str(eval_info.source)) if storage.exists(str(eval_info.source)) else eval_info.source,
         "split": eval_info.split, "seed": recipe.seed, "validation_split": run.carve, "carve": CARVE,
         # TFRecords' label reading, so that kerasnets evaluate / export read the shards as this run did
         **{k: recipe.eval_options[k] for k in ("num_classes", "label_offset") if k in recipe.eval_options}},
@@ -256,10 +255,9 @@ def _plot_curves(rows: list[dict], path: str) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     fig.tight_layout()
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
+    with storage.staged(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_outputs(model, recipe, run_dir: str, history: list[dict], summary, eval_ds, contract,

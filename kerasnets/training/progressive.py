@@ -24,7 +24,7 @@ from kerasnets.models.freeze import NOT_STAGED, block_of, model_blocks
 from kerasnets.models.weights import leaf_layers, refresh_cached_state
 
 __all__ = ["Stage", "progressive_stages", "RANDAUGMENT_MAGNITUDE_SCALE", "randaugment_option", "apply_rates",
-           "model_rates", "check_stages", "stage_augmentation", "stage_dataset", "fixed_input_copy",
+           "model_rates", "check_stages", "stage_augmentation", "stage_load", "stage_dataset", "fixed_input_copy",
            "scale_stage_sizes"]
 
 #: Keras' RandAugment takes a ``factor`` in [0, 1]; the V2 recipe states google/automl's magnitude
@@ -224,15 +224,20 @@ def stage_augmentation(stage: Stage, load_args: dict) -> dict[str, Any]:
             "cutmix_alpha": load_args.get("cutmix_alpha", 0.0) if stage.cutmix_alpha is None else stage.cutmix_alpha}
 
 
+def stage_load(load_args: dict, stage: Stage, first_epoch: int) -> dict:
+    """The ``kerasnets.data.load`` arguments of ``stage``'s training pipeline: the run's training
+    load ``load_args`` at the stage's size and augmentation (:func:`stage_augmentation`), its stream
+    starting at epoch ``first_epoch`` (the stages before it read the epochs before: no stage replays
+    another's images and crops)."""
+    return {**load_args, "image_size": stage.image_size, "first_epoch": first_epoch,
+            **stage_augmentation(stage, load_args)}
+
+
 def stage_dataset(load_args: dict, stage: Stage, first_epoch: int):
-    """The training pipeline of ``stage``: ``kerasnets.data.load(**load_args)`` (the run's training
-    load) at the stage's size and augmentation (:func:`stage_augmentation`), its stream starting at
-    epoch ``first_epoch`` (the stages before it read the epochs before: no stage replays another's
-    images and crops)."""
+    """The training pipeline of ``stage`` and its info: ``kerasnets.data.load(**stage_load(...))``."""
     from kerasnets import data as kdata
 
-    return kdata.load(**{**load_args, "image_size": stage.image_size, "first_epoch": first_epoch,
-                         **stage_augmentation(stage, load_args)})
+    return kdata.load(**stage_load(load_args, stage, first_epoch))
 
 
 def fixed_input_copy(model: keras.Model, image_size: int) -> keras.Model:

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets import data as kdata
+from kerasnets import storage
 from kerasnets.models.freeze import check_trainable_from
 from kerasnets.models.pretrained import load_pretrained
 from kerasnets.training.distribute import check_divisible, global_batch_size, is_chief, resolve_strategy
@@ -116,16 +117,6 @@ def _source(data: Any, run_dir: str) -> Any:
     return _standin_tfrecords(run_dir) if data == STANDIN_TFRECORDS else data
 
 
-def is_tfrecord_source(source: Any) -> bool:
-    """True for a TFRecord glob or file (the sources whose size is not known without reading)."""
-    if not isinstance(source, (str, os.PathLike)):
-        return False
-    source = os.fspath(source)
-    if source == "digits" or source.startswith("tfds:") or os.path.isdir(source):
-        return False
-    return any(ch in source for ch in "*?[") or os.path.isfile(source)
-
-
 def _plain_folder(source: Any) -> bool:
     """True for a folder of class subfolders (no train/ val/ test/ split folders)."""
     from kerasnets.data.files import folder_layout
@@ -154,11 +145,11 @@ def _eval_split(recipe: Recipe, eval_source: Any, eval_options: dict) -> str:
 def _size_options(source: Any, examples: int | None, run_dir: str) -> dict:
     """TFRecords: the recipe's stated size, else a count cached in the run folder (read when the
     folder exists; a new run's count is stored by :func:`store_counts` once the run is valid)."""
-    if not is_tfrecord_source(source):
+    if kdata.source_kind(source) != "tfrecords":
         return {}
     if examples:
         return {"num_examples": examples}
-    return {"count_cache": run_dir} if os.path.isdir(run_dir) else {}
+    return {"count_cache": run_dir} if storage.isdir(run_dir) else {}
 
 
 def store_counts(run: "RunSetup") -> None:

@@ -17,18 +17,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnets.atomic import atomic_write_text
+from kerasnets import data as kdata
+from kerasnets import storage
+from kerasnets.storage import atomic_write_text
 from kerasnets.models.freeze import freeze
 from kerasnets.training.backup import RunBackup
 from kerasnets.training.errors import TrainingDiverged
 from kerasnets.training.loop import StepFunctions, WeightEMA, l2_variables
 from kerasnets.training.precision import precision_scope
-from kerasnets.training.progressive import apply_rates, model_rates, stage_augmentation, stage_dataset
+from kerasnets.training.distribute import per_host_stream
+from kerasnets.training.progressive import apply_rates, model_rates, stage_augmentation, stage_load
 from kerasnets.training.recipe import TRAIN_ALL, Phase, Recipe, resolve_steps_per_execution
 from kerasnets.training.setup import RunSetup, setup, store_counts
 from kerasnets.training.timings import Timings
 
-__all__ = ["Trainer", "accelerator_present", "HISTORY_FIELDS"]
+__all__ = ["Trainer", "accelerator_present", "replays", "HISTORY_FIELDS"]
 
 log = logging.getLogger("kerasnets.training")
 HISTORY_FIELDS = ("epoch", "phase", "image_size", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
@@ -38,6 +41,14 @@ HISTORY_FIELDS = ("epoch", "phase", "image_size", "loss", "accuracy", "val_loss"
 def accelerator_present() -> bool:
     """True when a GPU or TPU is visible (XLA is then worth it; on CPU it slows EfficientNet 6-10x)."""
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+def replays(run: RunSetup, info) -> bool:
+    """Whether the run's training stream is replayed to a resumed step (:func:`per_host_stream`)
+    instead of restored from the iterator saved in its backups: under TPUStrategy, whose
+    distributed iterator cannot be saved, and for a pipeline that says it cannot be
+    (``info.extras["checkpointable"]``)."""
+    return run.tpu or not info.extras.get("checkpointable", True)
 
 
 def _set_trainable(model: keras.Model, phase: Phase, phased: bool) -> dict[str, Any]:
@@ -60,7 +71,7 @@ def _claim_run_folder(run_dir: str, resume: bool) -> None:
     from kerasnets.training.finalize import clear_finished_run
 
     summary = os.path.join(run_dir, "summary.json")
-    if resume and os.path.exists(summary):
+    if resume and storage.exists(summary):
         raise ValueError(f"{run_dir} holds a finished run ({summary} exists): rerunning would train over it. For a new "
                          "run pass --output DIR or --name NAME; to replace it pass --no-resume (or delete the folder)")
     if not resume:
@@ -107,7 +118,7 @@ class Trainer:
         with self.timings.span("setup"):
             self.run = setup(self.recipe, self.run_name)
             _claim_run_folder(self.run.run_dir, self.resume)
-            os.makedirs(self.run.run_dir, exist_ok=True)  # everything above can fail on bad input without writing
+            storage.makedirs(self.run.run_dir)  # everything above can fail on bad input without writing
             store_counts(self.run)
             self.backup = RunBackup(self.run.run_dir, self.run.task)
             if not self.resume:
@@ -200,10 +211,11 @@ class Trainer:
             if recipe.ema_decay and self.ema is None:
                 self.ema = WeightEMA(model.weights, recipe.ema_decay)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="phase_step")
-        info, train_ds = run.info, run.train_ds
+        info, train_ds, load = run.info, run.train_ds, run.train_load
         if stage:  # the stage's pipeline; its stream starts at the stage's first epoch
-            train_ds, info = stage_dataset(run.train_load, stage, sum(s.epochs for s in recipe.stages[:index]))
-        checkpointable = not run.tpu and info.extras.get("checkpointable", True)
+            load = stage_load(run.train_load, stage, sum(s.epochs for s in recipe.stages[:index]))
+            train_ds, info = kdata.load(**load)
+        checkpointable = not replays(run, info)
         weights = {id(w) for w in model.weights}
         # the random state of dropout and stochastic depth (Keras SeedGenerators) is not a weight
         # and tf.train.Checkpoint(model) does not see it: saved explicitly, or a resumed run would
@@ -231,11 +243,10 @@ class Trainer:
             self.resumed = {"phase": index, "step": int(step.numpy())}
             log.warning("resumed from %s at step %d of %d (phase %d)", os.path.join(self.backup.dir, save["dir"]),
                         int(step.numpy()), run.steps_per_epoch * phase.epochs, index + 1)
-        if not checkpointable:  # TPU (or a pipeline that says so): replay the stream to the step
+        if not checkpointable:  # TPU (or a pipeline that says so): per-host pipelines replayed to the step
             # the phases before read these (a stage's stream is its own)
             earlier = 0 if stage else run.steps_per_epoch * sum(p.epochs for p in run.phases[:index])
-            replay = train_ds.skip(earlier + int(step.numpy()))
-            iterator = iter(strategy.experimental_distribute_dataset(replay) if run.tpu else replay)
+            iterator = per_host_stream(strategy, load, run.global_batch, earlier + int(step.numpy()))
         if stage:
             log.warning("stage %d/%d %r: %d epochs at %d px, %s, %s", index + 1, len(run.phases), stage.name,
                         stage.epochs, stage.image_size, stage_augmentation(stage, run.train_load), model_rates(model))
@@ -324,11 +335,10 @@ class Trainer:
     def _load_history(self, start: dict | None) -> None:
         """Rows of the interrupted attempt, up to the epoch the run resumes in."""
         path = os.path.join(self.run.run_dir, "history.csv")
-        if start is None or not os.path.exists(path):
+        if start is None or not storage.exists(path):
             return
-        with open(path) as handle:
-            rows = [{k: (int(float(v)) if k in ("epoch", "phase", "image_size") else float(v))
-                     for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+        rows = [{k: (int(float(v)) if k in ("epoch", "phase", "image_size") else float(v))
+                 for k, v in row.items() if v != ""} for row in csv.DictReader(io.StringIO(storage.read_text(path)))]
         resumed_epoch = sum(p.epochs for p in self.run.phases[:start["phase"]]) + start["step"] // self.run.steps_per_epoch
         self.history = [r for r in rows if int(r["epoch"]) < resumed_epoch]
 
