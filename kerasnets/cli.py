@@ -710,8 +710,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if not best:
         print("worker finished: the chief writes the results")
         return 0
+    from kerasnets import storage
+
     run_dir = os.path.join(args.output, recipe.name)
-    print(open(os.path.join(run_dir, "trials.md")).read())
+    print(storage.read_text(os.path.join(run_dir, "trials.md")))
     print(f"best: alpha {best['alpha']:g}, beta {best['beta']:g}, gamma {best['effective_gamma']:.4g} as trained "
           f"({best['resolution']:.0f} px; grid gamma {best['gamma']:g}) (val_accuracy {best['val_accuracy']:.4f}, "
           f"FLOPs x{best['flops_ratio']:.2f} of phi=0)")

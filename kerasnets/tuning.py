@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import gc
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -26,6 +27,7 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
+from kerasnets import storage
 from kerasnets.models.efficientnet import EfficientNet
 from kerasnets.profile import profile
 from kerasnets.scaling import round_resolution
@@ -345,14 +347,11 @@ def _claim_project(run_dir: str, fingerprint: dict[str, Any]) -> None:
     keras-tuner resumes whatever project is in the folder, with its old grid and trials, whatever
     recipe asks: a search made by another recipe (or before recipes were recorded) is refused.
     """
-    from kerasnets.storage import atomic_write_text
-
     path = os.path.join(run_dir, RECIPE_FILE)
     fix = (f"pass another --output folder (run_search(output=...)), or delete {run_dir!r} to start this search "
            "over; rerun the recorded recipe to continue that search")
-    if os.path.exists(path):
-        with open(path) as handle:
-            recorded = json.load(handle)
+    if storage.exists(path):
+        recorded = json.loads(storage.read_text(path))
         if recorded != fingerprint:
             differ = [k for k in sorted(set(recorded) | set(fingerprint)) if recorded.get(k) != fingerprint.get(k)]
             first = differ[0]
@@ -362,10 +361,10 @@ def _claim_project(run_dir: str, fingerprint: dict[str, Any]) -> None:
                 f"grid and trials: {fix}"
             )
         return
-    if os.path.isdir(os.path.join(run_dir, "tuner")):
+    if storage.isdir(os.path.join(run_dir, "tuner")):
         raise ValueError(f"{run_dir!r} holds a keras-tuner project without {RECIPE_FILE} (made before searches "
                          f"recorded their recipe), so it cannot be resumed safely: {fix}")
-    atomic_write_text(path, json.dumps(fingerprint, indent=2, sort_keys=True))
+    storage.atomic_write_text(path, json.dumps(fingerprint, indent=2, sort_keys=True))
 
 
 def run_search(recipe: Recipe, output: str = "search_runs", oracle: str = "grid", max_trials: int | None = None,
@@ -391,8 +390,8 @@ def run_search(recipe: Recipe, output: str = "search_runs", oracle: str = "grid"
     _, info = data.load(recipe.data, recipe.train_split, recipe.search.base_resolution, 8, training=False,
                         **recipe.eval_options, **_carve(recipe))
     hypermodel = CompoundScalingHyperModel(recipe, info.num_classes, info.num_examples)
-    run_dir = os.path.join(output, recipe.name)
-    os.makedirs(run_dir, exist_ok=True)
+    run_dir = os.path.join(output, recipe.name)  # local, or a URL (gs://): keras-tuner writes through tf.io.gfile
+    storage.makedirs(run_dir)
     _claim_project(run_dir, search_fingerprint(recipe, oracle, seed))
     tuner = _make_tuner(oracle, hypermodel, kt.Objective(recipe.search.objective, direction="max"), max_trials, seed, run_dir)
     tuner.oracle.max_trials = max_trials  # a reloaded project keeps its old limit otherwise
@@ -424,7 +423,6 @@ def _trial_rows(tuner) -> list[dict[str, Any]]:
 
 
 def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int) -> None:
-    from kerasnets.storage import atomic_write_text
 
     document = {
         "alpha": best["alpha"], "beta": best["beta"], "gamma": best["gamma"],
@@ -436,12 +434,13 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
         "phi": recipe.search.phi, "base_resolution": recipe.search.base_resolution, "data": str(recipe.data),
         "trials_completed": sum(r["status"] == "COMPLETED" for r in rows),
     }
-    atomic_write_text(os.path.join(run_dir, "best.json"), json.dumps(document, indent=2))
+    storage.atomic_write_text(os.path.join(run_dir, "best.json"), json.dumps(document, indent=2))
     fields = list(rows[0])
-    with open(os.path.join(run_dir, "trials.csv"), "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    storage.atomic_write_text(os.path.join(run_dir, "trials.csv"), table.getvalue())
     lines = ["| trial | alpha | beta | gamma | res | eff. gamma | params | MFLOPs | FLOPs ratio | val acc | time s "
              "| status |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -453,7 +452,7 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
                          f"{r['val_accuracy']:.4f} | {r['wall_time']:.0f} | {r['status']} |")
         else:
             lines.append(f"| {r['trial']} | {r['coefficients']} | | | | | | | | | | {r['status']} |")
-    atomic_write_text(os.path.join(run_dir, "trials.md"), "\n".join(lines) + "\n")
+    storage.atomic_write_text(os.path.join(run_dir, "trials.md"), "\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -470,7 +469,8 @@ def _write_outputs(run_dir: str, rows, best, recipe: Recipe, baseline_flops: int
     axis.set_title(f"compound-scaling search at phi = {recipe.search.phi:g}")
     axis.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "search.png"), dpi=100)
+    with storage.staged(os.path.join(run_dir, "search.png"), ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
 
 
@@ -483,8 +483,7 @@ def load_coefficients(path: str) -> tuple[float, float, float]:
     coefficients=..., base_resolution=...)`` at the search's phi then rebuilds the trained resolution.
     The grid value stays in ``best.json`` as ``gamma``.
     """
-    with open(path) as handle:
-        document = json.load(handle)
+    document = json.loads(storage.read_text(path))
     try:
         alpha, beta = float(document["alpha"]), float(document["beta"])
         if "effective_gamma" in document:

@@ -208,3 +208,45 @@ def test_a_run_folder_on_ram_trains_from_shards_there_resumes_after_a_kill_and_e
     resumed = keras.saving.load_model(local_copy, compile=False)
     for a, b in zip(whole.weights, resumed.weights):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+
+
+def test_backups_on_ram_are_read_only_once_saves_json_lists_them(monkeypatch):
+    """Object stores have no rename, so a backup on a URL is written in place and saves.json, written
+    after it, is the pointer: a save killed before its entry is written is never read (the one
+    before is resumed), the next save of that step replaces it, and only the last two are kept."""
+    from kerasnets.training import backup as backup_module
+    from kerasnets.training.backup import RunBackup
+
+    run = f"{_ram_folder()}/run"
+    value = tf.Variable(0.0)
+    checkpoint = tf.train.Checkpoint(value=value)
+    saves = RunBackup(run)
+    for step in (1, 2):
+        value.assign(float(step))
+        saves.save(checkpoint, 0, step)
+
+    class Killed(BaseException):
+        pass
+
+    def killed(path, text):
+        raise Killed()
+
+    value.assign(3.0)
+    with monkeypatch.context() as patch:
+        patch.setattr(backup_module, "atomic_write_text", killed)
+        with pytest.raises(Killed):
+            saves.save(checkpoint, 0, 3)
+    assert tf.io.gfile.exists(f"{run}/backup/task-0/phase0-step3/ckpt.index")  # written whole, not listed
+    assert saves.latest()["step"] == 2
+    value.assign(-1.0)
+    saves.restore(checkpoint, saves.latest())
+    assert float(value.numpy()) == 2.0
+    value.assign(4.0)
+    saves.save(checkpoint, 0, 3)
+    assert [s["step"] for s in saves.saves()] == [2, 3]
+    assert sorted(n.rstrip("/") for n in tf.io.gfile.listdir(f"{run}/backup/task-0")) == [
+        "phase0-step2", "phase0-step3", "saves.json"]
+    saves.restore(checkpoint, saves.latest())
+    assert float(value.numpy()) == 4.0
+    saves.clear()
+    assert not tf.io.gfile.exists(f"{run}/backup")
