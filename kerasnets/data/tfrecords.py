@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ __all__ = [
     "FEATURES", "METADATA_FILE", "COUNT_CACHE_FILE", "LABEL_ERROR", "parse_example", "check_label", "label_errors",
     "check_tfrecords", "write_tfrecords",
     "read_metadata", "metadata_entry", "count_records", "tfrecord_count", "store_count", "record_files", "labels_file",
-    "read_labels", "is_record_source",
+    "read_labels", "is_record_source", "shrink_image",
 ]
 
 log = logging.getLogger("kerasnets.data")
@@ -202,6 +203,7 @@ def write_tfrecords(
     progress: bool = True,
     split: str | None = None,
     seed: int = 0,
+    max_side: int | None = None,
 ) -> list[str]:
     """Convert an image folder to ``shards`` TFRecord files, in parallel, in a seeded random order.
 
@@ -232,9 +234,19 @@ def write_tfrecords(
     check costs a fraction of a full decode and its memory is within the budget); one warning
     names how many of each were skipped, ``dataset.json`` records the split's ``skipped`` count
     beside its ``examples``, and a folder where no file decodes is a ValueError.
+
+    ``max_side``: store every image whose longer side exceeds it resized once, to that longer side
+    (:func:`shrink_image`: antialiased, a JPEG at quality 90), as FFCV stores ImageNet at 400-512 px;
+    smaller images keep their bytes. Photos far larger than the training size are then read and
+    decoded at a fraction of the cost, every epoch. ``dataset.json`` records the split's ``max_side``.
+    Leave it at least ``image_size / 0.875 / (the crop scale you train at)``: the eval crop of a
+    224 px model takes 224/256 of the short side, so ``max_side`` 512 keeps it above 224 px for
+    aspect ratios up to 2:1 (measured effect on the eval crop: README, Data).
     """
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be an integer >= 1, got {shards!r}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 8):
+        raise ValueError(f"max_side must be None (images stored as they are) or an integer >= 8, got {max_side!r}")
     layout = folder_layout(folder)
     if layout.split_dirs and split is None:
         raise ValueError(f"image folder {folder!r} has split folders {sorted(layout.split_dirs)}; pass split='train' "
@@ -269,6 +281,8 @@ def write_tfrecords(
                 except tf.errors.OpError as error:
                     broken.append((path, _decode_error(error)))
                     continue
+                if max_side is not None:
+                    encoded = shrink_image(encoded, max_side)
                 writer.write(_example(encoded, path, label))
                 done[0] += 1
                 if progress and done[0] % 100 == 0:
@@ -301,7 +315,8 @@ def write_tfrecords(
                         os.path.join(out_dir, METADATA_FILE), document["class_names"], list(found.class_names))
         document["class_names"] = list(found.class_names)
         document.setdefault("splits", {})[base] = {
-            "examples": done[0], "skipped": skipped, "shards": shards, "files": f"{base}-*-of-{shards:05d}"}
+            "examples": done[0], "skipped": skipped, "shards": shards, "files": f"{base}-*-of-{shards:05d}",
+            **({"max_side": max_side} if max_side is not None else {})}
 
     with _locked(out_dir):
         for name in names:
@@ -318,6 +333,30 @@ def write_tfrecords(
         atomic_write_text(f"{out}-labels.txt", "\n".join(found.class_names) + "\n")
         _rewrite_json(os.path.join(out_dir, METADATA_FILE), record)
     return names
+
+
+def shrink_image(encoded: bytes, max_side: int, quality: int = 90) -> bytes:
+    """``encoded`` resized so that its longer side is ``max_side`` and stored as a JPEG (``quality``,
+    FFCV's default), or ``encoded`` itself when its longer side is no more than that.
+
+    A JPEG is first decoded at the smallest DCT scale that stays at least the target size (PIL's
+    ``draft``: a 12-MP photo is not decoded at full resolution), then resampled with an
+    antialiasing filter (Lanczos). Pixels keep their stored orientation (the EXIF orientation
+    tag is not applied, as TensorFlow's decoders do not apply it) and become RGB: grey, palette,
+    CMYK and alpha images as PIL converts them; an animation keeps its first frame."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(encoded)) as image:
+        width, height = image.size
+        if max(width, height) <= max_side:
+            return encoded
+        scale = max_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image.draft("RGB", size)
+        resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    resized.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
 
 
 def _remove_temporaries(names: list[str]) -> None:
