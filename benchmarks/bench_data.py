@@ -1,6 +1,7 @@
 """Input-pipeline throughput against keras.utils.image_dataset_from_directory and B0's appetite.
 
     python benchmarks/bench_data.py [--images 256] [--phone-images 32] [--batch 32] [--epochs 3] [--b0-steps 4]
+    python benchmarks/bench_data.py --max-side 512 [--phone-images 32]   # write_tfrecords(max_side=...)
 
 Two folders made from scikit-learn's two sample photos (china.jpg, flower.jpg, 427x640), saved as
 JPEG q90: ImageNet-like (random crops resized to a short side of 333-500 px) and 12-MP phone
@@ -109,6 +110,29 @@ def pipelines(root: str, batch: int, augmentations: bool) -> dict:
     return found
 
 
+def stored_shrunk(root: str, batch: int, epochs: int, max_side: int) -> list[tuple[str, str, float, float]]:
+    """Training and eval images/s of the folder written as TFRecords whole and with
+    ``write_tfrecords(max_side=...)``, and the eval crops' mean difference between the two (grey
+    levels, and on 4x4 block means: the picture rather than its pixel noise)."""
+    rows, crops = [], {}
+    for label, side in (("TFRecords, stored whole", None), (f"TFRecords, max_side={max_side}", max_side)):
+        out = os.path.join(root + f"-records-{side}", "train")
+        data.write_tfrecords(root, out, shards=4, progress=False, max_side=side)
+        pattern = out + "-*-of-*"
+        size = sum(os.path.getsize(f) for f in data.tfrecords.record_files(pattern)) / 1e6
+        train = throughput(data.load(pattern, image_size=224, batch_size=batch, training=True)[0], epochs)
+        evaluate = throughput(data.load(pattern, image_size=224, batch_size=batch, training=False)[0], epochs)
+        ds = data.load(pattern, image_size=224, batch_size=batch, training=False)[0]
+        crops[side] = np.concatenate([x.numpy() for x, _ in ds])
+        rows.append((label, f"{size:.0f} MB", train, evaluate))
+    whole, shrunk = crops[None], crops[max_side]
+    blocks = [c.reshape(len(c), 56, 4, 56, 4, 3).mean(axis=(2, 4)) for c in (whole, shrunk)]
+    print(f"eval crops, max_side={max_side} against whole: mean |difference| {np.abs(shrunk - whole).mean():.2f} "
+          f"grey levels per pixel, {np.abs(blocks[1] - blocks[0]).mean():.2f} on 4x4 block means, "
+          f"mean signed {float((shrunk - whole).mean()):+.2f}")
+    return rows
+
+
 def main() -> None:
     """Build the folders, time each pipeline and B0 training, print the table with both ratios."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +141,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--b0-steps", type=int, default=4)
+    parser.add_argument("--max-side", type=int, default=0,
+                        help="only compare the phone photos stored as TFRecords whole and at this max_side")
     args = parser.parse_args()
+    if args.max_side:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = make_folder(os.path.join(tmp, "phone"), args.phone_images, phone=True)
+            print(f"12-MP phone photos ({args.phone_images} JPEGs), 224 px, batch {args.batch}, {os.cpu_count()} CPU cores")
+            print("| storage | size | train images/s | eval images/s |")
+            print("|---|---|---|---|")
+            for label, size, train, evaluate in stored_shrunk(root, args.batch, args.epochs, args.max_side):
+                print(f"| {label} | {size} | {train:.0f} | {evaluate:.0f} |")
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, count, phone in (("ImageNet-like, short side 333-500 px", args.images, False),
