@@ -1065,3 +1065,23 @@ def test_write_tfrecords_max_side_stores_large_photos_shrunk_once_and_small_ones
     assert np.abs(difference).mean() < 2.0 and abs(difference.mean()) < 0.5, difference.mean(axis=(1, 2, 3))
     with pytest.raises(ValueError, match="max_side must be None"):
         data.write_tfrecords(str(root), str(tmp_path / "bad" / "train"), shards=1, progress=False, max_side=0)
+
+
+def test_a_folder_image_rewritten_after_the_scan_is_skipped_not_decoded(tmp_path):
+    """Folder files are checked once, by the scan (header, pixel budget, end), not again in the graph
+    (it halved the pipeline's speed); a file rewritten after the scan, here into a 20,000 x 20,000
+    PNG (400 MP, over the budget), is refused by its changed size before any pixel is decoded:
+    skipped with a warning naming it, the other images read, in training and evaluation alike."""
+    root = tmp_path / "images"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(_photo(seed=index)).save(root / name / f"{index}.jpg", quality=90)
+    train, _ = data.load(str(root), "all", 32, 8, training=True)
+    evaluation, _ = data.load(str(root), "all", 32, 8, training=False)
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 1-bit, a few kB on disk; 1.2 GB as RGB pixels
+    os.replace(bomb, root / "a" / "1.jpg")
+    # (its warning goes to TensorFlow's C++ log, which the tests' TF_CPP_MIN_LOG_LEVEL silences)
+    assert sum(int(x.shape[0]) for x, _ in evaluation) == 5
+    assert sum(int(x.shape[0]) for x, _ in train) == 5

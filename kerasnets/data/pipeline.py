@@ -68,6 +68,7 @@ class _Raw:
     splits: tuple[str, ...] | None = None
     encoded: bool = False  # elements are encoded files that may still fail to decode
     read: Callable | None = None  # (path, label) -> (bytes, label), mapped after the shuffle
+    checked: bool = False  # read's bytes passed the transforms' header check already (folders: the scan)
     sharded: bool = False  # the source applied the load(shard=...) itself (TFRecords: a share of the files)
     epoch_dataset: Callable | None = None  # int64 epoch tensor -> one pass, its file order seeded by the epoch
     epoch_permutes: bool = False  # epoch_dataset already yields every example in a random order (no buffer needed)
@@ -235,8 +236,11 @@ def _tfds_features(name: str, builder) -> tuple[tuple[str, ...], bool]:
     return tuple(label.names), dtype == np.uint16
 
 
-def _read(path: tf.Tensor, label: tf.Tensor):
-    return tf.io.read_file(path), label
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:  # gone since the scan: read_file will say so (ignore_errors, then the count check)
+        return -1
 
 
 def _folder(root: str, split: str, validation_split: float | None, seed: int,
@@ -246,16 +250,35 @@ def _folder(root: str, split: str, validation_split: float | None, seed: int,
     # file names as the OS's bytes: a latin-1 name is no UTF-8 string, and tf.constant would refuse it
     paths = tf.constant([os.fsencode(p) for p in found.paths], tf.string)
     labels = tf.constant(np.array(found.labels, np.int64))
+    # the scan checked every file (files.check_image_file: the header, the pixel budget, the end,
+    # by the rule of transforms.check_encoded), so the graph does not check them again: that check
+    # took half of an ImageNet-size JPEG's time in the pipeline (346 against 715 images/s for the
+    # eval crop at 224 px, 2 cores). A file whose size differs from the one seen here was rewritten
+    # since: it is refused, never decoded (memory stays bounded whatever it holds now), as a file
+    # that fails to decode is: skipped with a warning naming it, and evaluation's count check says so.
+    # (Checking such a file again in a tf.cond cost as much as the check itself: control flow in a
+    # tf.data map is dear.)
+    sizes = tf.constant(np.array([_size(p) for p in found.paths], np.int64))
+
+    def read(path: tf.Tensor, label: tf.Tensor, size: tf.Tensor):
+        encoded = tf.io.read_file(path)
+        unchanged = tf.equal(tf.cast(tf.strings.length(encoded), tf.int64), size)
+        with tf.control_dependencies([tf.debugging.Assert(unchanged, [
+                "image file changed since the folder was listed (its size differs); it is skipped, and the "
+                "next run lists it again:", path])]):
+            return tf.identity(encoded), label
 
     def epoch_paths(epoch: tf.Tensor) -> tf.data.Dataset:
         """Every path once, in an order seeded by (seed, epoch): classes mixed before any byte is read."""
         order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(paths)[0]),
                                                          seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order)))
+        return tf.data.Dataset.from_tensor_slices((tf.gather(paths, order), tf.gather(labels, order),
+                                                   tf.gather(sizes, order)))
 
-    return _Raw(tf.data.Dataset.from_tensor_slices((paths, labels)), found.class_names, len(found.paths), "folder",
-                canonical_split(split), folder_splits(layout, validation_split), encoded=True, read=_read,
-                epoch_dataset=epoch_paths, epoch_permutes=True, extras={"skipped": [p for p, _ in found.skipped]})
+    return _Raw(tf.data.Dataset.from_tensor_slices((paths, labels, sizes)), found.class_names, len(found.paths),
+                "folder", canonical_split(split), folder_splits(layout, validation_split), encoded=True, read=read,
+                checked=True, epoch_dataset=epoch_paths, epoch_permutes=True,
+                extras={"skipped": [p for p, _ in found.skipped]})
 
 
 def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: int, deterministic: bool,
@@ -637,10 +660,12 @@ def load(
             ds = ds.map(raw.read, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         if training:
             ds = _train_map(ds, train_transform(image_size, crop_scale, flip, resize_method, seed, crop_padding,
-                                                max_pixels),
+                                                max_pixels, checked=raw.checked),
                             autoaugment, augment_seed, ordered, rerandomize=reshuffle)
         else:
-            ds = ds.map(eval_transform(image_size, crop_padding, resize_method, max_pixels, resize_first),
+            # timm's resize_first decodes every pixel, which the scan's budget (crops: baseline JPEGs at 1/8) does not bound
+            ds = ds.map(eval_transform(image_size, crop_padding, resize_method, max_pixels, resize_first,
+                                       checked=raw.checked and not resize_first),
                         num_parallel_calls=AUTOTUNE,
                         deterministic=True)
         if raw.encoded:  # a file that passed the cheap checks but fails to decode; before repeat, so that

@@ -383,6 +383,7 @@ def random_resized_crop(
     seed: Seed = None,
     crop_padding: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    checked: bool = False,
 ) -> tf.Tensor:
     """Inception random-resized crop (``sample_distorted_bounding_box``), center-crop fallback.
 
@@ -390,13 +391,14 @@ def random_resized_crop(
     the whole image) the eval center crop (with the same ``crop_padding``) is used instead.
     ``seed``: a shape-[2] integer tensor picks the box with the stateless sampler (same seed, same
     box; checkpointable in tf.data); a Python int or None seeds the stateful sampler as an op seed.
-    ``max_pixels``: the pixel budget of encoded bytes, as in :func:`center_crop`.
+    ``max_pixels`` and ``checked``: the pixel budget of encoded bytes, and whether the caller
+    checked them already, as in :func:`center_crop`.
     """
     if is_stateless_seed(seed):
         seed = stateless_seed(seed)
     return _on_pixels_or_jpeg(
         image_or_bytes, lambda image: _random_resized_crop(image, size, scale, ratio, method, seed, crop_padding),
-        max_pixels)
+        max_pixels, checked)
 
 
 def _random_resized_crop(image_or_bytes, size, scale, ratio, method, seed, crop_padding) -> tf.Tensor:
@@ -430,8 +432,10 @@ def train_transform(
     seed: int | None = None,
     crop_padding: int = 32,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    checked: bool = False,
 ) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """Map function ``(image_or_bytes, label, element_seed=None) -> (float32 image 0..255, label)`` for training.
+    ``checked``: encoded bytes were checked already (:func:`check_encoded`), as in :func:`center_crop`.
 
     With ``element_seed`` (a shape-[2] integer tensor, one per example, e.g. zipped from
     ``tf.data.Dataset.random(seed).batch(2)``) the crop and the flip are stateless ops keyed by
@@ -442,13 +446,13 @@ def train_transform(
     def transform(image, label, element_seed: Seed = None):
         if element_seed is None:
             image = random_resized_crop(image, size, scale=scale, method=method, seed=seed, crop_padding=crop_padding,
-                                        max_pixels=max_pixels)
+                                        max_pixels=max_pixels, checked=checked)
             if flip:
                 image = tf.image.random_flip_left_right(image, seed=seed)
             return image, label
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(element_seed), 2))
         image = random_resized_crop(image, size, scale=scale, method=method, seed=crop_seed, crop_padding=crop_padding,
-                                    max_pixels=max_pixels)
+                                    max_pixels=max_pixels, checked=checked)
         if flip:
             image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
         return image, label
@@ -458,12 +462,12 @@ def train_transform(
 
 def eval_transform(size: int, crop_padding: int = 32, method: str = "bicubic",
                    max_pixels: int = DEFAULT_MAX_PIXELS,
-                   resize_first: bool = False) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+                   resize_first: bool = False, checked: bool = False) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """Map function ``(image_or_bytes, label) -> (float32 image 0..255, label)`` for evaluation
-    (:func:`center_crop`)."""
+    (:func:`center_crop`; ``checked`` as there)."""
 
     def transform(image, label):
         return center_crop(image, size, crop_padding=crop_padding, method=method, max_pixels=max_pixels,
-                           resize_first=resize_first), label
+                           checked=checked, resize_first=resize_first), label
 
     return transform
