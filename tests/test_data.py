@@ -1085,3 +1085,21 @@ def test_a_folder_image_rewritten_after_the_scan_is_skipped_not_decoded(tmp_path
     # (its warning goes to TensorFlow's C++ log, which the tests' TF_CPP_MIN_LOG_LEVEL silences)
     assert sum(int(x.shape[0]) for x, _ in evaluation) == 5
     assert sum(int(x.shape[0]) for x, _ in train) == 5
+
+
+def test_shards_of_write_tfrecords_are_checked_again_only_under_a_lower_pixel_budget(tmp_path):
+    """write_tfrecords stores only images that passed the pipeline's check at the default budget,
+    so its shards are not checked again in the graph (as folder files, checked by the scan); a
+    lower ``max_pixels`` at load time still refuses the images over it (a 640x480 baseline JPEG
+    counts 4,800 pixels at 1/8 scale: over 1,000, under the default)."""
+    root = tmp_path / "images"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for index in range(3):
+            Image.fromarray(_photo(480, 640, seed=index)).save(root / name / f"{index}.jpg", quality=90)
+    data.write_tfrecords(str(root), str(tmp_path / "rec" / "train"), shards=2, progress=False)
+    pattern = str(tmp_path / "rec" / "train-*")
+    for budget, expected in ((None, 6), (1000, 0)):
+        ds, _ = data.load(pattern, image_size=32, batch_size=4, training=False,
+                          **({} if budget is None else {"max_pixels": budget}))
+        assert sum(int(x.shape[0]) for x, _ in ds) == expected, budget

@@ -282,7 +282,8 @@ def _folder(root: str, split: str, validation_split: float | None, seed: int,
 
 
 def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: int, deterministic: bool,
-               num_examples: int | None, count_cache: str | None, shard: tuple[int, int] | None) -> _Raw:
+               num_examples: int | None, count_cache: str | None, shard: tuple[int, int] | None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> _Raw:
     class_names, num_classes = options.pop("class_names", None), options.pop("num_classes", None)
     label_offset = options.pop("label_offset", 0)
     files = record_files(pattern)
@@ -330,8 +331,14 @@ def _tfrecords(pattern: str, split: str, options: dict, training: bool, seed: in
         label, shard = tagged
         return image, check_label(label, shard, len(names), label_offset)
 
+    # shards that write_tfrecords wrote (dataset.json describes exactly these files, with the
+    # "skipped" count of the writers that probe) hold only images that passed the pipeline's own
+    # check and decode at the default pixel budget when written: not checked again unless the
+    # budget is lower now. Other shards (ImageNet's own, a part of a split) are checked in the graph.
+    _, entry = metadata_entry(files)
+    written_checked = entry is not None and "skipped" in entry and max_pixels >= DEFAULT_MAX_PIXELS
     return _Raw(records(), names, count, "tfrecords", split, encoded=True, sharded=shard is not None,
-                epoch_dataset=records, check=check,
+                checked=written_checked, epoch_dataset=records, check=check,
                 extras={"count_source": count_source})
 
 
@@ -370,7 +377,8 @@ def _resolve(source, split, training, seed, options, deterministic=True, num_exa
     if kind == "folder":
         return _folder(source, split, options.pop("validation_split", None), seed, max_pixels)
     if kind == "tfrecords":
-        return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard)
+        return _tfrecords(source, split, options, training, seed, deterministic, num_examples, count_cache, shard,
+                          max_pixels)
     raise ValueError(f"source {source!r} is none of {SOURCE_KINDS} (no such folder or file)")
 
 
