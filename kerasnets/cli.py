@@ -729,6 +729,25 @@ def _record_flags(parser: argparse.ArgumentParser) -> None:
                                                          "1-based labels)")
 
 
+def _cmd_data_service(args: argparse.Namespace) -> int:
+    """``kerasnets data-service dispatcher|worker``: start the server, print one ``ready`` line, serve
+    until the process is stopped."""
+    from kerasnets.data import service
+
+    try:
+        if args.role == "dispatcher":
+            server = service.start_dispatcher(args.port, args.work_dir)
+            print(f"ready: tf.data service dispatcher at {server.target}", flush=True)
+        else:
+            server = service.start_worker(args.dispatcher, args.port, args.worker_address)
+            print(f"ready: tf.data service worker registered with {args.dispatcher}", flush=True)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    server.join()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="kerasnets", description=__doc__)
@@ -820,6 +839,20 @@ def build_parser() -> argparse.ArgumentParser:
     searcher.add_argument("--smoke", action="store_true", help="one short epoch per trial")
     searcher.add_argument("--verbose", action="store_true")
     searcher.set_defaults(func=_cmd_search)
+
+    service = sub.add_parser("data-service", help="start a tf.data service dispatcher or worker (TensorFlow's own)")
+    roles = service.add_subparsers(dest="role", required=True)
+    dispatcher = roles.add_parser("dispatcher", help="the dispatcher: hands out the pipelines' source elements")
+    dispatcher.add_argument("--port", type=int, required=True)
+    dispatcher.add_argument("--work-dir", help="journal folder (any filesystem, gs:// too): fault-tolerant, a "
+                                               "restart on the same port and folder resumes the jobs")
+    dispatcher.set_defaults(func=_cmd_data_service)
+    worker = roles.add_parser("worker", help="a worker: reads, decodes and transforms examples for the trainers")
+    worker.add_argument("--dispatcher", required=True, help="HOST:PORT of the dispatcher")
+    worker.add_argument("--port", type=int, default=0, help="port to serve on (default: any free one)")
+    worker.add_argument("--worker-address", default="localhost",
+                        help="the host name the dispatcher and trainers reach this worker at (default localhost)")
+    worker.set_defaults(func=_cmd_data_service)
 
     predictor = sub.add_parser("predict", help="top-k classes of image files with a .keras, SavedModel or .tflite model")
     predictor.add_argument("model")
