@@ -81,28 +81,42 @@ def glob(pattern: str | os.PathLike) -> list[str]:
     return sorted(_gfile().glob(pattern) if is_url(pattern) else local_glob.glob(pattern))
 
 
-def remove(path: str | os.PathLike) -> bool:
-    """Remove the file or folder (with its contents) at ``path``; False when there was none (another
-    worker may have removed it first)."""
+def remove(path: str | os.PathLike, ignore_errors: bool = False) -> bool:
+    """Remove the file or folder (with its contents) at ``path``; False when there was none. Parts
+    that vanish meanwhile (another worker removing the same folder) are skipped, the rest still
+    removed; ``ignore_errors``: any other error too (best-effort clean-ups)."""
     path = os.fspath(path)
     if is_url(path):
         gfile = _gfile()
-        if not gfile.exists(path):
-            return False
         import tensorflow as tf
 
         try:
-            gfile.rmtree(path) if gfile.isdir(path) else gfile.remove(path)
-        except tf.errors.NotFoundError:
-            return False
+            if not gfile.exists(path):
+                return False
+            try:
+                gfile.rmtree(path) if gfile.isdir(path) else gfile.remove(path)
+            except tf.errors.NotFoundError:  # part of it removed by another worker meanwhile: once more
+                if gfile.exists(path):
+                    gfile.rmtree(path) if gfile.isdir(path) else gfile.remove(path)
+        except tf.errors.OpError:
+            if not ignore_errors:
+                raise
         return True
+
+    def skip_vanished(function, name, error):
+        if not (ignore_errors or isinstance(error[1], FileNotFoundError)):
+            raise error[1]
+
     try:
         if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            shutil.rmtree(path, onerror=skip_vanished)
         else:
             os.remove(path)
     except FileNotFoundError:
         return False
+    except OSError:
+        if not ignore_errors:
+            raise
     return True
 
 
@@ -179,7 +193,7 @@ def staged(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         if is_url(path):
             _gfile().copy(tmp, path, overwrite=True)
         else:
-            with open(tmp, "rb") as handle:
+            with open(tmp, "r+b") as handle:  # writable: Windows refuses to fsync a read-only handle
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
     finally:

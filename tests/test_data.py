@@ -1103,3 +1103,22 @@ def test_shards_of_write_tfrecords_are_checked_again_only_under_a_lower_pixel_bu
         ds, _ = data.load(pattern, image_size=32, batch_size=4, training=False,
                           **({} if budget is None else {"max_pixels": budget}))
         assert sum(int(x.shape[0]) for x, _ in ds) == expected, budget
+
+
+def test_shrink_image_keeps_16_bit_grey_as_tensorflow_decodes_it_and_bytes_pil_cannot_open(tmp_path):
+    """``write_tfrecords(max_side=...)``'s resize of images PIL converts badly: a 16-bit grey PNG
+    keeps TensorFlow's grey levels (its high byte; PIL's RGB conversion would make it white), and a
+    400-MP PNG, over PIL's decompression-bomb limit, is stored as it is instead of failing the write."""
+    from kerasnets.data.tfrecords import shrink_image
+    import io
+
+    ramp = np.tile(np.linspace(0, 65535, 800).astype(np.uint16), (600, 1))
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    encoded = buffer.getvalue()
+    shrunk = tf.io.decode_jpeg(shrink_image(encoded, 256)).numpy()
+    assert shrunk.shape == (192, 256, 3)
+    assert abs(shrunk.mean() - tf.io.decode_image(encoded, channels=3).numpy().mean()) < 2.0
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    assert shrink_image(bomb.read_bytes(), 256) == bomb.read_bytes()

@@ -250,3 +250,26 @@ def test_backups_on_ram_are_read_only_once_saves_json_lists_them(monkeypatch):
     assert float(value.numpy()) == 4.0
     saves.clear()
     assert not tf.io.gfile.exists(f"{run}/backup")
+
+
+def test_clearing_a_run_folder_that_another_worker_clears_at_the_same_time_removes_everything(tmp_path, monkeypatch):
+    """Every worker of a multi-worker run clears the earlier run's outputs at once: a file another
+    worker removed first (FileNotFoundError inside the tree) is skipped, and the rest still goes."""
+    from kerasnets.training.finalize import clear_finished_run
+
+    logs = tmp_path / "run" / "logs"
+    logs.mkdir(parents=True)
+    for name in "abcdef":
+        (logs / name).write_text(name)
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    real_unlink = os.unlink
+
+    def raced(path, *args, **kwargs):
+        real_unlink(path, *args, **kwargs)
+        if os.fspath(path).endswith("b"):  # the other worker was first: this one finds it gone
+            raise FileNotFoundError(path)
+
+    monkeypatch.setattr(os, "unlink", raced)
+    removed = clear_finished_run(str(tmp_path / "run"))
+    assert not logs.exists() and not (tmp_path / "run" / "summary.json").exists()
+    assert str(logs) in removed

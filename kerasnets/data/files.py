@@ -17,7 +17,7 @@ from kerasnets.data.headers import DEFAULT_MAX_PIXELS, END_MARKERS, TRUNCATED, f
 
 __all__ = [
     "IMAGE_EXTENSIONS", "SPLITS", "ImageFolder", "FolderLayout", "canonical_split", "folder_layout",
-    "folder_splits", "scan_folder", "select_split", "split_indices", "check_image_file", "carve_key", "held_out",
+    "folder_splits", "scan_folder", "select_split", "split_indices", "check_image_file", "checked_file", "carve_key", "held_out",
 ]
 
 log = logging.getLogger("kerasnets.data")
@@ -41,25 +41,33 @@ def check_image_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> str | N
     Files that pass can still be corrupt inside; the pipeline's ``ignore_errors`` is the second
     line of defence.
     """
+    return checked_file(path, max_pixels)[0]
+
+
+def checked_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, int]:
+    """:func:`check_image_file`'s reason (None: readable) and the size in bytes of the file it
+    checked (read from the open file: what the pipeline compares to see that it is still that file;
+    -1 when it could not be opened)."""
+    size = -1
     try:
-        size = os.path.getsize(path)
-        if size == 0:
-            return "zero bytes"
         with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return "zero bytes", size
             header = read_header(handle)
             if isinstance(header, str):
-                return header
+                return header, size
             handle.seek(max(0, size - 16))
             tail = handle.read(16)
             if header.format == "JPEG" and END_MARKERS["JPEG"] not in tail and find_jpeg_end(handle, header.data_offset) < 0:
-                return TRUNCATED["JPEG"]
+                return TRUNCATED["JPEG"], size
     except OSError as error:
-        return f"unreadable ({error.strerror})"
+        return f"unreadable ({error.strerror})", size
     if header.format == "PNG" and END_MARKERS["PNG"] not in tail:
-        return TRUNCATED["PNG"]
+        return TRUNCATED["PNG"], size
     if header.format == "GIF" and not tail.endswith(END_MARKERS["GIF"]):
-        return TRUNCATED["GIF"]
-    return over_budget(header, max_pixels)
+        return TRUNCATED["GIF"], size
+    return over_budget(header, max_pixels), size
 
 
 def canonical_split(split: str) -> str:
@@ -78,6 +86,7 @@ class ImageFolder:
     labels: tuple[int, ...]
     class_names: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
+    sizes: tuple[int, ...] = ()  # bytes of each file when the scan checked it
 
 
 @dataclass(frozen=True)
@@ -164,10 +173,10 @@ def folder_splits(layout: FolderLayout, validation_split: float | None) -> tuple
     return tuple(s for s in SPLITS[:3] if s in layout.split_dirs or (s == "validation" and carvable)) + ("all",)
 
 
-def _scan_class(class_dir: str, max_pixels: int) -> tuple[list[str], list[tuple[str, str]], int]:
-    """(readable paths, (skipped path, why) pairs, image files seen) under ``class_dir``, in sorted order.
-    File names that are not UTF-8 (e.g. latin-1 bytes) stay ``os.fsdecode`` strings: ``os.fsencode`` gives
-    back their bytes."""
+def _scan_class(class_dir: str, max_pixels: int) -> tuple[list[tuple[str, int]], list[tuple[str, str]], int]:
+    """((readable path, its size), (skipped path, why) pairs, image files seen) under ``class_dir``, in
+    sorted order. File names that are not UTF-8 (e.g. latin-1 bytes) stay ``os.fsdecode`` strings:
+    ``os.fsencode`` gives back their bytes."""
     paths, skipped, seen = [], [], 0
     for directory, _, files in sorted(os.walk(class_dir)):
         for file in sorted(files):
@@ -175,21 +184,22 @@ def _scan_class(class_dir: str, max_pixels: int) -> tuple[list[str], list[tuple[
                 continue
             seen += 1
             path = os.path.join(directory, file)
-            problem = check_image_file(path, max_pixels)
+            problem, size = checked_file(path, max_pixels)
             if problem:
                 skipped.append((path, problem))
             else:
-                paths.append(path)
+                paths.append((path, size))
     return paths, skipped, seen
 
 
 def _scan(layout: FolderLayout, folders: list[str]) -> ImageFolder:
     index = {name: i for i, name in enumerate(layout.class_names)}
-    paths, labels, skipped, empty = [], [], [], []
+    paths, sizes, labels, skipped, empty = [], [], [], [], []
     for folder in folders:
         for name in _subdirs(folder):
             found, bad, seen = _scan_class(os.path.join(folder, name), layout.max_pixels)
-            paths += found
+            paths += [path for path, _ in found]
+            sizes += [size for _, size in found]
             labels += [index[name]] * len(found)
             skipped += bad
             if not found:
@@ -207,12 +217,12 @@ def _scan(layout: FolderLayout, folders: list[str]) -> ImageFolder:
     if skipped:
         examples = ", ".join(f"{p} ({why})" for p, why in skipped[:3])
         log.warning("skipped %d unreadable image file(s) in %s, e.g. %s", len(skipped), where, examples)
-    return ImageFolder(tuple(paths), tuple(labels), layout.class_names, tuple(skipped))
+    return ImageFolder(tuple(paths), tuple(labels), layout.class_names, tuple(skipped), tuple(sizes))
 
 
 def _subset(found: ImageFolder, keep: list[int]) -> ImageFolder:
     return ImageFolder(tuple(found.paths[i] for i in keep), tuple(found.labels[i] for i in keep),
-                       found.class_names, found.skipped)
+                       found.class_names, found.skipped, tuple(found.sizes[i] for i in keep))
 
 
 def carve_key(class_name: str, relative_path: str) -> str:

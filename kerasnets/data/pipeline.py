@@ -236,13 +236,6 @@ def _tfds_features(name: str, builder) -> tuple[tuple[str, ...], bool]:
     return tuple(label.names), dtype == np.uint16
 
 
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:  # gone since the scan: read_file will say so (ignore_errors, then the count check)
-        return -1
-
-
 def _folder(root: str, split: str, validation_split: float | None, seed: int,
             max_pixels: int = DEFAULT_MAX_PIXELS) -> _Raw:
     layout = replace(folder_layout(root), max_pixels=check_max_pixels(max_pixels))
@@ -253,12 +246,13 @@ def _folder(root: str, split: str, validation_split: float | None, seed: int,
     # the scan checked every file (files.check_image_file: the header, the pixel budget, the end,
     # by the rule of transforms.check_encoded), so the graph does not check them again: that check
     # took half of an ImageNet-size JPEG's time in the pipeline (346 against 715 images/s for the
-    # eval crop at 224 px, 2 cores). A file whose size differs from the one seen here was rewritten
-    # since: it is refused, never decoded (memory stays bounded whatever it holds now), as a file
-    # that fails to decode is: skipped with a warning naming it, and evaluation's count check says so.
-    # (Checking such a file again in a tf.cond cost as much as the check itself: control flow in a
-    # tf.data map is dear.)
-    sizes = tf.constant(np.array([_size(p) for p in found.paths], np.int64))
+    # eval crop at 224 px, 2 cores). A file whose size differs from the one the scan read was
+    # rewritten since: it is refused, never decoded (memory stays bounded whatever it holds now), as
+    # a file that fails to decode is: skipped with a warning naming it, and evaluation's count check
+    # says so. A rewrite to the very same size is not noticed (it is decoded unchecked, within the
+    # crop's DCT-scaled decode). (Checking a changed file again in a tf.cond cost as much as the check
+    # itself: control flow in a tf.data map is dear.)
+    sizes = tf.constant(np.array(found.sizes, np.int64))
 
     def read(path: tf.Tensor, label: tf.Tensor, size: tf.Tensor):
         encoded = tf.io.read_file(path)

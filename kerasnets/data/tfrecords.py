@@ -343,17 +343,26 @@ def shrink_image(encoded: bytes, max_side: int, quality: int = 90) -> bytes:
     ``draft``: a 12-MP photo is not decoded at full resolution), then resampled with an
     antialiasing filter (Lanczos). Pixels keep their stored orientation (the EXIF orientation
     tag is not applied, as TensorFlow's decoders do not apply it) and become RGB: grey, palette,
-    CMYK and alpha images as PIL converts them; an animation keeps its first frame."""
+    CMYK and alpha images as PIL converts them; 16-bit grey as TensorFlow's decoder scales it (the
+    high byte; PIL's own conversion would clip it to white); an animation keeps its first frame.
+    An image PIL cannot open or resize (one over PIL's own decompression-bomb limit, 179 MP, which
+    the package's budget admits for baseline JPEGs counted at 1/8; a format PIL does not read)
+    is returned as it is: stored whole, as without ``max_side``."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(encoded)) as image:
-        width, height = image.size
-        if max(width, height) <= max_side:
-            return encoded
-        scale = max_side / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image.draft("RGB", size)
-        resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    try:
+        with Image.open(io.BytesIO(encoded)) as image:
+            width, height = image.size
+            if max(width, height) <= max_side:
+                return encoded
+            scale = max_side / max(width, height)
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            image.draft("RGB", size)
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: its high byte, as tf.io.decode_png
+                image = Image.fromarray((np.asarray(image, np.int64) >> 8).clip(0, 255).astype(np.uint8), "L")
+            resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError):
+        return encoded
     out = io.BytesIO()
     resized.save(out, format="JPEG", quality=quality)
     return out.getvalue()

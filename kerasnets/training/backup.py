@@ -127,14 +127,14 @@ class RunBackup:
         for name in storage.listdir(self.dir):
             path = os.path.join(self.dir, name)
             if name not in kept and storage.isdir(path):
-                storage.remove(path)
+                storage.remove(path, ignore_errors=True)
 
     def clear(self) -> None:
         """Remove every backup of the run (training finished; the model is saved elsewhere)."""
-        storage.remove(self.dir)
+        storage.remove(self.dir, ignore_errors=True)
         if storage.is_url(self.root):  # a prefix with no files left is gone by itself on object stores
             if storage.exists(self.root) and not storage.listdir(self.root):
-                storage.remove(self.root)
+                storage.remove(self.root, ignore_errors=True)
             return
         try:  # other workers clear their folders at the same time
             os.rmdir(self.root)  # only when empty
