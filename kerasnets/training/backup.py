@@ -81,7 +81,8 @@ class RunBackup:
         return next((s for s in self.saves() if (s["phase"], s["step"]) == (phase, step)), None)
 
     def save(self, checkpoint: tf.train.Checkpoint, phase: int, step: int) -> Save:
-        """Write ``checkpoint`` as the save of ``(phase, step)``, atomically; prune older saves."""
+        """Write ``checkpoint`` as the save of ``(phase, step)`` and list it in ``saves.json`` once it
+        is whole (on a local disk the save folder also appears at once, by a rename); prune older saves."""
         storage.makedirs(self.dir)
         name = f"phase{phase}-step{step}"
         final = os.path.join(self.dir, name)

@@ -46,8 +46,8 @@ def accelerator_present() -> bool:
 def replays(run: RunSetup, info) -> bool:
     """Whether the run's training stream is replayed to a resumed step (:func:`per_host_stream`)
     instead of restored from the iterator saved in its backups: under TPUStrategy, whose
-    distributed iterator cannot be saved, and for a pipeline that says it cannot be
-    (``info.extras["checkpointable"]``)."""
+    distributed iterator cannot be saved. (``info``, the pipeline's DatasetInfo: every
+    ``kerasnets.data.load`` stream can be saved today, ``extras["checkpointable"]``.)"""
     return run.tpu or not info.extras.get("checkpointable", True)
 
 
