@@ -86,9 +86,10 @@ class RunBackup:
         storage.makedirs(self.dir)
         name = f"phase{phase}-step{step}"
         final = os.path.join(self.dir, name)
-        saves = [s for s in self.saves() if s["dir"] != name]
+        listed = self.saves()
+        saves = [s for s in listed if s["dir"] != name]
         if storage.is_url(self.dir):  # no rename: the folder is written in place, listed only once whole
-            if len(saves) < len(self.saves()):  # an older save of this step: unlisted before it is overwritten
+            if len(saves) < len(listed):  # an older save of this step: unlisted before it is overwritten
                 atomic_write_text(self.index_path, json.dumps(saves))
             storage.remove(final)
             checkpoint.write(os.path.join(final, "ckpt"))
